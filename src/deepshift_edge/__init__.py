@@ -1,0 +1,40 @@
+"""deepshift_edge: stream convolutional networks over live sensor data.
+
+Deep Shifting (Groenland & Bohte, 2016): each layer remembers its earlier results, so
+a new frame costs only the new column of every layer, and the output for every frame
+equals the network run offline on the window that ends there.
+"""
+try:
+    from . import _kernels  # noqa: F401  the compiled core is required, never optional
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    raise ImportError(
+        "deepshift_edge's compiled core (deepshift_edge._kernels) is missing or broken: the "
+        "package was not built for this Python/platform. Reinstall it with "
+        "'pip install --force-reinstall deepshift-edge' (a C compiler is needed where no "
+        f"wheel exists). Original error: {exc}") from exc
+
+from .errors import (DeepShiftError, ModelError, NotStreamableError, StreamInputError,
+                     StreamInputTypeError)
+from .layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
+                     Flatten, GELU, GlobalAvgPool, GlobalMaxPool, HardSwish, Identity, LastFrame,
+                     Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, ReLU6, Residual,
+                     Sigmoid, Softmax, Tanh)
+from .model import Sequential
+from .stream import Stream
+
+BatchNorm = BatchNorm1d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequential", "Stream", "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d",
+    "AvgPool2d", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU",
+    "Sigmoid", "Tanh", "HardSwish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
+    "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "DeepShiftError", "ModelError",
+    "NotStreamableError", "StreamInputError", "StreamInputTypeError", "debug_build",
+]
+
+
+def debug_build() -> bool:
+    """True when the compiled core was built with DSE_DEBUG=1 (bounds checks on)."""
+    return _kernels.debug_build()

@@ -1,0 +1,616 @@
+# cython: language_level=3
+"""Compiled streaming core: executes a plan (see plan.py) one frame at a time.
+
+Thin on purpose: validation, messages and orchestration live in Python (plan.py,
+stream.py). This module owns the preallocated state and runs `noexcept nogil` loops
+over raw pointers. Per frame it allocates nothing.
+
+Ring buffers are *mirrored*: a node that keeps L rows has 2L rows, and every row is
+written at h and h + L, so the last L rows are always contiguous at [h+1, h+L] and
+the inner loops need no modulo.
+
+Unsafe directives (boundscheck/wraparound off, C division) come from setup.py so a
+debug build (DSE_DEBUG=1) turns the checks back on for the whole module.
+"""
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT
+from libc.math cimport expf, tanhf, erff, isfinite, INFINITY, NAN
+from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t
+
+cdef extern from *:
+    int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
+
+# Op kinds and activation codes: must match plan.py.
+cdef enum:
+    K_CONV = 0
+    K_POOL_MAX = 1
+    K_POOL_AVG = 2
+    K_ADD = 3
+    K_COPY = 4
+    K_GATHER = 5
+    K_GMEAN = 6
+    K_GMAX = 7
+    K_SOFTMAX = 8
+    A_NONE = 0
+    A_RELU = 1
+    A_RELU6 = 2
+    A_LEAKY = 3
+    A_SIGMOID = 4
+    A_TANH = 5
+    A_HARDSWISH = 6
+    A_GELU_ERF = 7
+    A_GELU_TANH = 8
+
+N_INT_FIELDS = 19
+
+cdef struct Op:
+    int kind
+    int src, src2, dst
+    int64_t period, phase
+    Py_ssize_t ntaps, tap_step, tap_offset
+    Py_ssize_t cin, cout, groups, fin, fout, kf, sf, pf, df
+    int act
+    float act_param
+    const float* weight
+    const float* scale
+    const float* shift
+    const int64_t* index
+
+
+cdef struct Net:
+    Op* ops
+    int n_ops
+    int n_nodes
+    float** rings          # per node: base of batch element 0; element b at + b * 2L * col
+    Py_ssize_t* ring_len   # L per node
+    Py_ssize_t* col        # floats per column per node
+    int64_t* state         # per element: [t, h_0 .. h_{n_nodes-1}]
+    Py_ssize_t state_stride
+    Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
+    int64_t window, hop
+    double* scratch        # per-channel accumulators of global pooling
+    int out_node
+    bint out_transpose
+    Py_ssize_t out_c, out_f
+
+
+# ---------------------------------------------------------------------------- helpers
+cdef inline float* ring_base(Net* net, int node, Py_ssize_t b) noexcept nogil:
+    return net.rings[node] + b * 2 * net.ring_len[node] * net.col[node]
+
+
+cdef inline const float* tap_row(Net* net, int node, Py_ssize_t b, const Op* op,
+                                 Py_ssize_t i) noexcept nogil:
+    """Column read by tap i (0 = oldest) of op from node's ring."""
+    cdef Py_ssize_t L = net.ring_len[node]
+    cdef int64_t h = net.state[b * net.state_stride + 1 + node]
+    return ring_base(net, node, b) + (h + L - op.tap_offset - (op.ntaps - 1 - i) * op.tap_step) * net.col[node]
+
+
+cdef inline float* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
+    """Advance node's ring by one row and return where the new column goes (row h + L)."""
+    cdef Py_ssize_t L = net.ring_len[node]
+    cdef int64_t* h = &net.state[b * net.state_stride + 1 + node]
+    h[0] = h[0] + 1
+    if h[0] == L:
+        h[0] = 0
+    return ring_base(net, node, b) + (h[0] + L) * net.col[node]
+
+
+cdef inline void mirror(Net* net, int node, Py_ssize_t b) noexcept nogil:
+    """Copy the newest row (h + L) to its twin (h)."""
+    cdef Py_ssize_t L = net.ring_len[node]
+    cdef Py_ssize_t col = net.col[node]
+    cdef int64_t h = net.state[b * net.state_stride + 1 + node]
+    cdef float* base = ring_base(net, node, b)
+    if L > 1:
+        memcpy(base + h * col, base + (h + L) * col, col * sizeof(float))
+    else:
+        memcpy(base, base + col, col * sizeof(float))
+
+
+cdef inline float activate(float v, int act, float param) noexcept nogil:
+    if act == A_RELU:
+        return v if v > 0.0 else 0.0
+    if act == A_RELU6:
+        return 0.0 if v < 0.0 else (6.0 if v > 6.0 else v)
+    if act == A_LEAKY:
+        return v if v >= 0.0 else v * param
+    if act == A_SIGMOID:
+        return 1.0 / (1.0 + expf(-v))
+    if act == A_TANH:
+        return tanhf(v)
+    if act == A_HARDSWISH:
+        return v * (0.0 if v < -3.0 else (6.0 if v > 3.0 else v + 3.0)) / 6.0
+    if act == A_GELU_ERF:
+        return 0.5 * v * (1.0 + erff(v * <float>0.7071067811865476))
+    if act == A_GELU_TANH:
+        return 0.5 * v * (1.0 + tanhf(<float>0.7978845608028654 * (v + <float>0.044715 * v * v * v)))
+    return v
+
+
+cdef void epilogue(const Op* op, float* out) noexcept nogil:
+    """Per-channel scale/shift then activation, over an (fout, cout) column."""
+    cdef Py_ssize_t f, c
+    cdef float* o
+    cdef float v
+    if op.scale == NULL and op.shift == NULL and op.act == A_NONE:
+        return
+    for f in range(op.fout):
+        o = out + f * op.cout
+        if op.scale != NULL:
+            for c in range(op.cout):
+                o[c] = o[c] * op.scale[c]
+        if op.shift != NULL:
+            for c in range(op.cout):
+                o[c] = o[c] + op.shift[c]
+        if op.act == A_RELU:  # the common case, kept as a tight loop
+            for c in range(op.cout):
+                v = o[c]
+                o[c] = v if v > 0.0 else 0.0
+        elif op.act != A_NONE:
+            for c in range(op.cout):
+                o[c] = activate(o[c], op.act, op.act_param)
+
+
+# ---------------------------------------------------------------------------- kernels
+cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+    """out[fo, o] = sum over time taps i, feature taps kf, input channels of the group.
+
+    Weights are (ntaps, kf, cin, cout/groups), so the innermost loop is an axpy over
+    the output channels of a group: contiguous, vectorisable without reassociation.
+    """
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t fo, i, k, fi, g, c, m
+    cdef const float* x
+    cdef const float* xf
+    cdef const float* w
+    cdef const float* wc
+    cdef float* o
+    cdef float* og
+    cdef float xv
+    cdef bint depthwise = cin_g == 1 and cout_g == 1
+    for fo in range(op.fout):
+        o = out + fo * op.cout
+        memset(o, 0, op.cout * sizeof(float))
+        for i in range(op.ntaps):
+            x = tap_row(net, op.src, b, op, i)
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                xf = x + fi * op.cin
+                w = op.weight + (i * op.kf + k) * op.cin * cout_g
+                if depthwise:
+                    for c in range(op.cin):
+                        o[c] += w[c] * xf[c]
+                else:
+                    for g in range(op.groups):
+                        og = o + g * cout_g
+                        for c in range(g * cin_g, (g + 1) * cin_g):
+                            xv = xf[c]
+                            wc = w + c * cout_g
+                            for m in range(cout_g):
+                                og[m] += wc[m] * xv
+    epilogue(op, out)
+
+
+cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+    cdef Py_ssize_t fo, i, k, c
+    cdef const float* x
+    cdef float* o
+    cdef bint is_max = op.kind == K_POOL_MAX
+    cdef float inv = 1.0 / <float>(op.ntaps * op.kf)
+    for fo in range(op.fout):
+        o = out + fo * op.cout
+        for c in range(op.cout):
+            o[c] = -INFINITY if is_max else 0.0
+        for i in range(op.ntaps):
+            for k in range(op.kf):
+                x = tap_row(net, op.src, b, op, i) + (fo * op.sf + k) * op.cin
+                if is_max:
+                    for c in range(op.cout):
+                        # NaN-propagating max, as torch.max_pool does
+                        if x[c] > o[c] or x[c] != x[c]:
+                            o[c] = x[c]
+                else:
+                    for c in range(op.cout):
+                        o[c] += x[c]
+        if not is_max:
+            for c in range(op.cout):
+                o[c] = o[c] * inv
+    epilogue(op, out)
+
+
+cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+    """Mean or max over ntaps positions (and features) per channel; double accumulators."""
+    cdef Py_ssize_t i, f, c
+    cdef const float* x
+    cdef double* acc = net.scratch
+    cdef bint is_max = op.kind == K_GMAX
+    for c in range(op.cin):
+        acc[c] = -INFINITY if is_max else 0.0
+    for i in range(op.ntaps):
+        x = tap_row(net, op.src, b, op, i)
+        for f in range(op.fin):
+            if is_max:
+                for c in range(op.cin):
+                    if x[f * op.cin + c] > acc[c] or x[f * op.cin + c] != x[f * op.cin + c]:
+                        acc[c] = x[f * op.cin + c]
+            else:
+                for c in range(op.cin):
+                    acc[c] += x[f * op.cin + c]
+    for c in range(op.cin):
+        out[c] = <float>(acc[c] if is_max else acc[c] / <double>(op.ntaps * op.fin))
+    epilogue(op, out)
+
+
+cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+    cdef const float* x = tap_row(net, op.src, b, op, 0)
+    cdef Py_ssize_t f, c
+    cdef float mx
+    cdef double total
+    for f in range(op.fout):
+        mx = x[f * op.cin]
+        for c in range(op.cin):
+            if x[f * op.cin + c] > mx:
+                mx = x[f * op.cin + c]
+        total = 0.0
+        for c in range(op.cin):
+            out[f * op.cin + c] = expf(x[f * op.cin + c] - mx)
+            total += out[f * op.cin + c]
+        for c in range(op.cin):
+            out[f * op.cin + c] = <float>(out[f * op.cin + c] / total)
+    epilogue(op, out)
+
+
+cdef void run_op(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
+    cdef float* out = advance(net, op.dst, b)
+    cdef Py_ssize_t j, n
+    cdef const float* x
+    cdef const float* y
+    if op.kind == K_CONV:
+        run_conv(net, op, b, out)
+    elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
+        run_pool(net, op, b, out)
+    elif op.kind == K_GMEAN or op.kind == K_GMAX:
+        run_global(net, op, b, out)
+    elif op.kind == K_SOFTMAX:
+        run_softmax(net, op, b, out)
+    elif op.kind == K_ADD:
+        n = net.col[op.dst]
+        x = tap_row(net, op.src, b, op, 0)
+        y = ring_base(net, op.src2, b) + (net.state[b * net.state_stride + 1 + op.src2]
+                                          + net.ring_len[op.src2]) * net.col[op.src2]
+        for j in range(n):
+            out[j] = x[j] + y[j]
+        epilogue(op, out)
+    elif op.kind == K_COPY:
+        memcpy(out, tap_row(net, op.src, b, op, 0), net.col[op.dst] * sizeof(float))
+        epilogue(op, out)
+    elif op.kind == K_GATHER:
+        n = net.col[op.dst]
+        for j in range(n):
+            out[j] = tap_row(net, op.src, b, op, op.index[2 * j])[op.index[2 * j + 1]]
+    mirror(net, op.dst, b)
+
+
+cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
+    """Push one frame into stream b; True when it produced an output."""
+    cdef int64_t* st = net.state + b * net.state_stride
+    cdef int64_t t = st[0]
+    cdef float* dst = advance(net, 0, b)
+    cdef Py_ssize_t c, f, k
+    cdef const Op* op
+    if net.in_f == 1:
+        memcpy(dst, frame, net.in_c * sizeof(float))
+    else:
+        for c in range(net.in_c):
+            for f in range(net.in_f):
+                dst[f * net.in_c + c] = frame[c * net.in_f + f]
+    mirror(net, 0, b)
+    for k in range(net.n_ops):
+        op = &net.ops[k]
+        if t >= op.phase and (t - op.phase) % op.period == 0:
+            run_op(net, op, b)
+    st[0] = t + 1
+    return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
+
+
+cdef void write_output(Net* net, Py_ssize_t b, float* out) noexcept nogil:
+    cdef const float* src = ring_base(net, net.out_node, b) + (
+        net.state[b * net.state_stride + 1 + net.out_node] + net.ring_len[net.out_node]) * net.col[net.out_node]
+    cdef Py_ssize_t c, f
+    if net.out_transpose:
+        for c in range(net.out_c):
+            for f in range(net.out_f):
+                out[c * net.out_f + f] = src[f * net.out_c + c]
+    else:
+        memcpy(out, src, net.col[net.out_node] * sizeof(float))
+
+
+cdef void fill_nan(float* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = NAN
+
+
+cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t batch,
+                   bint batched, float* out, Py_ssize_t out_size, char* ready) noexcept nogil:
+    """One frame for each of the batch streams; True if any produced an output."""
+    cdef Py_ssize_t b
+    cdef bint any_ready = False
+    for b in range(batch):
+        if step(net, b, src + b * frame_size):
+            write_output(net, b, out + b * out_size)
+            ready[b] = 1
+            any_ready = True
+        else:
+            ready[b] = 0
+            if batched:
+                fill_nan(out + b * out_size, out_size)
+    return any_ready
+
+
+cdef bint all_finite(const float* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    for i in range(n):
+        ok &= isfinite(x[i]) != 0
+    return ok
+
+
+cdef inline bint is_native_float32(const Py_buffer* view) noexcept:
+    cdef const char* fmt = view.format
+    if view.itemsize != 4 or fmt == NULL:
+        return False
+    if fmt[0] == b'f' and fmt[1] == 0:
+        return True
+    return (fmt[0] == b'@' or fmt[0] == b'=' or (fmt[0] == b'<' and LITTLE_ENDIAN)) \
+        and fmt[1] == b'f' and fmt[2] == 0
+
+
+import sys as _sys
+cdef bint LITTLE_ENDIAN = _sys.byteorder == "little"
+
+
+# ---------------------------------------------------------------------------- the Python face
+cdef class StreamCore:
+    """Owns the buffers of one (batched) stream and runs its plan.
+
+    Built by :class:`deepshift_edge.stream.Stream`; not meant to be used directly.
+    """
+
+    cdef Net net
+    cdef object _keep            # arrays whose memory the C structs point into
+    cdef object _rings, _state, _ints
+    cdef readonly object out     # (batch, *output_shape) float32, reused every push
+    cdef readonly object ready   # (batch,) bool, which rows of `out` hold an output
+    cdef object _out_single      # out[0], returned by unbatched push
+    cdef float* _out_ptr
+    cdef char* _ready_ptr
+    cdef readonly Py_ssize_t batch
+    cdef readonly bint batched
+    cdef Py_ssize_t _frame_size, _out_size
+    cdef tuple _frame_shape
+    cdef bint _release_gil
+    cdef object _coerce_frame, _coerce_block, _reject
+
+    def __cinit__(self):
+        self.net.ops = NULL
+
+    def _setup(self, plan, Py_ssize_t batch, bint batched, tuple frame_shape, float release_gil_macs,
+               coerce_frame, coerce_block, reject):
+        """Allocate every buffer; called once by Stream.__init__."""
+        import numpy as np
+        cdef int n_nodes = len(plan.nodes)
+        cdef int n_ops = len(plan.ops)
+        cdef Py_ssize_t i
+        cdef float[::1] fview
+        cdef int64_t[::1] iview
+        cdef int64_t[:, ::1] itab
+        self._coerce_frame, self._coerce_block, self._reject = coerce_frame, coerce_block, reject
+        self.batch, self.batched, self._frame_shape = batch, batched, frame_shape
+        keep = []
+        ops = np.zeros(max(n_ops, 1) * sizeof(Op), dtype=np.uint8)
+        ptrs = np.zeros(max(n_nodes, 1) * sizeof(float*), dtype=np.uint8)
+        lens = np.zeros(max(n_nodes, 1), dtype=np.intp)
+        cols = np.zeros(max(n_nodes, 1), dtype=np.intp)
+        keep += [ops, ptrs, lens, cols]
+        cdef unsigned char[::1] ops_bytes = ops
+        cdef unsigned char[::1] ptr_bytes = ptrs
+        cdef Py_ssize_t[::1] lens_v = lens
+        cdef Py_ssize_t[::1] cols_v = cols
+        self.net.ops = <Op*>&ops_bytes[0]
+        self.net.rings = <float**>&ptr_bytes[0]
+        self.net.ring_len = &lens_v[0]
+        self.net.col = &cols_v[0]
+        self.net.n_ops, self.net.n_nodes = n_ops, n_nodes
+        self._rings = []
+        for i in range(n_nodes):
+            node = plan.nodes[i]
+            ring = np.zeros((batch, 2 * node.ring, node.col), dtype=np.float32)
+            self._rings.append(ring)
+            fview = ring.reshape(-1)
+            self.net.rings[i] = &fview[0]
+            lens_v[i], cols_v[i] = node.ring, node.col
+        self.net.state_stride = 1 + n_nodes
+        self._state = np.zeros((batch, 1 + n_nodes), dtype=np.int64)
+        iview = self._state.reshape(-1)
+        self.net.state = &iview[0]
+        max_c = max([o.cin for o in plan.ops] + [1])
+        scratch = np.zeros(max_c, dtype=np.float64)
+        keep.append(scratch)
+        cdef double[::1] dview = scratch
+        self.net.scratch = &dview[0]
+        table = plan.int_table()
+        itab = table if n_ops else np.zeros((1, N_INT_FIELDS), dtype=np.int64)
+        for i in range(n_ops):
+            self.net.ops[i].kind = itab[i, 0]
+            self.net.ops[i].src = itab[i, 1]
+            self.net.ops[i].src2 = itab[i, 2]
+            self.net.ops[i].dst = itab[i, 3]
+            self.net.ops[i].period = itab[i, 4]
+            self.net.ops[i].phase = itab[i, 5]
+            self.net.ops[i].ntaps = itab[i, 6]
+            self.net.ops[i].tap_step = itab[i, 7]
+            self.net.ops[i].tap_offset = itab[i, 8]
+            self.net.ops[i].cin = itab[i, 9]
+            self.net.ops[i].cout = itab[i, 10]
+            self.net.ops[i].groups = itab[i, 11]
+            self.net.ops[i].fin = itab[i, 12]
+            self.net.ops[i].fout = itab[i, 13]
+            self.net.ops[i].kf = itab[i, 14]
+            self.net.ops[i].sf = itab[i, 15]
+            self.net.ops[i].pf = itab[i, 16]
+            self.net.ops[i].df = itab[i, 17]
+            self.net.ops[i].act = itab[i, 18]
+            op = plan.ops[i]
+            self.net.ops[i].act_param = op.act_param
+            self.net.ops[i].weight = self._float_ptr(op.weight, keep)
+            self.net.ops[i].scale = self._float_ptr(op.scale, keep)
+            self.net.ops[i].shift = self._float_ptr(op.shift, keep)
+            if op.index is not None:
+                idx = np.ascontiguousarray(op.index, dtype=np.int64).reshape(-1)
+                keep.append(idx)
+                iview = idx
+                self.net.ops[i].index = &iview[0]
+            else:
+                self.net.ops[i].index = NULL
+        self._ints = table
+        self._keep = keep
+        self.net.in_c = frame_shape[0]
+        self.net.in_f = frame_shape[1] if len(frame_shape) == 2 else 1
+        self.net.window, self.net.hop = plan.window, plan.hop
+        self.net.out_node = plan.ops[n_ops - 1].dst if n_ops else 0
+        self.net.out_transpose = plan.out_transpose
+        out_shape = tuple(plan.output_shape)
+        self.net.out_c = out_shape[0]
+        self.net.out_f = out_shape[1] if len(out_shape) == 2 else 1
+        self._frame_size = 1
+        for i in range(len(frame_shape)):
+            self._frame_size *= frame_shape[i]
+        self._out_size = self.net.out_c * self.net.out_f
+        self.out = np.full((batch,) + out_shape, np.nan, dtype=np.float32)
+        fview = self.out.reshape(-1)
+        self._out_ptr = &fview[0]
+        self.ready = np.zeros(batch, dtype=np.bool_)
+        cdef unsigned char[::1] rview = self.ready.view(np.uint8)
+        self._ready_ptr = <char*>&rview[0]
+        self._out_single = self.out[0]
+        self._release_gil = plan.macs_per_frame() * batch >= release_gil_macs
+
+    cdef const float* _float_ptr(self, arr, list keep) except? NULL:
+        import numpy as np
+        cdef float[::1] v
+        if arr is None:
+            return NULL
+        a = np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)
+        keep.append(a)
+        v = a
+        return &v[0]
+
+    # -- frames -------------------------------------------------------------
+    cdef bint _matches(self, Py_buffer* view):
+        """Fast-path check: C-contiguous native float32 of exactly the frame shape."""
+        cdef Py_ssize_t i, extra = 1 if self.batched else 0
+        if not is_native_float32(view) or view.ndim != len(self._frame_shape) + extra:
+            return False
+        if self.batched and view.shape[0] != self.batch:
+            return False
+        for i in range(len(self._frame_shape)):
+            if view.shape[i + extra] != <Py_ssize_t>self._frame_shape[i]:
+                return False
+        return True
+
+    def push(self, x):
+        """Push one frame; return the output for the window ending now, or None.
+
+        The returned array is reused: its contents change on the next push.
+        """
+        cdef Py_buffer view
+        cdef bint have = False
+        cdef bint any_ready = False
+        cdef Py_ssize_t b
+        cdef const float* src
+        try:
+            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+            have = True
+        except Exception:
+            pass
+        if have and not self._matches(&view):
+            PyBuffer_Release(&view)
+            have = False
+        if not have:
+            x = self._coerce_frame(x)          # raises a clear error on bad input
+            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            src = <const float*>view.buf
+            if not all_finite(src, self._frame_size * self.batch):
+                self._reject(x)                # raises: NaN/Inf are refused, state untouched
+            if self._release_gil:
+                with nogil:
+                    any_ready = push_all(&self.net, src, self._frame_size, self.batch,
+                                         self.batched, self._out_ptr, self._out_size, self._ready_ptr)
+            else:
+                any_ready = push_all(&self.net, src, self._frame_size, self.batch,
+                                     self.batched, self._out_ptr, self._out_size, self._ready_ptr)
+        finally:
+            PyBuffer_Release(&view)
+        if not any_ready:
+            return None
+        return self.out if self.batched else self._out_single
+
+    def _run_block(self, block, out, ready):
+        """Push a validated float32 C-contiguous block of shape (N, batch*frame).
+
+        Unbatched: outputs are packed into `out` (M, out) in order, returns M.
+        Batched: out is (N, batch, out) with NaN where no output, ready (N, batch).
+        """
+        cdef float[::1] xb = block.reshape(-1)
+        cdef float[::1] ob = out.reshape(-1) if out.size else None
+        cdef unsigned char[::1] rb = ready.reshape(-1).view('uint8') if ready.size else None
+        cdef Py_ssize_t n = block.shape[0], i, b, m = 0
+        cdef Py_ssize_t fs = self._frame_size, os = self._out_size, B = self.batch
+        cdef bint batched = self.batched
+        if n == 0:
+            return 0
+        with nogil:
+            for i in range(n):
+                for b in range(B):
+                    if step(&self.net, b, &xb[0] + (i * B + b) * fs):
+                        if batched:
+                            write_output(&self.net, b, &ob[0] + (i * B + b) * os)
+                            rb[i * B + b] = 1
+                        else:
+                            write_output(&self.net, b, &ob[0] + m * os)
+                            m += 1
+                    elif batched:
+                        fill_nan(&ob[0] + (i * B + b) * os, os)
+                        rb[i * B + b] = 0
+        return m
+
+    def _frames(self):
+        """Frames pushed so far, per stream (int64 array, a copy)."""
+        return self._state[:, 0].copy()
+
+    def _reset_rows(self, rows):
+        """Reset the given streams (an iterable of indices) to their fresh state."""
+        for b in rows:
+            for ring in self._rings:
+                ring[b] = 0
+            self._state[b] = 0
+            self.ready[b] = False
+            self.out[b] = float("nan")
+
+    def _buffers(self):
+        """(rings, state): the live state arrays (for snapshots and memory accounting)."""
+        return self._rings, self._state
+
+
+
+
+def debug_build():
+    """True when this extension was compiled with DSE_DEBUG=1 (bounds checks on)."""
+    return bool(DSE_DEBUG_BUILD)

@@ -1,0 +1,26 @@
+"""Exception types of deepshift_edge.
+
+Every error the package raises on purpose is a subclass of :class:`DeepShiftError`,
+and also of the built-in type a caller would expect (``ValueError``/``TypeError``),
+so ``except ValueError`` keeps working in code that does not know this package.
+"""
+
+
+class DeepShiftError(Exception):
+    """Base class of all errors raised by deepshift_edge."""
+
+
+class ModelError(DeepShiftError, ValueError):
+    """A model description is inconsistent (shapes, channels, hyper-parameters)."""
+
+
+class NotStreamableError(ModelError):
+    """The window network cannot be streamed exactly (e.g. zero padding the head can see)."""
+
+
+class StreamInputError(DeepShiftError, ValueError):
+    """A frame or block pushed into a stream has the wrong shape, type or values."""
+
+
+class StreamInputTypeError(StreamInputError, TypeError):
+    """A frame or block pushed into a stream is not a numeric array."""

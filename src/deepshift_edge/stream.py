@@ -1,0 +1,164 @@
+"""`Stream`: push frames, get the output of the window ending at each frame.
+
+The per-frame work runs in the compiled core (`_kernels.StreamCore.push`); this module
+holds what is not time-critical: construction, the slow path that converts and checks
+unusual input, error messages, and block/batch conveniences.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ._kernels import StreamCore
+from .errors import StreamInputError, StreamInputTypeError
+from .plan import build_plan
+
+__all__ = ["Stream"]
+
+# Below this many multiply-adds per push, releasing the GIL costs more than it frees.
+RELEASE_GIL_MACS = 20_000
+
+
+def _as_float32(x, what: str) -> np.ndarray:
+    if isinstance(x, (str, bytes)) or x is None:
+        raise StreamInputTypeError(f"expected {what} as a numeric array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise StreamInputTypeError(f"expected {what} as a numeric array, got {type(x).__name__}: {exc}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise StreamInputTypeError(f"expected {what} as a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise StreamInputTypeError(f"expected {what} as a real array, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class Stream(StreamCore):
+    """A live stream through a :class:`~deepshift_edge.model.Sequential`.
+
+    Create it with ``model.stream()``. ``push(frame)`` returns ``None`` until the window
+    is full, then the output for the window ending at that frame (in ``decimated`` mode:
+    every ``hop`` frames). The returned array is owned by the stream and overwritten by
+    the next push: copy it to keep it.
+
+    Non-finite input (NaN/Inf) is refused with :class:`StreamInputError`, and the
+    stream's state is left as it was, like for any other bad input.
+
+    With ``batch=B``, ``push`` takes ``(B, *frame_shape)``, and returns ``None`` when no
+    stream has an output, else the ``(B, *output_shape)`` array whose rows without an
+    output (see :attr:`ready`) are NaN.
+    """
+
+    def __init__(self, model, batch: Optional[int] = None, mode: str = "dense"):
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
+                                  or batch < 1):
+            raise ValueError(f"batch must be None or an integer >= 1, got {batch!r}")
+        self.model = model
+        self.mode = mode
+        self.plan = build_plan(model, mode)
+        self.window = model.window
+        self.hop = self.plan.hop
+        self.frame_shape = tuple(model.frame_shape)
+        self.output_shape = tuple(model.output_shape)
+        n = 1 if batch is None else int(batch)
+        self._setup(self.plan, n, batch is not None, self.frame_shape, RELEASE_GIL_MACS,
+                    self._coerce_frame, None, self._reject)
+
+    # -- slow path of push: called by the compiled core only when the fast check fails
+    @property
+    def _expected(self) -> tuple:
+        return ((self.batch,) if self.batched else ()) + self.frame_shape
+
+    def _coerce_frame(self, x) -> np.ndarray:
+        arr = _as_float32(x, "a frame")
+        if arr.shape != self._expected:
+            what = "a batch of frames" if self.batched else "a frame"
+            raise StreamInputError(f"expected {what} of shape {self._expected}, got shape {arr.shape}")
+        return arr
+
+    def _reject(self, x):
+        arr = np.asarray(x, dtype=np.float32)
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise StreamInputError(
+            f"frame contains a non-finite value ({arr[tuple(bad)]}) at index {tuple(int(i) for i in bad)}; "
+            f"NaN/Inf are refused (the stream state is unchanged)")
+
+    # -- blocks
+    def push_many(self, block):
+        """Push frames ``block[0], block[1], ...``; equal to pushing them one by one.
+
+        Unbatched: ``block`` is (N, *frame_shape); returns the outputs of the frames that
+        have one, in order, as a new (M, *output_shape) array (M may be 0).
+        Batched: ``block`` is (N, B, *frame_shape); returns ``(outputs, ready)`` with
+        outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
+        """
+        arr = _as_float32(block, "a block of frames")
+        want = self._expected
+        if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
+            raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, want))}), "
+                                   f"got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            raise StreamInputError(f"block contains a non-finite value at index "
+                                   f"{tuple(int(i) for i in bad)} (frame {int(bad[0])}); NaN/Inf are "
+                                   f"refused (the stream state is unchanged)")
+        n = arr.shape[0]
+        if self.batched:
+            out = np.empty((n, self.batch) + self.output_shape, dtype=np.float32)
+            ready = np.zeros((n, self.batch), dtype=np.bool_)
+            self._run_block(arr, out, ready)
+            if n:
+                self.ready[:] = ready[-1]
+                self.out[...] = out[-1]
+            return out, ready
+        m = self._outputs_in_next(n)
+        out = np.empty((m,) + self.output_shape, dtype=np.float32)
+        got = self._run_block(arr, out, np.zeros(0, dtype=np.bool_))
+        assert got == m, (got, m)
+        if n:
+            self.ready[0] = self._emits(int(self._frames()[0]) - 1)
+            if m:
+                self.out[0] = out[-1]
+        return out
+
+    def _emits(self, t: int) -> bool:
+        w, hop = self.window, self.hop
+        return t >= w - 1 and (t - (w - 1)) % hop == 0
+
+    def _outputs_in_next(self, n: int) -> int:
+        """How many of the next n frames of the (unbatched) stream produce an output."""
+        t0 = int(self._frames()[0])
+        first = max(t0, self.window - 1)
+        first += (-(first - (self.window - 1))) % self.hop
+        last = t0 + n - 1
+        return 0 if last < first else (last - first) // self.hop + 1
+
+    # -- state
+    def reset(self, index=None):
+        """Return to the fresh state: all streams, or only stream ``index`` (int or list)."""
+        if index is None:
+            rows = range(self.batch)
+        else:
+            rows = [index] if isinstance(index, (int, np.integer)) else list(index)
+            for b in rows:
+                if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 0 <= b < self.batch:
+                    raise IndexError(f"stream index must be in 0..{self.batch - 1}, got {b!r}")
+        self._reset_rows(rows)
+
+    @property
+    def frames(self):
+        """Frames pushed since creation or reset (int; an int64 array when batched)."""
+        f = self._frames()
+        return f if self.batched else int(f[0])
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of ring buffers held by this stream (all batch elements)."""
+        rings, state = self._buffers()
+        return int(sum(r.nbytes for r in rings) + state.nbytes)
+
+    def __repr__(self):
+        b = f", batch={self.batch}" if self.batched else ""
+        return (f"<Stream mode={self.mode!r}{b} window={self.window} hop={self.hop} "
+                f"frame_shape={self.frame_shape} output_shape={self.output_shape} frames={self.frames}>")
