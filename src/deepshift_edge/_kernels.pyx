@@ -16,9 +16,50 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIG
 from libc.math cimport expf, tanhf, erff, isfinite, INFINITY, NAN
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
+
+# NumPy's buffer export allocates (and frees) a small info block on every call, so the
+# per-frame fast path reads an exact ndarray's header fields directly. These leading
+# fields of PyArrayObject and PyArray_Descr are the same in NumPy 1.x and 2.x (every
+# compiled extension's PyArray_DATA/NDIM/DIMS/FLAGS macros read them), and we need no
+# NumPy headers to build. Anything else goes through the buffer protocol.
+cdef extern from *:
+    """
+    typedef struct {
+        PyObject_HEAD
+        char *data;
+        int nd;
+        Py_ssize_t *dimensions;
+        Py_ssize_t *strides;
+        PyObject *base;
+        PyObject *descr;
+        int flags;
+    } dse_ndarray_head;
+    typedef struct {
+        PyObject_HEAD
+        PyTypeObject *typeobj;
+        char kind;
+        char type;
+        char byteorder;
+    } dse_descr_head;
+    """
+    ctypedef struct dse_ndarray_head:
+        char* data
+        int nd
+        Py_ssize_t* dimensions
+        PyObject* descr
+        int flags
+    ctypedef struct dse_descr_head:
+        char kind
+        char type
+        char byteorder
+
+
+cdef PyTypeObject* NDARRAY_TYPE = NULL
+cdef int NPY_C_CONTIGUOUS_ALIGNED = 0x0001 | 0x0100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
 
 # Op kinds and activation codes: must match plan.py.
 cdef enum:
@@ -361,6 +402,26 @@ cdef bint all_finite(const float* x, Py_ssize_t n) noexcept nogil:
     return ok
 
 
+cdef const float* ndarray_float32_data(object x, int nd, const Py_ssize_t* shape) noexcept:
+    """Data pointer of an exact, aligned, C-contiguous native float32 ndarray of shape
+    `shape` (nd dims), else NULL. Reads header fields only: no allocation."""
+    cdef dse_ndarray_head* a
+    cdef dse_descr_head* d
+    cdef int i
+    if NDARRAY_TYPE == NULL or Py_TYPE(x) != NDARRAY_TYPE:
+        return NULL
+    a = <dse_ndarray_head*><PyObject*>x
+    if a.nd != nd or (a.flags & NPY_C_CONTIGUOUS_ALIGNED) != NPY_C_CONTIGUOUS_ALIGNED:
+        return NULL
+    d = <dse_descr_head*>a.descr
+    if d.kind != b'f' or d.type != b'f' or not (d.byteorder == b'=' or (d.byteorder == b'<' and LITTLE_ENDIAN)):
+        return NULL
+    for i in range(nd):
+        if a.dimensions[i] != shape[i]:
+            return NULL
+    return <const float*>a.data
+
+
 cdef inline bint is_native_float32(const Py_buffer* view) noexcept:
     cdef const char* fmt = view.format
     if view.itemsize != 4 or fmt == NULL:
@@ -394,6 +455,8 @@ cdef class StreamCore:
     cdef readonly bint batched
     cdef Py_ssize_t _frame_size, _out_size
     cdef tuple _frame_shape
+    cdef Py_ssize_t _push_shape[4]   # expected shape of push's argument
+    cdef int _push_nd
     cdef bint _release_gil
     cdef object _coerce_frame, _coerce_block, _reject
 
@@ -488,6 +551,15 @@ cdef class StreamCore:
         out_shape = tuple(plan.output_shape)
         self.net.out_c = out_shape[0]
         self.net.out_f = out_shape[1] if len(out_shape) == 2 else 1
+        global NDARRAY_TYPE
+        NDARRAY_TYPE = <PyTypeObject*>np.ndarray
+        self._push_nd = 0
+        if batched:
+            self._push_shape[0] = batch
+            self._push_nd = 1
+        for i in range(len(frame_shape)):
+            self._push_shape[self._push_nd] = frame_shape[i]
+            self._push_nd += 1
         self._frame_size = 1
         for i in range(len(frame_shape)):
             self._frame_size *= frame_shape[i]
@@ -532,23 +604,24 @@ cdef class StreamCore:
         cdef Py_buffer view
         cdef bint have = False
         cdef bint any_ready = False
-        cdef Py_ssize_t b
-        cdef const float* src
-        try:
-            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
-            have = True
-        except Exception:
-            pass
-        if have and not self._matches(&view):
-            PyBuffer_Release(&view)
-            have = False
-        if not have:
-            x = self._coerce_frame(x)          # raises a clear error on bad input
-            PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
-        try:
+        cdef const float* src = ndarray_float32_data(x, self._push_nd, self._push_shape)
+        if src == NULL:  # not a plain float32 ndarray: buffer protocol, else the slow path
+            try:
+                PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+                have = True
+            except Exception:
+                pass
+            if have and not self._matches(&view):
+                PyBuffer_Release(&view)
+                have = False
+            if not have:
+                x = self._coerce_frame(x)          # raises a clear error on bad input
+                PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+                have = True
             src = <const float*>view.buf
+        try:
             if not all_finite(src, self._frame_size * self.batch):
-                self._reject(x)                # raises: NaN/Inf are refused, state untouched
+                self._reject(x)                    # raises: NaN/Inf are refused, state untouched
             if self._release_gil:
                 with nogil:
                     any_ready = push_all(&self.net, src, self._frame_size, self.batch,
@@ -557,7 +630,8 @@ cdef class StreamCore:
                 any_ready = push_all(&self.net, src, self._frame_size, self.batch,
                                      self.batched, self._out_ptr, self._out_size, self._ready_ptr)
         finally:
-            PyBuffer_Release(&view)
+            if have:
+                PyBuffer_Release(&view)
         if not any_ready:
             return None
         return self.out if self.batched else self._out_single

@@ -31,7 +31,7 @@ def _as_float32(x, what: str) -> np.ndarray:
         raise StreamInputTypeError(f"expected {what} as a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise StreamInputTypeError(f"expected {what} as a real array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.asarray(arr, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
 
 
 class Stream(StreamCore):
