@@ -38,6 +38,8 @@ extensions = [
     Extension(
         "deepshift_edge._kernels",
         ["src/deepshift_edge/_kernels.pyx"],
+        include_dirs=["src/deepshift_edge"],
+        depends=["src/deepshift_edge/_gemv.h"],
         extra_compile_args=compile_args,
         define_macros=[("DSE_DEBUG_BUILD", "1" if DEBUG else "0")],
     )

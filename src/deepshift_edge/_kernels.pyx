@@ -18,6 +18,12 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 
+cdef extern from "_gemv.h" nogil:
+    enum: DSE_BLK
+    void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
+                          Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
+                          float* out)
+
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
 
@@ -110,6 +116,9 @@ cdef struct Net:
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
+    float* fscratch        # one padded conv output block set
+    const float** xptrs    # conv chunk input pointers
+    Py_ssize_t* woffs      # conv chunk weight offsets
     int out_node
     bint out_transpose
     Py_ssize_t out_c, out_f
@@ -198,42 +207,46 @@ cdef void epilogue(const Op* op, float* out) noexcept nogil:
 cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
     """out[fo, o] = sum over time taps i, feature taps kf, input channels of the group.
 
-    Weights are (ntaps, kf, cin, cout/groups), so the innermost loop is an axpy over
-    the output channels of a group: contiguous, vectorisable without reassociation.
+    General case: the register-blocked matrix-vector product of _gemv.h over the
+    (tap, feature tap) chunks that fall inside the (zero padded) frame. Depthwise:
+    weights (ntaps, kf, cin), a multiply-add over contiguous channels.
     """
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
-    cdef Py_ssize_t fo, i, k, fi, g, c, m
+    cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
+    cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef Py_ssize_t fo, i, k, fi, g, c, n
     cdef const float* x
-    cdef const float* xf
     cdef const float* w
-    cdef const float* wc
     cdef float* o
-    cdef float* og
-    cdef float xv
     cdef bint depthwise = cin_g == 1 and cout_g == 1
     for fo in range(op.fout):
         o = out + fo * op.cout
-        memset(o, 0, op.cout * sizeof(float))
+        if depthwise:
+            memset(o, 0, op.cout * sizeof(float))
+        n = 0
         for i in range(op.ntaps):
             x = tap_row(net, op.src, b, op, i)
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
                     continue
-                xf = x + fi * op.cin
-                w = op.weight + (i * op.kf + k) * op.cin * cout_g
                 if depthwise:
+                    w = op.weight + (i * op.kf + k) * op.cin
                     for c in range(op.cin):
-                        o[c] += w[c] * xf[c]
+                        o[c] += w[c] * x[fi * op.cin + c]
                 else:
-                    for g in range(op.groups):
-                        og = o + g * cout_g
-                        for c in range(g * cin_g, (g + 1) * cin_g):
-                            xv = xf[c]
-                            wc = w + c * cout_g
-                            for m in range(cout_g):
-                                og[m] += wc[m] * xv
+                    net.xptrs[n] = x + fi * op.cin
+                    net.woffs[n] = (i * op.kf + k) * cin_g * DSE_BLK
+                    n += 1
+        if depthwise:
+            continue
+        for g in range(op.groups):
+            for c in range(n):
+                net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+            dse_gemv_blocked(net.xptrs + n, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
+                             nblk, blk_stride, net.fscratch)
+            memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
     epilogue(op, out)
 
 
@@ -507,6 +520,18 @@ cdef class StreamCore:
         keep.append(scratch)
         cdef double[::1] dview = scratch
         self.net.scratch = &dview[0]
+        max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
+        fscratch = np.zeros(max_out, dtype=np.float32)
+        max_chunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
+        xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then per-group copies
+        woffs = np.zeros(max_chunks, dtype=np.intp)
+        keep += [fscratch, xptrs, woffs]
+        fview = fscratch
+        self.net.fscratch = &fview[0]
+        cdef size_t[::1] pview = xptrs
+        self.net.xptrs = <const float**>&pview[0]
+        cdef Py_ssize_t[::1] wview = woffs
+        self.net.woffs = &wview[0]
         table = plan.int_table()
         itab = table if n_ops else np.zeros((1, N_INT_FIELDS), dtype=np.int64)
         for i in range(n_ops):
@@ -531,7 +556,7 @@ cdef class StreamCore:
             self.net.ops[i].act = itab[i, 18]
             op = plan.ops[i]
             self.net.ops[i].act_param = op.act_param
-            self.net.ops[i].weight = self._float_ptr(op.weight, keep)
+            self.net.ops[i].weight = self._float_ptr(plan.kernel_weight(op), keep)
             self.net.ops[i].scale = self._float_ptr(op.scale, keep)
             self.net.ops[i].shift = self._float_ptr(op.shift, keep)
             if op.index is not None:

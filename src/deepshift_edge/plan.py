@@ -88,6 +88,12 @@ class Plan:
     out_transpose: bool = False  # final column is (F, C) but the output is (C, F)
     output_shape: tuple = ()
 
+    def kernel_weight(self, op: Op) -> np.ndarray:
+        """Weights in the layout the compiled conv reads: blocked, except depthwise."""
+        if op.weight is None or op.kind != CONV or (op.cin == op.groups and op.cout == op.groups):
+            return op.weight
+        return blocked_weight(op.weight, op.groups)
+
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
         rows = [[o.kind, o.src, o.src2, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.tap_offset,
@@ -118,6 +124,9 @@ def _act_code(layer) -> tuple:
     return None
 
 
+BLOCK = 16  # output channels per register block: DSE_BLK in _gemv.h
+
+
 def _conv_weight(weight4: np.ndarray, groups: int) -> np.ndarray:
     """(out, in/g, kf, kt) PyTorch layout -> (kt, kf, in, out/g) kernel layout."""
     c_out, cin_g, k_f, k_t = weight4.shape
@@ -125,6 +134,19 @@ def _conv_weight(weight4: np.ndarray, groups: int) -> np.ndarray:
     w = weight4.reshape(groups, cout_g, cin_g, k_f, k_t)          # g, m, c, kf, kt
     w = w.transpose(4, 3, 0, 2, 1).reshape(k_t, k_f, groups * cin_g, cout_g)
     return np.ascontiguousarray(w, dtype=np.float32)
+
+
+def blocked_weight(kernel_weight: np.ndarray, groups: int) -> np.ndarray:
+    """(kt, kf, in, out/g) kernel layout -> the register-blocked layout of _gemv.h:
+    [group][block of BLOCK outputs][kt*kf chunk][in/g channel][BLOCK], zero padded."""
+    k_t, k_f, c_in, cout_g = kernel_weight.shape
+    cin_g = c_in // groups
+    nblk = -(-cout_g // BLOCK)
+    w = kernel_weight.reshape(k_t * k_f, groups, cin_g, cout_g)
+    padded = np.zeros((k_t * k_f, groups, cin_g, nblk * BLOCK), dtype=np.float32)
+    padded[..., :cout_g] = w
+    padded = padded.reshape(k_t * k_f, groups, cin_g, nblk, BLOCK)
+    return np.ascontiguousarray(padded.transpose(1, 3, 0, 2, 4), dtype=np.float32)
 
 
 class _Builder:
