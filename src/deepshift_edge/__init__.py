@@ -13,14 +13,17 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "'pip install --force-reinstall deepshift-edge' (a C compiler is needed where no "
         f"wheel exists). Original error: {exc}") from exc
 
-from .errors import (DeepShiftError, ModelError, NotStreamableError, StreamInputError,
-                     StreamInputTypeError)
+from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError,
+                     StreamInputError, StreamInputTypeError)
 from .layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
                      Flatten, GELU, GlobalAvgPool, GlobalMaxPool, HardSwish, Identity, LastFrame,
                      Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, ReLU6, Residual,
                      Sigmoid, Softmax, Tanh)
 from .model import Sequential
 from .stream import Stream
+from .io import load, save  # model files (.npz format v1, docs/format.md)
+from .onnx_import import from_onnx  # imports `onnx` only when called
+from .torch_import import from_torch  # imports `torch` only when called
 
 BatchNorm = BatchNorm1d
 
@@ -32,6 +35,7 @@ __all__ = [
     "Sigmoid", "Tanh", "HardSwish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
     "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "DeepShiftError", "ModelError",
     "NotStreamableError", "StreamInputError", "StreamInputTypeError", "debug_build",
+    "ModelFormatError", "load", "save", "from_onnx", "from_torch",
 ]
 
 

@@ -1,4 +1,10 @@
-"""Command line: ``deepshift-edge demo`` (and ``python -m deepshift_edge demo``)."""
+"""Command line: ``deepshift-edge demo | inspect | convert`` (also ``python -m deepshift_edge``).
+
+* ``demo``: stream a built-in example model, check it against the offline reference, time it.
+* ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
+  the cost of streaming versus recomputing the whole window every frame.
+* ``convert model.onnx model.npz [--window W]``: import an ONNX graph, check it, save it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +66,172 @@ def _demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- inspect
+def _short(layer) -> str:
+    """'Conv1d 3->8 k=3 d=2 causal' style description (non-default hyper-parameters)."""
+    from . import io as dio
+
+    kind = type(layer).__name__
+    cfg = layer.config()
+    schema = dio._SCHEMA.get(kind, {})
+    parts = []
+    if "in_channels" in cfg:
+        parts.append(f"{cfg['in_channels']}->{cfg['out_channels']}")
+    elif "in_features" in cfg:
+        parts.append(f"{cfg['in_features']}->{cfg['out_features']}")
+    elif "num_features" in cfg:
+        parts.append(str(cfg["num_features"]))
+    abbrev = {"kernel_size": "k", "stride": "s", "dilation": "d", "groups": "g"}
+    for key, value in cfg.items():
+        if key in ("in_channels", "out_channels", "in_features", "out_features", "num_features"):
+            continue
+        default = schema.get(key, (None, None))[1]
+        norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+        if key in ("stride",) and default is None and norm(value) == norm(cfg.get("kernel_size")):
+            continue
+        if norm(value) == norm(default) or (isinstance(default, list) and isinstance(value, int)
+                                            and [value, value] == default):
+            continue
+        if key == "padding":
+            parts.append(str(value) if isinstance(value, str) else f"pad={list(value)}")
+        elif key == "bias":
+            parts.append("no bias" if not value else "bias")
+        else:
+            v = "x".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            parts.append(f"{abbrev.get(key, key)}={v}")
+    return " ".join([kind] + parts)
+
+
+def _layer_macs(layer, spec_in, spec_out) -> int:
+    """Multiply-adds of one layer over one whole window (the plan's per-op counts x positions)."""
+    from . import layers as L
+
+    positions = 1 if spec_out.length is None else spec_out.length
+    if isinstance(layer, (L.Conv1d, L.Conv2d)):
+        f_out = spec_out.features or 1
+        return layer.k_t * layer.k_f * (layer.in_channels // layer.groups) * layer.out_channels \
+            * f_out * positions
+    if isinstance(layer, L.Linear):
+        return layer.in_features * layer.out_features * positions
+    if isinstance(layer, L._Pool):
+        return layer.k_t * layer.k_f * spec_out.channels * (spec_out.features or 1) * positions
+    if isinstance(layer, (L.GlobalAvgPool, L.GlobalMaxPool)) and not spec_in.is_vector:
+        return spec_in.channels * (spec_in.features or 1) * spec_in.length
+    return 0
+
+
+def _rows(model):
+    """(name, description, output shape, step, rf, params, macs per window) per layer."""
+    from . import layers as L
+
+    rows = []
+    for i, layer in enumerate(model.layers):
+        spec_in, spec_out = model.specs[i], model.specs[i + 1]
+        if isinstance(layer, L.Residual):
+            sub_rows, macs, spec = [], 0, spec_in
+            for j, sub in enumerate(layer.body):
+                nxt = sub.out_spec(spec, f"layer {i}.body[{j}]")
+                m = _layer_macs(sub, spec, nxt)
+                macs += m
+                sub_rows.append((f"{i}.body.{j}", "  " + _short(sub), nxt, _nparams(sub), m))
+                spec = nxt
+            if layer.skip is not None:
+                nxt = layer.skip.out_spec(spec_in, f"layer {i}.skip")
+                m = _layer_macs(layer.skip, spec_in, nxt)
+                macs += m
+                sub_rows.append((f"{i}.skip", "  " + _short(layer.skip), nxt, _nparams(layer.skip), m))
+            rows.append((str(i), "Residual (body + skip, newest frames aligned)", spec_out,
+                         _nparams(layer), macs))
+            rows += sub_rows
+        else:
+            rows.append((str(i), _short(layer), spec_out, _nparams(layer),
+                         _layer_macs(layer, spec_in, spec_out)))
+    if not model.layers or not any(layer.is_head for layer in model.layers):
+        rows.append(("-", "(implicit LastFrame)", model.specs[-1], 0, 0))
+    return rows
+
+
+def _nparams(layer) -> int:
+    from . import layers as L
+
+    if isinstance(layer, L.Residual):
+        return sum(_nparams(s) for s in layer.body) + (0 if layer.skip is None else _nparams(layer.skip))
+    return int(sum(a.size for a in layer.params().values()))
+
+
+def _fmt_shape(spec) -> str:
+    return str(tuple(int(v) for v in spec.shape))
+
+
+def model_report(model) -> str:
+    """The text printed by ``deepshift-edge inspect``."""
+    from .errors import NotStreamableError
+
+    lines = []
+    frame = "x".join(map(str, model.frame_shape))
+    lines.append(f"input frames ({frame}) -> output {tuple(model.output_shape)}; window {model.window} "
+                 f"frames; layout of shapes: (channels[, features], time positions) before the head")
+    rows = _rows(model)
+    head = f"{'#':>8}  {'layer':44s} {'output shape':>16} {'step':>5} {'rf':>6} {'params':>10} {'MACs/window':>12}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for name, desc, spec, params, macs in rows:
+        step = "-" if spec.is_vector else str(spec.step)
+        rf = "-" if spec.is_vector else str(spec.rf)
+        lines.append(f"{name:>8}  {desc[:44]:44s} {_fmt_shape(spec):>16} {step:>5} {rf:>6} "
+                     f"{params:>10,} {macs:>12,}")
+    total_params = sum(r[3] for r in rows if "." not in r[0])
+    recompute = sum(r[4] for r in rows if "." not in r[0])
+    lines.append("-" * len(head))
+    lines.append(f"parameters: {total_params:,} ({4 * total_params:,} bytes float32)")
+    lines.append(f"receptive field: {model.receptive_field} frames; window: {model.window}; "
+                 f"hop: {model.hop}; delay: {model.delay} frames; equivalence: {model.equivalence}")
+    lines.append(f"full-window recompute: {recompute:,} multiply-adds per output "
+                 f"(sum over layers of MACs per position x positions in the window)")
+    try:
+        dense = model.stream()
+        deci = model.stream(mode="decimated")
+    except NotStreamableError as exc:
+        lines.append(f"streaming: not possible: {exc}")
+        return "\n".join(lines)
+    d_macs, x_macs = dense.plan.macs_per_frame(), deci.plan.macs_per_frame()
+    lines.append(f"streamed, mode='dense' (an output every frame): {d_macs:,.0f} MACs/frame vs "
+                 f"{recompute:,} recomputing every frame: {_saving(recompute, d_macs)}; "
+                 f"buffers {dense.buffer_bytes:,} bytes")
+    if model.hop > 1:
+        lines.append(f"streamed, mode='decimated' (an output every {model.hop} frames): "
+                     f"{x_macs:,.0f} MACs/frame vs {recompute / model.hop:,.0f} recomputing every "
+                     f"{model.hop} frames: {_saving(recompute / model.hop, x_macs)}; buffers "
+                     f"{deci.buffer_bytes:,} bytes")
+    return "\n".join(lines)
+
+
+def _saving(recompute, streamed) -> str:
+    if streamed <= 0:
+        return "no multiply-adds"
+    return f"{recompute / streamed:,.1f}x fewer"
+
+
+def _inspect(args) -> int:
+    from .io import load
+
+    model = load(args.model)
+    print(f"{args.model}:")
+    print(model_report(model))
+    return 0
+
+
+def _convert(args) -> int:
+    from .io import save
+    from .onnx_import import from_onnx
+
+    model, report = from_onnx(args.source, window=args.window, return_report=True)
+    save(model, args.target)
+    print(report)
+    print(f"wrote {args.target}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,9 +240,26 @@ def main(argv=None) -> int:
     demo.add_argument("--frames", type=int, default=3000, help="synthetic frames to stream")
     demo.add_argument("--recompute-frames", type=int, default=300,
                       help="windows to recompute for the comparison")
+    insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
+    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1)")
+    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
+    conv.add_argument("source", help="the .onnx file (input: one window, (1, C, W) or (1, C, F, W))")
+    conv.add_argument("target", help="the .npz file to write")
+    conv.add_argument("--window", type=int, default=None,
+                      help="window W in frames (default: the time length of the ONNX input)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
+    from .errors import DeepShiftError
+
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "convert":
+            return _convert(args)
+    except (DeepShiftError, OSError, ImportError) as exc:
+        print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover
 
 

@@ -23,6 +23,9 @@ cdef extern from "_gemv.h" nogil:
     void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
                           Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                           float* out)
+    void dse_gemv_blocked_x4(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
+                             Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
+                             float* const* out)
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -116,7 +119,10 @@ cdef struct Net:
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
-    float* fscratch        # one padded conv output block set
+    float* fscratch        # padded conv outputs: 4 areas of fscratch_stride floats
+    Py_ssize_t fscratch_stride
+    int64_t* node_period   # schedule of each node's producer (push_many lags)
+    int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
     Py_ssize_t* woffs      # conv chunk weight offsets
     int out_node
@@ -130,11 +136,12 @@ cdef inline float* ring_base(Net* net, int node, Py_ssize_t b) noexcept nogil:
 
 
 cdef inline const float* tap_row(Net* net, int node, Py_ssize_t b, const Op* op,
-                                 Py_ssize_t i) noexcept nogil:
-    """Column read by tap i (0 = oldest) of op from node's ring."""
+                                 Py_ssize_t i, Py_ssize_t lag) noexcept nogil:
+    """Column read by tap i (0 = oldest) of op from node's ring, `lag` columns before
+    the newest (push_many runs an op for earlier frames after its input moved on)."""
     cdef Py_ssize_t L = net.ring_len[node]
     cdef int64_t h = net.state[b * net.state_stride + 1 + node]
-    return ring_base(net, node, b) + (h + L - op.tap_offset - (op.ntaps - 1 - i) * op.tap_step) * net.col[node]
+    return ring_base(net, node, b) + (h + L - lag - op.tap_offset - (op.ntaps - 1 - i) * op.tap_step) * net.col[node]
 
 
 cdef inline float* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
@@ -204,7 +211,7 @@ cdef void epilogue(const Op* op, float* out) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------- kernels
-cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     """out[fo, o] = sum over time taps i, feature taps kf, input channels of the group.
 
     General case: the register-blocked matrix-vector product of _gemv.h over the
@@ -226,7 +233,7 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept no
             memset(o, 0, op.cout * sizeof(float))
         n = 0
         for i in range(op.ntaps):
-            x = tap_row(net, op.src, b, op, i)
+            x = tap_row(net, op.src, b, op, i, lag)
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
@@ -250,7 +257,7 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept no
     epilogue(op, out)
 
 
-cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     cdef Py_ssize_t fo, i, k, c
     cdef const float* x
     cdef float* o
@@ -262,7 +269,7 @@ cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept no
             o[c] = -INFINITY if is_max else 0.0
         for i in range(op.ntaps):
             for k in range(op.kf):
-                x = tap_row(net, op.src, b, op, i) + (fo * op.sf + k) * op.cin
+                x = tap_row(net, op.src, b, op, i, lag) + (fo * op.sf + k) * op.cin
                 if is_max:
                     for c in range(op.cout):
                         # NaN-propagating max, as torch.max_pool does
@@ -277,7 +284,7 @@ cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept no
     epilogue(op, out)
 
 
-cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
+cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     """Mean or max over ntaps positions (and features) per channel; double accumulators."""
     cdef Py_ssize_t i, f, c
     cdef const float* x
@@ -286,7 +293,7 @@ cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept 
     for c in range(op.cin):
         acc[c] = -INFINITY if is_max else 0.0
     for i in range(op.ntaps):
-        x = tap_row(net, op.src, b, op, i)
+        x = tap_row(net, op.src, b, op, i, lag)
         for f in range(op.fin):
             if is_max:
                 for c in range(op.cin):
@@ -300,8 +307,8 @@ cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept 
     epilogue(op, out)
 
 
-cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept nogil:
-    cdef const float* x = tap_row(net, op.src, b, op, 0)
+cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
+    cdef const float* x = tap_row(net, op.src, b, op, 0, lag)
     cdef Py_ssize_t f, c
     cdef float mx
     cdef double total
@@ -319,34 +326,35 @@ cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out) noexcept
     epilogue(op, out)
 
 
-cdef void run_op(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
+cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_t lag2) noexcept nogil:
+    """Run op once for stream b; its inputs are lag (src) and lag2 (src2) columns back."""
     cdef float* out = advance(net, op.dst, b)
     cdef Py_ssize_t j, n
     cdef const float* x
     cdef const float* y
     if op.kind == K_CONV:
-        run_conv(net, op, b, out)
+        run_conv(net, op, b, out, lag)
     elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
-        run_pool(net, op, b, out)
+        run_pool(net, op, b, out, lag)
     elif op.kind == K_GMEAN or op.kind == K_GMAX:
-        run_global(net, op, b, out)
+        run_global(net, op, b, out, lag)
     elif op.kind == K_SOFTMAX:
-        run_softmax(net, op, b, out)
+        run_softmax(net, op, b, out, lag)
     elif op.kind == K_ADD:
         n = net.col[op.dst]
-        x = tap_row(net, op.src, b, op, 0)
+        x = tap_row(net, op.src, b, op, 0, lag)
         y = ring_base(net, op.src2, b) + (net.state[b * net.state_stride + 1 + op.src2]
-                                          + net.ring_len[op.src2]) * net.col[op.src2]
+                                          + net.ring_len[op.src2] - lag2) * net.col[op.src2]
         for j in range(n):
             out[j] = x[j] + y[j]
         epilogue(op, out)
     elif op.kind == K_COPY:
-        memcpy(out, tap_row(net, op.src, b, op, 0), net.col[op.dst] * sizeof(float))
+        memcpy(out, tap_row(net, op.src, b, op, 0, lag), net.col[op.dst] * sizeof(float))
         epilogue(op, out)
     elif op.kind == K_GATHER:
         n = net.col[op.dst]
         for j in range(n):
-            out[j] = tap_row(net, op.src, b, op, op.index[2 * j])[op.index[2 * j + 1]]
+            out[j] = tap_row(net, op.src, b, op, op.index[2 * j], lag)[op.index[2 * j + 1]]
     mirror(net, op.dst, b)
 
 
@@ -367,14 +375,54 @@ cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
     for k in range(net.n_ops):
         op = &net.ops[k]
         if t >= op.phase and (t - op.phase) % op.period == 0:
-            run_op(net, op, b)
+            run_op(net, op, b, 0, 0)
     st[0] = t + 1
     return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
 
 
-cdef void write_output(Net* net, Py_ssize_t b, float* out) noexcept nogil:
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk_id, timespec* tp)
+    enum: CLOCK_MONOTONIC
+
+
+cdef inline double now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec * 1e9 + <double>ts.tv_nsec
+
+
+cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_ns) noexcept nogil:
+    """step() with a timer around every op (for the benchmark's per-layer breakdown)."""
+    cdef int64_t* st = net.state + b * net.state_stride
+    cdef int64_t t = st[0]
+    cdef float* dst = advance(net, 0, b)
+    cdef Py_ssize_t c, f, k
+    cdef const Op* op
+    cdef double t0
+    if net.in_f == 1:
+        memcpy(dst, frame, net.in_c * sizeof(float))
+    else:
+        for c in range(net.in_c):
+            for f in range(net.in_f):
+                dst[f * net.in_c + c] = frame[c * net.in_f + f]
+    mirror(net, 0, b)
+    for k in range(net.n_ops):
+        op = &net.ops[k]
+        if t >= op.phase and (t - op.phase) % op.period == 0:
+            t0 = now_ns()
+            run_op(net, op, b, 0, 0)
+            op_ns[k] += now_ns() - t0
+    st[0] = t + 1
+    return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
+
+
+cdef void write_output(Net* net, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     cdef const float* src = ring_base(net, net.out_node, b) + (
-        net.state[b * net.state_stride + 1 + net.out_node] + net.ring_len[net.out_node]) * net.col[net.out_node]
+        net.state[b * net.state_stride + 1 + net.out_node] + net.ring_len[net.out_node] - lag) * net.col[net.out_node]
     cdef Py_ssize_t c, f
     if net.out_transpose:
         for c in range(net.out_c):
@@ -397,7 +445,7 @@ cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t
     cdef bint any_ready = False
     for b in range(batch):
         if step(net, b, src + b * frame_size):
-            write_output(net, b, out + b * out_size)
+            write_output(net, b, out + b * out_size, 0)
             ready[b] = 1
             any_ready = True
         else:
@@ -405,6 +453,127 @@ cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t
             if batched:
                 fill_nan(out + b * out_size, out_size)
     return any_ready
+
+
+# ---------------------------------------------------------------------------- push_many: op by op
+cdef inline int64_t runs_upto(int64_t t, int64_t period, int64_t phase) noexcept nogil:
+    """How many times an op of this schedule ran at frames <= t."""
+    if t < phase:
+        return 0
+    return (t - phase) // period + 1
+
+
+cdef inline Py_ssize_t lag_of(Net* net, int node, int64_t t, int64_t t_end) noexcept nogil:
+    """Columns the node gained after frame t, up to the block's last frame t_end."""
+    return <Py_ssize_t>(runs_upto(t_end, net.node_period[node], net.node_phase[node])
+                        - runs_upto(t, net.node_period[node], net.node_phase[node]))
+
+
+cdef inline bint scheduled(const Op* op, int64_t t) noexcept nogil:
+    return t >= op.phase and (t - op.phase) % op.period == 0
+
+
+cdef void run_conv_x4(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t* lags) noexcept nogil:
+    """A 1-D, non-depthwise conv for four frames at once (weights read once for four)."""
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
+    cdef Py_ssize_t blk_stride = op.ntaps * cin_g * DSE_BLK
+    cdef Py_ssize_t n = op.ntaps, f, i, g, c
+    cdef float* outs[4]
+    cdef float* scr[4]
+    cdef int64_t hs[4]
+    for f in range(4):
+        for i in range(n):
+            net.xptrs[f * n + i] = tap_row(net, op.src, b, op, i, lags[f])
+        outs[f] = advance(net, op.dst, b)
+        hs[f] = net.state[b * net.state_stride + 1 + op.dst]
+        scr[f] = net.fscratch + f * net.fscratch_stride
+    for i in range(n):
+        net.woffs[i] = i * cin_g * DSE_BLK
+    for g in range(op.groups):
+        for c in range(4 * n):
+            net.xptrs[4 * n + c] = net.xptrs[c] + g * cin_g
+        dse_gemv_blocked_x4(net.xptrs + 4 * n, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
+                            nblk, blk_stride, scr)
+        for f in range(4):
+            memcpy(outs[f] + g * cout_g, scr[f], cout_g * sizeof(float))
+    for f in range(4):
+        epilogue(op, outs[f])
+        mirror_at(net, op.dst, b, hs[f])
+
+
+cdef inline void mirror_at(Net* net, int node, Py_ssize_t b, int64_t h) noexcept nogil:
+    cdef Py_ssize_t L = net.ring_len[node]
+    cdef Py_ssize_t col = net.col[node]
+    cdef float* base = ring_base(net, node, b)
+    memcpy(base + h * col, base + (h + L) * col, col * sizeof(float))
+
+
+cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_t n,
+                          Py_ssize_t fstride, float* out, Py_ssize_t ostride, char* ready,
+                          Py_ssize_t rstride, bint packed) noexcept nogil:
+    """Push n frames (fstride floats apart) into stream b, running each op over the whole
+    block before the next (weights stay in cache; 1-D convs take four frames per pass).
+    Equal to n calls of step(). packed: outputs go to consecutive rows of out, and the
+    count is returned; otherwise frame j's output goes to row j (NaN and ready[j] = 0
+    when it has none)."""
+    cdef int64_t* st = net.state + b * net.state_stride
+    cdef int64_t t0 = st[0]
+    cdef int64_t t_end = t0 + n - 1
+    cdef int64_t t
+    cdef Py_ssize_t j, k, c, f, cnt, m = 0, lag, lag2
+    cdef Py_ssize_t lags[4]
+    cdef const Op* op
+    cdef float* dst
+    cdef const float* frame
+    cdef bint x4
+    for j in range(n):
+        frame = frames + j * fstride
+        dst = advance(net, 0, b)
+        if net.in_f == 1:
+            memcpy(dst, frame, net.in_c * sizeof(float))
+        else:
+            for c in range(net.in_c):
+                for f in range(net.in_f):
+                    dst[f * net.in_c + c] = frame[c * net.in_f + f]
+        mirror(net, 0, b)
+    for k in range(net.n_ops):
+        op = &net.ops[k]
+        x4 = (op.kind == K_CONV and op.fout == 1 and op.kf == 1
+              and not (op.cin == op.groups and op.cout == op.groups))
+        cnt = 0
+        for j in range(n):
+            t = t0 + j
+            if not scheduled(op, t):
+                continue
+            lag = lag_of(net, op.src, t, t_end)
+            if x4:
+                lags[cnt] = lag
+                cnt += 1
+                if cnt == 4:
+                    run_conv_x4(net, op, b, lags)
+                    cnt = 0
+            else:
+                lag2 = lag_of(net, op.src2, t, t_end) if op.kind == K_ADD else 0
+                run_op(net, op, b, lag, lag2)
+        for j in range(cnt):
+            run_op(net, op, b, lags[j], 0)
+    for j in range(n):
+        t = t0 + j
+        if t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0:
+            lag = lag_of(net, net.out_node, t, t_end)
+            if packed:
+                write_output(net, b, out + m * ostride, lag)
+                m += 1
+            else:
+                write_output(net, b, out + j * ostride, lag)
+                ready[j * rstride] = 1
+        elif not packed:
+            fill_nan(out + j * ostride, net.out_c * net.out_f)
+            ready[j * rstride] = 0
+    st[0] = t_end + 1
+    return m
 
 
 cdef bint all_finite(const float* x, Py_ssize_t n) noexcept nogil:
@@ -471,6 +640,7 @@ cdef class StreamCore:
     cdef Py_ssize_t _push_shape[4]   # expected shape of push's argument
     cdef int _push_nd
     cdef bint _release_gil
+    cdef Py_ssize_t _block
     cdef object _coerce_frame, _coerce_block, _reject
 
     def __cinit__(self):
@@ -521,9 +691,17 @@ cdef class StreamCore:
         cdef double[::1] dview = scratch
         self.net.scratch = &dview[0]
         max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
-        fscratch = np.zeros(max_out, dtype=np.float32)
+        fscratch = np.zeros(4 * max_out, dtype=np.float32)
+        self.net.fscratch_stride = max_out
         max_chunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
-        xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then per-group copies
+        xptrs = np.zeros(8 * max_chunks, dtype=np.uintp)   # 4 frames' chunk pointers, then per-group copies
+        periods = np.array([nd.period for nd in plan.nodes] + [1], dtype=np.int64)
+        phases = np.array([nd.phase for nd in plan.nodes] + [0], dtype=np.int64)
+        keep += [periods, phases]
+        iview = periods
+        self.net.node_period = &iview[0]
+        iview = phases
+        self.net.node_phase = &iview[0]
         woffs = np.zeros(max_chunks, dtype=np.intp)
         keep += [fscratch, xptrs, woffs]
         fview = fscratch
@@ -597,6 +775,7 @@ cdef class StreamCore:
         self._ready_ptr = <char*>&rview[0]
         self._out_single = self.out[0]
         self._release_gil = plan.macs_per_frame() * batch >= release_gil_macs
+        self._block = plan.block
 
     cdef const float* _float_ptr(self, arr, list keep) except? NULL:
         import numpy as np
@@ -666,29 +845,44 @@ cdef class StreamCore:
 
         Unbatched: outputs are packed into `out` (M, out) in order, returns M.
         Batched: out is (N, batch, out) with NaN where no output, ready (N, batch).
+        Frames go through in chunks of at most `plan.block`, op by op.
         """
         cdef float[::1] xb = block.reshape(-1)
         cdef float[::1] ob = out.reshape(-1) if out.size else None
         cdef unsigned char[::1] rb = ready.reshape(-1).view('uint8') if ready.size else None
-        cdef Py_ssize_t n = block.shape[0], i, b, m = 0
+        cdef Py_ssize_t n = block.shape[0], i, b, m = 0, chunk
         cdef Py_ssize_t fs = self._frame_size, os = self._out_size, B = self.batch
         cdef bint batched = self.batched
+        cdef float* optr = &ob[0] if out.size else NULL
+        cdef char* rptr = <char*>&rb[0] if ready.size else NULL
         if n == 0:
             return 0
         with nogil:
-            for i in range(n):
+            i = 0
+            while i < n:
+                chunk = min(self._block, n - i)
                 for b in range(B):
-                    if step(&self.net, b, &xb[0] + (i * B + b) * fs):
-                        if batched:
-                            write_output(&self.net, b, &ob[0] + (i * B + b) * os)
-                            rb[i * B + b] = 1
-                        else:
-                            write_output(&self.net, b, &ob[0] + m * os)
-                            m += 1
-                    elif batched:
-                        fill_nan(&ob[0] + (i * B + b) * os, os)
-                        rb[i * B + b] = 0
+                    if batched:
+                        run_block(&self.net, b, &xb[0] + (i * B + b) * fs, chunk, B * fs,
+                                  optr + (i * B + b) * os, B * os, rptr + i * B + b, B, False)
+                    else:
+                        m += run_block(&self.net, b, &xb[0] + i * fs, chunk, fs,
+                                       optr + m * os if optr != NULL else NULL, os, NULL, 0, True)
+                i += chunk
         return m
+
+    def _profile_block(self, block):
+        """Push a validated float32 block (N, frame) into stream 0 with per-op timers;
+        return the total ns spent in each op (float64 array)."""
+        import numpy as np
+        totals = np.zeros(max(self.net.n_ops, 1), dtype=np.float64)
+        cdef double[::1] tv = totals
+        cdef float[::1] xb = np.ascontiguousarray(block, dtype=np.float32).reshape(-1)
+        cdef Py_ssize_t n = block.shape[0], i
+        with nogil:
+            for i in range(n):
+                step_profiled(&self.net, 0, &xb[0] + i * self._frame_size, &tv[0])
+        return totals[:self.net.n_ops]
 
     def _frames(self):
         """Frames pushed so far, per stream (int64 array, a copy)."""

@@ -24,3 +24,11 @@ class StreamInputError(DeepShiftError, ValueError):
 
 class StreamInputTypeError(StreamInputError, TypeError):
     """A frame or block pushed into a stream is not a numeric array."""
+
+
+class ModelFormatError(DeepShiftError, ValueError):
+    """A model file is corrupt, hostile, or not a valid deepshift_edge model (format v1).
+
+    The message names the layer (``layers.3``), the array or JSON key, and what was
+    expected. Raised by :func:`deepshift_edge.load` and the importers.
+    """

@@ -697,6 +697,9 @@ class Residual(Layer):
     def config(self):
         return {}
 
+    def __repr__(self):
+        return f"Residual({self.body!r}, skip={self.skip!r})"
+
     def out_spec(self, spec, where):
         if spec.is_vector:
             raise ModelError(f"{where}: Residual needs a time axis, but it comes after the head")

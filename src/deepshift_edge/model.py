@@ -89,7 +89,9 @@ class Sequential:
         self.receptive_field = body_out.rf
         window = self._window_arg
         if window is None:
-            window = self._min_window()
+            # At least the receptive field (DESIGN.md section 1): with causal padding a
+            # shorter window would fit, but its head would see the padding.
+            window = max(self._min_window(), self.receptive_field)
         self.window = window
         self.specs = self._specs(window)
         self.head = self.layers[end] if end < len(self.layers) else L.LastFrame()
@@ -103,8 +105,8 @@ class Sequential:
             self.equivalence = "stream-exact"
             self._why_not_window_exact = (
                 f"zero padding inside the window reaches {body.reach} of the {body.length} positions "
-                f"the head {type(self.head).__name__} reads (causal padding with a head over the whole "
-                f"window): every window sees zeros where the stream has history")
+                f"the head {type(self.head).__name__} reads: every window sees zeros where the "
+                f"stream has history")
         else:
             self.equivalence = "window-exact"
             self._why_not_window_exact = None
@@ -185,20 +187,28 @@ class Sequential:
         return out
 
     # ------------------------------------------------------------------ streaming
-    def stream(self, batch: Optional[int] = None, mode: str = "dense"):
+    def stream(self, batch: Optional[int] = None, mode: str = "dense", block: int = 64):
         """Create a stream; every buffer is sized and allocated here, once.
 
         ``mode='dense'`` gives an output for every frame once the window is full;
         ``mode='decimated'`` one every ``hop`` frames (strided layers run at their own
-        rate). ``batch=B`` runs B independent streams in one call.
+        rate). ``batch=B`` runs B independent streams in one call. ``push_many`` runs up
+        to ``block`` frames layer by layer (more reuse of weights, ``block - 1`` more rows
+        per ring buffer).
         """
         from .stream import Stream  # local import: the stream module needs the compiled core
 
         if self.equivalence != "window-exact":
             raise NotStreamableError(
                 f"this model cannot stream window-exactly: {self._why_not_window_exact}. "
-                f"Use padding='valid', or a LastFrame head.")
-        return Stream(self, batch=batch, mode=mode)
+                f"Use padding='valid', a head that reads only the newest position (LastFrame), "
+                f"or a window of at least the receptive field ({self.receptive_field}).")
+        return Stream(self, batch=batch, mode=mode, block=block)
+
+    def save(self, path) -> None:
+        """Write the model to a .npz file (format v1, see docs/format.md)."""
+        from .io import save
+        save(self, path)
 
     # ------------------------------------------------------------------ info
     def __repr__(self):

@@ -39,6 +39,8 @@ class Node:
     channels: int
     features: int  # 1 for 1-D data and vectors
     ring: int = 1  # rows of history kept (set after all readers are known)
+    period: int = 1  # schedule of the op that writes this node (the input: every frame)
+    phase: int = 0
 
     @property
     def col(self) -> int:
@@ -87,6 +89,7 @@ class Plan:
     ops: List[Op] = field(default_factory=list)
     out_transpose: bool = False  # final column is (F, C) but the output is (C, F)
     output_shape: tuple = ()
+    block: int = 1  # frames push_many runs op by op; every ring keeps block - 1 extra rows
 
     def kernel_weight(self, op: Op) -> np.ndarray:
         """Weights in the layout the compiled conv reads: blocked, except depthwise."""
@@ -169,6 +172,7 @@ class _Builder:
 
     def add(self, op: Op) -> Op:
         self.plan.ops.append(op)
+        self.plan.nodes[op.dst].period, self.plan.nodes[op.dst].phase = op.period, op.phase
         return op
 
     def copy_op(self, src, spec, label) -> Op:
@@ -345,14 +349,22 @@ class _Builder:
         return dst, out_spec, op
 
     def size_rings(self):
+        """Each node keeps what its readers need, plus block - 1 rows so that push_many
+        can run one op over a whole block of frames before the next op reads it."""
+        need = [1] * len(self.plan.nodes)
         for op in self.plan.ops:
-            need = op.tap_offset + (op.ntaps - 1) * op.tap_step + 1
-            node = self.plan.nodes[op.src]
-            node.ring = max(node.ring, need)
+            need[op.src] = max(need[op.src], op.tap_offset + (op.ntaps - 1) * op.tap_step + 1)
+        for node, rows in zip(self.plan.nodes, need):
+            node.ring = rows + self.plan.block - 1
 
 
-def build_plan(model, mode: str = "dense") -> Plan:
-    """Compile ``model`` (a :class:`~deepshift_edge.model.Sequential`) for streaming."""
+def build_plan(model, mode: str = "dense", block: int = 64) -> Plan:
+    """Compile ``model`` (a :class:`~deepshift_edge.model.Sequential`) for streaming;
+    ``push_many`` processes up to ``block`` frames per op call."""
     if mode not in ("dense", "decimated"):
         raise ModelError(f"mode must be 'dense' or 'decimated', got {mode!r}")
-    return _Builder(model, mode).run()
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 1 <= block <= 4096:
+        raise ModelError(f"block must be an integer in 1..4096, got {block!r}")
+    builder = _Builder(model, mode)
+    builder.plan.block = int(block)
+    return builder.run()

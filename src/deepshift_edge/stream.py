@@ -45,18 +45,21 @@ class Stream(StreamCore):
     Non-finite input (NaN/Inf) is refused with :class:`StreamInputError`, and the
     stream's state is left as it was, like for any other bad input.
 
+    ``push_many`` runs blocks of up to ``block`` frames layer by layer (weights stay in
+    cache across frames); every ring keeps ``block - 1`` extra rows for it.
+
     With ``batch=B``, ``push`` takes ``(B, *frame_shape)``, and returns ``None`` when no
     stream has an output, else the ``(B, *output_shape)`` array whose rows without an
     output (see :attr:`ready`) are NaN.
     """
 
-    def __init__(self, model, batch: Optional[int] = None, mode: str = "dense"):
+    def __init__(self, model, batch: Optional[int] = None, mode: str = "dense", block: int = 64):
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
                                   or batch < 1):
             raise ValueError(f"batch must be None or an integer >= 1, got {batch!r}")
         self.model = model
         self.mode = mode
-        self.plan = build_plan(model, mode)
+        self.plan = build_plan(model, mode, block)
         self.window = model.window
         self.hop = self.plan.hop
         self.frame_shape = tuple(model.frame_shape)

@@ -1,0 +1,711 @@
+"""Import an ONNX window network as a :class:`~deepshift_edge.Sequential`.
+
+The ONNX graph maps one window, ``(1, C, W)`` for 1-D frames or ``(1, C, F, W)`` for 2-D
+frames (time is the last axis), to an output. The graph is walked from its input; every
+node becomes a layer (or folds into one), an ``Add`` of two branches that fork from the
+same tensor becomes a :class:`~deepshift_edge.layers.Residual`, and the result is checked
+(stream vs offline reference on random input) before it is returned.
+
+Only the ``onnx`` package is needed (imported when :func:`from_onnx` is called), never
+onnxruntime. Supported ops: see ``SUPPORTED_OPS``; anything else raises
+:class:`~deepshift_edge.ModelFormatError` naming the op and the node.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import layers as L
+from .errors import ModelError, ModelFormatError
+
+__all__ = ["from_onnx", "SUPPORTED_OPS"]
+
+SUPPORTED_OPS = (
+    "Conv (1-D/2-D; strides, dilations, groups; time pads 0, causal (left), or symmetric + "
+    "Slice chomp; feature pads symmetric)", "BatchNormalization", "Relu", "Clip (0..6 or 0..inf)",
+    "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Gelu", "Softmax (channel axis)",
+    "MaxPool / AveragePool (no padding, ceil_mode 0)", "GlobalAveragePool", "GlobalMaxPool",
+    "ReduceMean / ReduceMax over time (and features)", "Add of two branches (residual)",
+    "Add/Sub/Mul/Div with a per-channel constant after Conv/Gemm (folded)",
+    "Gemm / MatMul (after the head)", "Flatten", "Reshape (to (1, -1))", "Squeeze / Unsqueeze",
+    "Slice on time (last frame, causal chomp, right-aligned crop of a residual skip)",
+    "Gather of the last frame", "Identity", "Dropout",
+)
+
+
+class _Crop:
+    """Marker: the branch drops its oldest `n` time positions (kept until the residual Add)."""
+
+    def __init__(self, n, node):
+        self.n, self.node = n, node
+    is_head = False
+
+
+@dataclass
+class _Val:
+    layers: tuple                 # layers applied to the graph input, in order
+    shape: tuple                  # ONNX shape of the tensor (batch dim included)
+    head: bool = False            # the time axis is gone
+    chomp: int = 0                # symmetric-padded conv waiting for its right crop
+    node: str = ""
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _fail(node, msg) -> ModelFormatError:
+    return ModelFormatError(f"ONNX node {node.name or '<unnamed>'!r} ({node.op_type}): {msg}")
+
+
+def from_onnx(model, window: Optional[int] = None, *, check: bool = True, return_report: bool = False,
+              seed: int = 0):
+    """Convert an ONNX window network (a path, bytes, or an ``onnx.ModelProto``).
+
+    ``window``: the window ``W`` in frames; default: the (static) time length of the graph
+    input. With ``check=True`` the converted model is streamed on random input and compared
+    with its offline reference; ``return_report=True`` returns ``(model, report_text)``.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper, shape_inference
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("from_onnx needs the 'onnx' package: pip install onnx") from exc
+    from .model import Sequential
+
+    if isinstance(model, (bytes, bytearray)):
+        proto = onnx.load_from_string(bytes(model))
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        try:
+            proto = onnx.load(model)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise ModelFormatError(f"{model}: not a readable ONNX model: {exc}") from None
+    graph = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ModelFormatError(f"expected one graph input (a window), got {[i.name for i in inputs]}")
+    if len(graph.output) != 1:
+        raise ModelFormatError(f"expected one graph output, got {[o.name for o in graph.output]}")
+    inp = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) not in (3, 4):
+        raise ModelFormatError(f"graph input {inp.name!r}: expected (1, C, W) or (1, C, F, W), got "
+                               f"{len(dims)} dims")
+    if window is None:
+        if dims[-1] is None:
+            raise ModelFormatError(f"graph input {inp.name!r}: the time axis is symbolic; pass window=")
+        window = dims[-1]
+    if any(d is None for d in dims[1:-1]):
+        raise ModelFormatError(f"graph input {inp.name!r}: channel/feature dims must be static, got {dims}")
+    # Fix the input shape to (1, C[, F], W) and infer every other shape.
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    fixed = [1] + dims[1:-1] + [int(window)]
+    target = next(i for i in proto.graph.input if i.name == inp.name)
+    for j, d in enumerate(target.type.tensor_type.shape.dim):
+        d.Clear()
+        d.dim_value = fixed[j]
+    try:
+        proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelFormatError(f"ONNX shape inference failed: {exc}") from None
+    graph = proto.graph
+    shapes: Dict[str, tuple] = {}
+    for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    in_features = dims[1] if len(dims) == 3 else (dims[1], dims[2])
+    conv = _Converter(inits, shapes, numpy_helper)
+    vals: Dict[str, _Val] = {inp.name: _Val((), tuple([1] + dims[1:-1] + [int(window)]))}
+    for node in _fuse_gelu(list(graph.node), conv.consts_view(graph)):
+        conv.node(node, vals)
+    out = graph.output[0].name
+    if out not in vals:
+        raise ModelFormatError(f"graph output {out!r} does not depend on the input")
+    result = vals[out]
+    if result.chomp:
+        raise ModelFormatError(f"node {result.node!r}: a Conv with symmetric time padding must be "
+                               f"followed by a Slice removing its last {result.chomp} positions "
+                               f"(a causal 'chomp'); symmetric padding looks into the future")
+    if not result.head and result.shape[-1] != 1:
+        raise ModelFormatError(
+            f"the graph output keeps the time axis ({result.shape[-1]} positions, shape "
+            f"{result.shape}); a stream gives one output per window: end the graph with a "
+            f"last-frame Slice/Gather, a global pooling, or Flatten")
+    layers = [lay for lay in result.layers if not isinstance(lay, _Crop)]
+    if len(layers) != len(result.layers):
+        raise ModelFormatError("a Slice cropping the time axis is only supported on the skip branch "
+                               "of a residual Add")
+    try:
+        seq = Sequential(layers, in_features=in_features, window=int(window))
+    except ModelError as exc:
+        raise ModelFormatError(f"the converted layers do not form a valid model: {exc}") from None
+    want = tuple(d for d in shapes.get(out, ()) if d is not None)
+    if want and int(np.prod(want)) != int(np.prod(seq.output_shape)):
+        raise ModelFormatError(f"converted model gives output shape {seq.output_shape}, the ONNX "
+                               f"graph {want}")
+    report = _check(seq, seed) if check else f"converted: {len(seq.layers)} layers"
+    return (seq, report) if return_report else seq
+
+
+def _check(seq, seed) -> str:
+    lines = [f"converted: {len(seq.layers)} layers, frames {seq.frame_shape} -> output "
+             f"{seq.output_shape}; window {seq.window}, receptive field {seq.receptive_field}, "
+             f"hop {seq.hop}; equivalence: {seq.equivalence}"]
+    if seq.equivalence != "window-exact":
+        lines.append(f"  not streamable window-exactly: {seq._why_not_window_exact}")
+        return "\n".join(lines)
+    rng = np.random.default_rng(seed)
+    n = seq.window + 2 * max(seq.hop, 1) + 8
+    x = rng.standard_normal((n,) + seq.frame_shape).astype(np.float32)
+    ref = seq.forward(x)
+    got = seq.stream().push_many(x)
+    err = float(np.max(np.abs(got - ref))) if got.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    lines.append(f"  check: streamed vs offline reference on {len(got)} windows of random input: "
+                 f"max |error| = {err:.2e} (max |output| {scale:.2e})")
+    if not err <= 1e-4 * max(1.0, scale):
+        raise ModelFormatError(f"converted model streams with error {err:.2e}: please report this")
+    return "\n".join(lines)
+
+
+class _Converter:
+    def __init__(self, inits, shapes, numpy_helper):
+        self.consts: Dict[str, np.ndarray] = dict(inits)
+        self.shapes = shapes
+        self.nh = numpy_helper
+
+    def consts_view(self, graph):
+        """Initializers plus the values of Constant nodes (for pattern matching)."""
+        view = dict(self.consts)
+        for n in graph.node:
+            if n.op_type == "Constant":
+                a = _attrs(n)
+                if "value" in a:
+                    view[n.output[0]] = self.nh.to_array(a["value"])
+        return view
+
+    # -- helpers
+    def const(self, name, node, what) -> np.ndarray:
+        if name not in self.consts:
+            raise _fail(node, f"{what} ({name!r}) must be a constant (initializer or Constant node)")
+        return self.consts[name]
+
+    def opt_const(self, node, i):
+        if len(node.input) > i and node.input[i]:
+            return self.const(node.input[i], node, f"input {i}")
+        return None
+
+    def shape(self, name):
+        return self.shapes.get(name)
+
+    def emit(self, vals, node, x: _Val, layer=None, shape=None, **kw):
+        layers = x.layers + ((layer,) if layer is not None else ())
+        out_shape = shape if shape is not None else self.shape(node.output[0]) or x.shape
+        vals[node.output[0]] = _Val(layers, tuple(out_shape), head=kw.get("head", x.head),
+                                    chomp=kw.get("chomp", 0), node=node.name)
+
+    # -- dispatch
+    def node(self, node, vals):
+        op = node.op_type
+        if op == "Constant":
+            a = _attrs(node)
+            if "value" not in a:
+                raise _fail(node, f"only tensor constants are supported, got {sorted(a)}")
+            self.consts[node.output[0]] = self.nh.to_array(a["value"])
+            return
+        dyn = [i for i in node.input if i in vals]
+        if not dyn:  # constant folding of shape arithmetic is not needed for supported graphs
+            if op in ("Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Identity"):
+                self.fold_const(node)
+                return
+            raise _fail(node, "operates on constants only; not supported")
+        x = vals[dyn[0]]
+        if x.chomp and op != "Slice":
+            raise _fail(node, f"follows a Conv with symmetric time padding; expected a Slice removing "
+                              f"its last {x.chomp} positions (causal chomp)")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            raise _fail(node, f"unsupported op {op!r}; supported: {', '.join(SUPPORTED_OPS)}")
+        if any(isinstance(lay, _Crop) for lay in x.layers[-1:]) and op not in ("Add",):
+            raise _fail(node, "a time crop (Slice) may only feed a residual Add")
+        handler(node, vals, x)
+
+    def fold_const(self, node):
+        a = _attrs(node)
+        ins = [self.consts.get(i) for i in node.input]
+        if any(v is None for v in ins):
+            raise _fail(node, "needs values that are not constants")
+        if node.op_type == "Identity" or node.op_type == "Cast":
+            self.consts[node.output[0]] = ins[0]
+        elif node.op_type == "Unsqueeze":
+            axes = a.get("axes", ins[1] if len(ins) > 1 else None)
+            self.consts[node.output[0]] = np.expand_dims(ins[0], tuple(int(v) for v in axes))
+        elif node.op_type == "Concat":
+            self.consts[node.output[0]] = np.concatenate(ins, axis=a.get("axis", 0))
+        else:
+            raise _fail(node, "constant computation not supported")
+
+    # -- conv and friends
+    def op_Conv(self, node, vals, x):
+        if x.head:
+            raise _fail(node, "Conv after the time axis was reduced")
+        a = _attrs(node)
+        w = self.const(node.input[1], node, "weight").astype(np.float32)
+        b = self.opt_const(node, 2)
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            raise _fail(node, f"auto_pad={a['auto_pad']!r} is not supported; export explicit pads")
+        nd = w.ndim - 2
+        if nd not in (1, 2) or len(x.shape) != nd + 2:
+            raise _fail(node, f"{nd}-D Conv on a tensor of shape {x.shape}")
+        k = list(w.shape[2:])
+        strides = list(a.get("strides", [1] * nd))
+        dil = list(a.get("dilations", [1] * nd))
+        pads = list(a.get("pads", [0] * (2 * nd)))
+        group = int(a.get("group", 1))
+        t_lo, t_hi = pads[nd - 1], pads[2 * nd - 1]
+        eff = (k[-1] - 1) * dil[-1]
+        chomp = 0
+        if t_lo == 0 and t_hi == 0:
+            padding = "valid"
+        elif t_lo == eff and t_hi == 0:
+            padding = "causal"
+        elif t_lo == eff and t_hi == eff and strides[-1] == 1:
+            padding, chomp = "causal", eff
+        else:
+            raise _fail(node, f"time padding ({t_lo}, {t_hi}) with kernel {k[-1]}, dilation "
+                              f"{dil[-1]}: only 0, causal ({eff}, 0), or ({eff}, {eff}) followed by "
+                              f"a chomp Slice stream; other padding looks into the future")
+        c_in = x.shape[1]
+        try:
+            if nd == 1:
+                layer = L.Conv1d(c_in, w.shape[0], k[0], stride=strides[0], padding=padding,
+                                 dilation=dil[0], groups=group, bias=b is not None, seed=0)
+            else:
+                if pads[0] != pads[2]:
+                    raise _fail(node, f"feature padding must be symmetric, got {pads[0]}, {pads[2]}")
+                layer = L.Conv2d(c_in, w.shape[0], tuple(k), stride=tuple(strides),
+                                 padding=(pads[0], padding), dilation=tuple(dil), groups=group,
+                                 bias=b is not None, seed=0)
+            layer.weight = w
+            if b is not None:
+                layer.bias = b
+        except ModelError as exc:
+            raise _fail(node, str(exc)) from None
+        self.emit(vals, node, x, layer, chomp=chomp)
+
+    def op_BatchNormalization(self, node, vals, x):
+        a = _attrs(node)
+        scale, bias, mean, var = (self.const(node.input[i], node, n).astype(np.float32)
+                                  for i, n in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        two_d = not x.head and len(x.shape) == 4
+        layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(len(scale), eps=a.get("epsilon", 1e-5))
+        layer.weight, layer.bias, layer.running_mean, layer.running_var = scale, bias, mean, var
+        self.emit(vals, node, x, layer)
+
+    def _act(self, layer):
+        def handler(node, vals, x):
+            self.emit(vals, node, x, layer())
+        return handler
+
+    op_Relu = property(lambda self: self._act(L.ReLU))
+    op_Sigmoid = property(lambda self: self._act(L.Sigmoid))
+    op_Tanh = property(lambda self: self._act(L.Tanh))
+    op_HardSwish = property(lambda self: self._act(L.HardSwish))
+
+    def op_Identity(self, node, vals, x):
+        self.emit(vals, node, x)
+
+    op_Dropout = op_Identity
+
+    def op_LeakyRelu(self, node, vals, x):
+        self.emit(vals, node, x, L.LeakyReLU(_attrs(node).get("alpha", 0.01)))
+
+    def op_Gelu(self, node, vals, x):
+        approx = _attrs(node).get("approximate", "none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        self.emit(vals, node, x, L.GELU(approx))
+
+    def op_Clip(self, node, vals, x):
+        a = _attrs(node)
+        lo = a.get("min", None)
+        hi = a.get("max", None)
+        if len(node.input) > 1 and node.input[1]:
+            lo = float(self.const(node.input[1], node, "min"))
+        if len(node.input) > 2 and node.input[2]:
+            hi = float(self.const(node.input[2], node, "max"))
+        if lo == 0 and hi == 6:
+            self.emit(vals, node, x, L.ReLU6())
+        elif lo == 0 and (hi is None or hi >= 3.4e38):
+            self.emit(vals, node, x, L.ReLU())
+        else:
+            raise _fail(node, f"Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, inf) stream")
+
+    def op_Softmax(self, node, vals, x):
+        axis = _attrs(node).get("axis", -1)
+        rank = len(x.shape)
+        axis = axis + rank if axis < 0 else axis
+        if axis != 1 or (not x.head) or any(d != 1 for d in x.shape[2:]):
+            if not x.head:
+                raise _fail(node, "Softmax before the head (over channels of every frame) is only "
+                                  "supported on the vector after the head")
+            raise _fail(node, f"Softmax over axis {axis} of shape {x.shape}: expected the channel axis")
+        self.emit(vals, node, x, L.Softmax())
+
+    # -- pools and heads
+    def _pool(self, node, vals, x, op):
+        if x.head:
+            raise _fail(node, "pooling after the time axis was reduced")
+        a = _attrs(node)
+        k = list(a["kernel_shape"])
+        nd = len(k)
+        strides = list(a.get("strides", [1] * nd))
+        if any(p for p in a.get("pads", [])) or a.get("ceil_mode", 0):
+            raise _fail(node, "pooling with padding or ceil_mode=1 does not stream; use pads 0")
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            raise _fail(node, "auto_pad is not supported")
+        dil = list(a.get("dilations", [1] * nd))
+        if nd == 1:
+            layer = (L.MaxPool1d(k[0], strides[0], dil[0]) if op == "max"
+                     else L.AvgPool1d(k[0], strides[0]))
+            if op == "avg" and dil[0] != 1:
+                raise _fail(node, "dilated average pooling is not supported")
+        else:
+            if any(d != 1 for d in dil):
+                raise _fail(node, "dilated 2-D pooling is not supported")
+            layer = (L.MaxPool2d if op == "max" else L.AvgPool2d)(tuple(k), tuple(strides))
+        self.emit(vals, node, x, layer)
+
+    def op_MaxPool(self, node, vals, x):
+        if len(node.output) > 1 and node.output[1]:
+            raise _fail(node, "MaxPool indices output is not supported")
+        self._pool(node, vals, x, "max")
+
+    def op_AveragePool(self, node, vals, x):
+        self._pool(node, vals, x, "avg")
+
+    def _global(self, node, vals, x, op):
+        if x.head:
+            raise _fail(node, "global pooling after the time axis was reduced")
+        self.emit(vals, node, x, L.GlobalMaxPool() if op == "max" else L.GlobalAvgPool(), head=True)
+
+    def op_GlobalAveragePool(self, node, vals, x):
+        self._global(node, vals, x, "avg")
+
+    def op_GlobalMaxPool(self, node, vals, x):
+        self._global(node, vals, x, "max")
+
+    def _reduce(self, node, vals, x, op):
+        a = _attrs(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node.input[1], node, "axes").tolist()
+        rank = len(x.shape)
+        axes = sorted(int(v) % rank for v in (axes if axes is not None else range(rank)))
+        if x.head or axes != list(range(2, rank)):
+            raise _fail(node, f"reduction over axes {axes} of shape {x.shape}: only over time "
+                              f"(and features) of the window, i.e. axes {list(range(2, rank))}")
+        self._global(node, vals, x, op)
+
+    def op_ReduceMean(self, node, vals, x):
+        self._reduce(node, vals, x, "avg")
+
+    def op_ReduceMax(self, node, vals, x):
+        self._reduce(node, vals, x, "max")
+
+    def _last_frame(self, node, vals, x):
+        self.emit(vals, node, x, L.LastFrame(), head=True)
+
+    def op_Slice(self, node, vals, x):
+        a = _attrs(node)
+        if len(node.input) > 1:
+            starts = self.const(node.input[1], node, "starts").tolist()
+            ends = self.const(node.input[2], node, "ends").tolist()
+            axes = self.opt_const(node, 3)
+            steps = self.opt_const(node, 4)
+        else:
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        rank = len(x.shape)
+        axes = list(range(len(starts))) if axes is None else [int(v) % rank for v in np.ravel(axes)]
+        steps = [1] * len(starts) if steps is None else np.ravel(steps).tolist()
+        if x.head or axes != [rank - 1] or steps != [1]:
+            raise _fail(node, f"Slice on axes {axes} (steps {steps}) of shape {x.shape}: only "
+                              f"slices of the time axis (the last) are supported")
+        t = x.shape[-1]
+        lo, hi = int(starts[0]), int(ends[0])
+        lo = max(0, min(t, lo + t if lo < 0 else lo))
+        hi = max(0, min(t, hi + t if hi < 0 else hi))
+        if x.chomp:
+            if lo == 0 and hi == t - x.chomp:
+                self.emit(vals, node, x, shape=x.shape[:-1] + (hi,))
+                return
+            raise _fail(node, f"expected the causal chomp [0:{t - x.chomp}] after a symmetric-padded "
+                              f"Conv, got [{lo}:{hi}]")
+        if hi == t and lo == t - 1:
+            self._last_frame(node, vals, x)
+        elif hi == t and 0 < lo < t:
+            vals[node.output[0]] = _Val(x.layers + (_Crop(lo, node.name),), x.shape[:-1] + (t - lo,),
+                                        node=node.name)
+        elif lo == 0 and hi == t:
+            self.emit(vals, node, x)
+        else:
+            raise _fail(node, f"time slice [{lo}:{hi}] of {t} positions: only the last frame, a "
+                              f"causal chomp, or a crop keeping the newest positions stream")
+
+    def op_Gather(self, node, vals, x):
+        axis = _attrs(node).get("axis", 0)
+        rank = len(x.shape)
+        idx = self.const(node.input[1], node, "indices")
+        if x.head or axis % rank != rank - 1 or idx.size != 1 or int(idx.ravel()[0]) % x.shape[-1] != x.shape[-1] - 1:
+            raise _fail(node, "Gather is supported only for the last frame of the time axis")
+        self._last_frame(node, vals, x)
+
+    # -- shape ops
+    def op_Flatten(self, node, vals, x):
+        if _attrs(node).get("axis", 1) != 1:
+            raise _fail(node, "only Flatten(axis=1) is supported")
+        self._flatten(node, vals, x)
+
+    def _flatten(self, node, vals, x):
+        if not x.head:
+            self.emit(vals, node, x, L.Flatten(), head=True)
+        elif sum(d != 1 for d in x.shape[1:]) > 1:  # (1, C, F) after LastFrame on 2-D frames
+            self.emit(vals, node, x, L.Flatten())
+        else:
+            self.emit(vals, node, x)
+
+    def op_Reshape(self, node, vals, x):
+        target = self.const(node.input[1], node, "shape").tolist()
+        out = self.shape(node.output[0])
+        if out is None or len(out) != 2 or out[0] != 1:
+            raise _fail(node, f"only reshapes to (1, N) are supported, got target {target}")
+        self._flatten(node, vals, x)
+
+    def _squeeze(self, node, vals, x):
+        if not x.head:
+            raise _fail(node, "Squeeze/Unsqueeze before the head is not supported")
+        self.emit(vals, node, x)
+
+    op_Squeeze = _squeeze
+    op_Unsqueeze = _squeeze
+
+    def op_Gemm(self, node, vals, x):
+        a = _attrs(node)
+        if not x.head:
+            raise _fail(node, "Gemm before the head: use Flatten/GlobalAveragePool first")
+        if a.get("transA", 0) or node.input[0] != x_name(node, vals):
+            raise _fail(node, "Gemm with transA or a constant A is not supported")
+        w = self.const(node.input[1], node, "B").astype(np.float64) * a.get("alpha", 1.0)
+        if not a.get("transB", 0):
+            w = w.T
+        b = self.opt_const(node, 2)
+        layer = L.Linear(w.shape[1], w.shape[0], bias=b is not None, seed=0)
+        layer.weight = w
+        if b is not None:
+            layer.bias = np.broadcast_to(np.asarray(b, np.float64) * a.get("beta", 1.0), (w.shape[0],))
+        self.emit(vals, node, x, layer)
+
+    def op_MatMul(self, node, vals, x):
+        if not x.head or node.input[0] != x_name(node, vals):
+            raise _fail(node, "MatMul is supported after the head, as x @ W with constant W")
+        w = self.const(node.input[1], node, "weight")
+        if w.ndim != 2:
+            raise _fail(node, f"MatMul weight must be 2-D, got {w.shape}")
+        layer = L.Linear(w.shape[0], w.shape[1], bias=False, seed=0)
+        layer.weight = w.T
+        self.emit(vals, node, x, layer)
+
+    # -- arithmetic
+    def op_Add(self, node, vals, x):
+        if all(i in vals for i in node.input[:2]):
+            return self.residual(node, vals)
+        self._affine(node, vals, x, "add")
+
+    def op_Sub(self, node, vals, x):
+        if node.input[0] not in vals:
+            raise _fail(node, "constant - tensor is not supported")
+        self._affine(node, vals, x, "sub")
+
+    def op_Mul(self, node, vals, x):
+        self._affine(node, vals, x, "mul")
+
+    def op_Div(self, node, vals, x):
+        if node.input[0] not in vals:
+            raise _fail(node, "constant / tensor is not supported")
+        self._affine(node, vals, x, "div")
+
+    def _affine(self, node, vals, x, op):
+        """Fold y = x (+-*/) c, c per channel, into the preceding Conv/Linear/BatchNorm."""
+        consts = [i for i in node.input if i not in vals]
+        if not consts:
+            raise _fail(node, f"elementwise {node.op_type} of two computed tensors is not supported "
+                              f"(only a residual Add, or arithmetic with constants)")
+        other = consts[0]
+        c = np.asarray(self.const(other, node, "constant operand"), np.float64)
+        prev = x.layers[-1] if x.layers else None
+        n_ch = x.shape[1]
+        try:
+            per_ch = np.broadcast_to(c, x.shape)
+        except ValueError:
+            raise _fail(node, f"constant of shape {c.shape} does not broadcast to {x.shape}") from None
+        flat = per_ch.reshape(1, n_ch, -1)
+        if not np.all(flat == flat[:, :, :1]):
+            raise _fail(node, "elementwise constants must be per channel (the same for every frame)")
+        vec = flat[0, :, 0]
+        if not isinstance(prev, (L.Conv1d, L.Conv2d, L.Linear, L._BatchNorm)):
+            raise _fail(node, f"{node.op_type} with a constant is supported only right after a "
+                              f"Conv, Gemm/MatMul or BatchNormalization (folded into it)")
+        scale = np.ones(n_ch)
+        shift = np.zeros(n_ch)
+        if op == "add":
+            shift = vec
+        elif op == "sub":
+            shift = -vec
+        elif op == "mul":
+            scale = vec
+        else:
+            if np.any(vec == 0):
+                raise _fail(node, "division by zero")
+            scale = 1.0 / vec
+        new = _scaled_copy(prev, scale, shift)
+        vals[node.output[0]] = _Val(x.layers[:-1] + (new,), self.shape(node.output[0]) or x.shape,
+                                    head=x.head, node=node.name)
+
+    def residual(self, node, vals):
+        a, b = vals[node.input[0]], vals[node.input[1]]
+        if a.head or b.head:
+            raise _fail(node, "Add of two tensors after the head is not supported")
+        n = 0
+        while n < min(len(a.layers), len(b.layers)) and a.layers[n] is b.layers[n]:
+            n += 1
+        prefix, ra, rb = a.layers[:n], list(a.layers[n:]), list(b.layers[n:])
+        # The branch without time layers (after dropping a right-aligned crop) is the skip.
+        def strip(branch):
+            return [lay for lay in branch if not isinstance(lay, _Crop)]
+
+        def is_skip(branch):
+            s = strip(branch)
+            return len(s) == 0 or (len(s) == 1 and isinstance(s[0], (L.Conv1d, L.Conv2d))
+                                   and s[0].k_t == 1 and s[0].s_t == 1)
+
+        if is_skip(rb) and not (is_skip(ra) and len(strip(ra)) < len(strip(rb))):
+            body, skip = ra, rb
+        elif is_skip(ra):
+            body, skip = rb, ra
+        else:
+            raise _fail(node, "residual Add: one branch must be the identity or a 1x1 Conv")
+        if any(isinstance(lay, _Crop) for lay in body):
+            raise _fail(node, "residual Add: the time crop must be on the skip branch")
+        body = strip(body)
+        if not body:
+            raise _fail(node, "residual Add of a tensor with itself is not supported")
+        skip = strip(skip)
+        try:
+            block = L.Residual(body, skip[0] if skip else None)
+        except ModelError as exc:
+            raise _fail(node, str(exc)) from None
+        out = self.shape(node.output[0])
+        if out is not None and None not in out and out != a.shape and out != b.shape:
+            raise _fail(node, f"residual Add broadcasts {a.shape} and {b.shape}; expected equal shapes")
+        if a.shape[-1] != b.shape[-1]:
+            raise _fail(node, f"residual Add of {a.shape} and {b.shape}: crop the skip branch to the "
+                              f"newest {min(a.shape[-1], b.shape[-1])} positions with a Slice")
+        vals[node.output[0]] = _Val(prefix + (block,), a.shape, node=node.name)
+
+
+def _fuse_gelu(nodes, consts):
+    """Rewrite GELU exported in decomposed form (opsets < 20) into one Gelu node:
+    ``0.5 * x * (1 + Erf(x / sqrt(2)))``, in the two orders exporters write it."""
+    from onnx import helper
+
+    producer = {o: n for n in nodes for o in n.output}
+    users: Dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def const_val(name):
+        v = consts.get(name)
+        return None if v is None or np.size(v) != 1 else float(np.ravel(v)[0])
+
+    def other(n, name):
+        rest = [i for i in n.input if i != name]
+        return rest[0] if len(rest) == 1 else None
+
+    def only_user(name, op):
+        u = users.get(name, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op else None
+
+    drop, replace = set(), {}
+    for e in nodes:
+        if e.op_type != "Erf":
+            continue
+        d = producer.get(e.input[0])
+        if d is None or d.op_type not in ("Div", "Mul"):
+            continue
+        c = const_val(d.input[1])
+        x = d.input[0]
+        if c is None or not (abs(c - math.sqrt(2)) < 1e-3 if d.op_type == "Div"
+                             else abs(c - 1 / math.sqrt(2)) < 1e-3):
+            continue
+        add = only_user(e.output[0], "Add")
+        if add is None or const_val(other(add, e.output[0])) != 1.0:
+            continue
+        m = only_user(add.output[0], "Mul")
+        if m is None:
+            continue
+        half_in = other(m, add.output[0])
+        chain = [d, e, add, m]
+        if half_in == x:  # Mul(x, 1 + erf) then Mul(., 0.5)
+            last = only_user(m.output[0], "Mul")
+            if last is None or const_val(other(last, m.output[0])) != 0.5:
+                continue
+            chain.append(last)
+        else:  # Mul(x, 0.5) then Mul(., 1 + erf)
+            h = producer.get(half_in)
+            if h is None or h.op_type != "Mul" or x not in h.input or \
+                    const_val(other(h, x)) != 0.5 or len(users.get(h.output[0], [])) != 1:
+                continue
+            chain.append(h)
+            last = m
+        drop.update(id(n) for n in chain)
+        replace[id(last)] = helper.make_node("Gelu", [x], [last.output[0]],
+                                             name=f"{e.name or 'Erf'}/fused_gelu")
+    out = []
+    for n in nodes:
+        if id(n) in replace:
+            out.append(replace[id(n)])
+        elif id(n) not in drop:
+            out.append(n)
+    # the Gelu replaces its chain where the chain ends; x is computed before it in either order
+    return out
+
+
+def x_name(node, vals):
+    return next(i for i in node.input if i in vals)
+
+
+def _scaled_copy(layer, scale, shift):
+    """A copy of Conv/Linear/BatchNorm `layer` whose output is layer(x) * scale + shift."""
+    import copy
+
+    new = copy.copy(layer)
+    if isinstance(layer, L._BatchNorm):
+        new.weight = layer.weight.astype(np.float64) * scale
+        new.bias = layer.bias.astype(np.float64) * scale + shift
+        return new
+    w = layer.weight.astype(np.float64)
+    new.weight = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    bias = np.zeros(len(scale)) if layer.bias is None else layer.bias.astype(np.float64)
+    new.bias = bias * scale + shift
+    return new

@@ -1,0 +1,42 @@
+"""Import a PyTorch module by exporting it to ONNX (``torch.onnx.export``) and converting
+that graph with :func:`~deepshift_edge.onnx_import.from_onnx`. torch and onnx are imported
+only when :func:`from_torch` is called."""
+from __future__ import annotations
+
+import io
+from typing import Optional, Sequence, Union
+
+__all__ = ["from_torch"]
+
+
+def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, check: bool = True,
+               return_report: bool = False, opset: int = 17):
+    """Convert ``module`` (``nn.Sequential`` or an ordinary CNN/TCN ``nn.Module``) that maps
+    one window ``(1, C, W)`` (or ``(1, C, F, W)`` for ``in_features=(C, F)``) to its output.
+
+    The module is put in ``eval()`` mode for the export (batch norm uses running statistics,
+    dropout is off) and restored afterwards.
+    """
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("from_torch needs PyTorch (and the 'onnx' package)") from exc
+    from .onnx_import import from_onnx
+
+    dims = tuple(in_features) if isinstance(in_features, (tuple, list)) else (int(in_features),)
+    dummy = torch.zeros((1,) + dims + (int(window),), dtype=torch.float32)
+    was_training = module.training
+    module.eval()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            try:
+                torch.onnx.export(module, (dummy,), buf, opset_version=opset, dynamo=False,
+                                  input_names=["window"], output_names=["output"])
+            except TypeError:  # older torch without the `dynamo` argument
+                buf = io.BytesIO()
+                torch.onnx.export(module, (dummy,), buf, opset_version=opset,
+                                  input_names=["window"], output_names=["output"])
+    finally:
+        module.train(was_training)
+    return from_onnx(buf.getvalue(), window=int(window), check=check, return_report=return_report)

@@ -1,0 +1,112 @@
+"""The `deepshift-edge` command: demo, inspect, convert (in-process and as a subprocess)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepshift_edge as dse
+from deepshift_edge import examples
+from deepshift_edge.__main__ import main, model_report
+
+
+def test_inspect_table_and_numbers(tmp_path, capsys):
+    path = tmp_path / "tiny.npz"
+    dse.save(examples.tiny(), path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    # tiny: Conv1d(3->8, k3) then Conv1d(8->8, k3), window 5: positions 3 and 1.
+    # recompute = 3*3*8*3 + 3*8*8*1 = 216 + 192 = 408; streamed = 72 + 192 = 264 per frame
+    for text in ("Conv1d 3->8 k=3", "(8, 3)", "(8, 1)", "receptive field: 5 frames", "window: 5",
+                 "hop: 1", "delay: 0", "408 multiply-adds per output", "264 MACs/frame",
+                 "1.5x fewer", "parameters: 280"):
+        assert text in out, (text, out)
+    stream = examples.tiny().stream()
+    assert f"buffers {stream.buffer_bytes:,} bytes" in out
+
+
+def test_inspect_recompute_matches_plan_for_stride_free_models():
+    """Without strides every op runs once per frame and computes `length` positions per window."""
+    model = examples.kws_tcn()
+    plan = model.stream().plan
+    report = model_report(model)
+    assert f"{plan.macs_per_frame():,.0f} MACs/frame" in report
+    ops = {op.label.split()[1]: op.macs for op in plan.ops}
+    assert ops  # labels are "layer i Name"
+
+
+@pytest.mark.parametrize("name", sorted(examples.EXAMPLES))
+def test_inspect_every_example(name, tmp_path, capsys):
+    model = examples.EXAMPLES[name]()
+    dse.save(model, tmp_path / "m.npz")
+    assert main(["inspect", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert f"hop: {model.hop}" in out and "MACs/frame" in out
+    if model.hop > 1:
+        assert "mode='decimated'" in out
+
+
+def test_inspect_residual_and_not_streamable(tmp_path, capsys):
+    model = dse.Sequential([dse.Residual([dse.Conv1d(2, 3, 3, padding="causal")], skip=dse.Conv1d(2, 3, 1)),
+                            dse.GlobalAvgPool()], in_features=2, window=10)
+    dse.save(model, tmp_path / "m.npz")
+    assert main(["inspect", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "0.body.0" in out and "0.skip" in out and "stream-exact" in out
+    assert "streaming: not possible" in out
+
+
+def test_inspect_errors_are_reported_not_raised(tmp_path, capsys):
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    assert main(["inspect", str(tmp_path / "bad.npz")]) == 1
+    assert "not a deepshift_edge model" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "missing.npz")]) == 1
+    assert "No such file" in capsys.readouterr().err
+
+
+def _onnx_file(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["a"], name="conv"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "T"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1])], initializer=inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_convert_then_inspect(tmp_path, capsys):
+    src = _onnx_file(tmp_path)
+    assert main(["convert", str(src), str(tmp_path / "m.npz"), "--window", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "max |error|" in out and "wrote" in out
+    model = dse.load(tmp_path / "m.npz")
+    assert model.window == 12 and model.output_shape == (4,)
+    assert main(["convert", str(src), str(tmp_path / "m2.npz")]) == 1  # symbolic time axis
+    assert "pass window=" in capsys.readouterr().err
+
+
+def test_console_script_subprocess(tmp_path):
+    src = _onnx_file(tmp_path)
+    exe = os.path.join(os.path.dirname(sys.executable), "deepshift-edge")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "deepshift_edge"]
+    r = subprocess.run(cmd + ["convert", str(src), str(tmp_path / "m.npz"), "--window", "9"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "deepshift_edge", "inspect", str(tmp_path / "m.npz")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "GlobalAvgPool" in r.stdout and "window: 9" in r.stdout
+
+
+def test_demo_still_works(capsys):
+    assert main(["demo", "--model", "tiny", "--frames", "200", "--recompute-frames", "20"]) == 0
+    assert "max |error|" in capsys.readouterr().out

@@ -1,0 +1,239 @@
+"""from_onnx / from_torch: the stream equals onnxruntime (and PyTorch) on the window
+ending at every frame; unsupported graphs give a ModelFormatError naming op and node."""
+import io
+
+import numpy as np
+import pytest
+
+import deepshift_edge as dse
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name, arr):
+    return numpy_helper.from_array(np.asarray(arr, np.float32), name)
+
+
+def _graph(nodes, inits, in_shape, out_shape=None, opset=17, extra_inits=()):
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=list(inits) + list(extra_inits))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _ints(name, values):
+    return numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
+def _compare_with_ort(proto, window, frames=None):
+    data = proto.SerializeToString()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    model = dse.from_onnx(data, window=window)
+    shape = model.frame_shape
+    n = window + 12 if frames is None else frames
+    x = RNG.standard_normal((n,) + shape).astype(np.float32)
+    got = model.stream().push_many(x)
+    want = []
+    for i in range(n - window + 1):
+        win = np.ascontiguousarray(np.moveaxis(x[i:i + window], 0, -1)[None])
+        want.append(sess.run(None, {sess.get_inputs()[0].name: win})[0].reshape(model.output_shape))
+    want = np.stack(want)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    return model
+
+
+def _conv(name, inp, out, c_in, c_out, k, **attrs):
+    w = RNG.standard_normal((c_out, c_in // attrs.get("group", 1)) + tuple(np.atleast_1d(k))) * 0.3
+    b = RNG.standard_normal(c_out) * 0.1
+    node = helper.make_node("Conv", [inp, f"{name}.w", f"{name}.b"], [out], name=name, **attrs)
+    return node, [_init(f"{name}.w", w), _init(f"{name}.b", b)]
+
+
+# ----------------------------------------------------------------------------- onnx.helper graphs
+def test_conv_relu_bn_pool_gap_gemm_softmax():
+    n1, i1 = _conv("c1", "x", "a", 3, 6, 3, dilations=[2])
+    bn = [_init("s", RNG.uniform(0.5, 2, 6)), _init("bb", RNG.standard_normal(6)),
+          _init("m", RNG.standard_normal(6)), _init("v", RNG.uniform(0.5, 2, 6))]
+    nodes = [n1, helper.make_node("BatchNormalization", ["a", "s", "bb", "m", "v"], ["b"], name="bn"),
+             helper.make_node("Relu", ["b"], ["c"], name="relu"),
+             helper.make_node("MaxPool", ["c"], ["d"], kernel_shape=[2], strides=[2], name="pool"),
+             helper.make_node("AveragePool", ["d"], ["e"], kernel_shape=[2], strides=[1], name="apool"),
+             helper.make_node("GlobalAveragePool", ["e"], ["f"], name="gap"),
+             helper.make_node("Flatten", ["f"], ["g"], name="flat"),
+             helper.make_node("Gemm", ["g", "W", "B"], ["h"], transB=1, name="fc"),
+             helper.make_node("Softmax", ["h"], ["y"], axis=-1, name="sm")]
+    inits = i1 + bn + [_init("W", RNG.standard_normal((4, 6))), _init("B", RNG.standard_normal(4))]
+    _compare_with_ort(_graph(nodes, inits, [1, 3, 24]), 24)
+
+
+def test_causal_tcn_with_chomp_and_right_aligned_residual_crop():
+    # block 1: symmetric-padded conv + chomp Slice (PyTorch TCN), identity skip
+    c1, i1 = _conv("c1", "x", "a", 4, 4, 3, pads=[2, 2])
+    # block 2: valid conv, skip cropped to the newest positions (Slice on time)
+    c2, i2 = _conv("c2", "r1", "d", 4, 4, 3, dilations=[2])
+    nodes = [c1, helper.make_node("Slice", ["a", "zero", "m2", "ax"], ["b"], name="chomp"),
+             helper.make_node("Relu", ["b"], ["c"], name="relu1"),
+             helper.make_node("Add", ["c", "x"], ["r1"], name="add1"),
+             c2, helper.make_node("Tanh", ["d"], ["e"], name="tanh"),
+             helper.make_node("Slice", ["r1", "four", "big", "ax"], ["skip"], name="crop"),
+             helper.make_node("Add", ["skip", "e"], ["r2"], name="add2"),
+             helper.make_node("Slice", ["r2", "m1", "big", "ax"], ["last"], name="lastframe"),
+             helper.make_node("Flatten", ["last"], ["y"], name="flat")]
+    consts = [_ints("zero", [0]), _ints("m2", [-2]), _ints("ax", [2]), _ints("four", [4]),
+              _ints("big", [2 ** 62]), _ints("m1", [-1])]
+    model = _compare_with_ort(_graph(nodes, i1 + i2 + consts, [1, 4, 16]), 16)
+    assert isinstance(model.layers[0], dse.Residual) and model.layers[0].body[0].padding == "causal"
+
+
+def test_conv2d_and_gather_last_frame_and_reducemean():
+    c1, i1 = _conv("c1", "x", "a", 2, 4, (3, 2), pads=[1, 0, 1, 0], strides=[2, 1])
+    nodes = [c1, helper.make_node("LeakyRelu", ["a"], ["b"], alpha=0.1, name="lrelu"),
+             helper.make_node("ReduceMean", ["b", "axes"], ["c"], keepdims=0, name="mean"),
+             helper.make_node("Sigmoid", ["c"], ["y"], name="sig")]
+    _compare_with_ort(_graph(nodes, i1 + [_ints("axes", [2, 3])], [1, 2, 10, 12], opset=18), 12)
+    c1, i1 = _conv("c1", "x", "a", 2, 3, 2)
+    nodes = [c1, helper.make_node("Gather", ["a", "idx"], ["b"], axis=2, name="last"),
+             helper.make_node("Clip", ["b", "lo", "hi"], ["y"], name="relu6")]
+    extra = [_ints("idx", -1), _init("lo", 0.0), _init("hi", 6.0)]
+    _compare_with_ort(_graph(nodes, i1 + extra, [1, 2, 9]), 9)
+
+
+def test_per_channel_constants_fold_into_conv():
+    c1, i1 = _conv("c1", "x", "a", 2, 3, 3)
+    nodes = [c1, helper.make_node("Mul", ["a", "k"], ["b"], name="mul"),
+             helper.make_node("Add", ["b", "off"], ["c"], name="add"),
+             helper.make_node("GlobalMaxPool", ["c"], ["y"], name="gmp")]
+    extra = [_init("k", RNG.uniform(0.5, 2, (3, 1))), _init("off", RNG.standard_normal((1, 3, 1)))]
+    _compare_with_ort(_graph(nodes, i1 + extra, [1, 2, 8]), 8)
+
+
+def test_window_defaults_to_input_length_and_symbolic_needs_window():
+    c1, i1 = _conv("c1", "x", "a", 2, 2, 3)
+    c1 = [c1, helper.make_node("GlobalAveragePool", ["a"], ["y"], name="gap")]
+    proto = _graph(c1, i1, [1, 2, 7])
+    assert dse.from_onnx(proto).window == 7
+    sym = _graph(c1, i1, [1, 2, "T"])
+    with pytest.raises(dse.ModelFormatError, match="symbolic; pass window="):
+        dse.from_onnx(sym)
+    assert dse.from_onnx(sym, window=5).window == 5
+
+
+@pytest.mark.parametrize("nodes,inits,pattern", [
+    ([helper.make_node("Conv", ["x", "w"], ["a"], name="c", pads=[2, 2]),
+      helper.make_node("Relu", ["a"], ["y"], name="r")],
+     [_init("w", np.ones((2, 2, 3)))], r"'r' \(Relu\): follows a Conv with symmetric time padding"),
+    ([helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 0])],
+     [_init("w", np.ones((2, 2, 3)))], r"'c' \(Conv\): time padding \(1, 0\)"),
+    ([helper.make_node("Cos", ["x"], ["y"], name="weird")], [], r"'weird' \(Cos\): unsupported op 'Cos'"),
+    ([helper.make_node("Relu", ["x"], ["y"], name="r")], [], r"output keeps the time axis \(10 positions"),
+    ([helper.make_node("Softmax", ["x"], ["y"], axis=1, name="sm")], [], r"'sm' \(Softmax\)"),
+    ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], pads=[1, 1], name="mp")], [],
+     r"'mp' \(MaxPool\): pooling with padding"),
+    ([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")], [],
+     r"'sq' \(Mul\): elementwise Mul of two computed tensors"),
+    ([helper.make_node("Mul", ["x", "k"], ["y"], name="m")], [_init("k", np.ones((1, 2, 1)))],
+     r"'m' \(Mul\): Mul with a constant is supported only right after"),
+])
+def test_unsupported_graphs_name_op_and_node(nodes, inits, pattern):
+    with pytest.raises(dse.ModelFormatError, match=pattern):
+        dse.from_onnx(_graph(nodes, inits, [1, 2, 10]))
+
+
+def test_unreadable_onnx(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx file at all")
+    with pytest.raises(dse.ModelFormatError, match="not a readable ONNX model"):
+        dse.from_onnx(str(tmp_path / "bad.onnx"))
+
+
+# ----------------------------------------------------------------------------- torch
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class Chomp(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        return x[:, :, :-self.n]
+
+
+class TCNBlock(nn.Module):
+    def __init__(self, c_in, c_out, k, d):
+        super().__init__()
+        pad = (k - 1) * d
+        self.net = nn.Sequential(nn.Conv1d(c_in, c_out, k, padding=pad, dilation=d), Chomp(pad),
+                                 nn.BatchNorm1d(c_out), nn.ReLU(), nn.Dropout(0.2))
+        self.down = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else None
+
+    def forward(self, x):
+        return self.net(x) + (x if self.down is None else self.down(x))
+
+
+class TCN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(TCNBlock(5, 8, 3, 1), TCNBlock(8, 8, 3, 2), TCNBlock(8, 8, 3, 4))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.blocks(x)[:, :, -1])
+
+
+def _randomize_bn(module):
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+
+
+TORCH_MODELS = {
+    "cnn": (lambda: nn.Sequential(nn.Conv1d(3, 8, 5, stride=2), nn.BatchNorm1d(8), nn.ReLU6(),
+                                  nn.MaxPool1d(2), nn.Conv1d(8, 8, 3, groups=4), nn.GELU(),
+                                  nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 4), nn.Softmax(-1)),
+            3, 40),
+    "tcn": (TCN, 5, 30),
+    "cnn2d": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=(1, 0)), nn.BatchNorm2d(4), nn.Hardswish(),
+                                    nn.MaxPool2d(2), nn.Conv2d(4, 6, (3, 3), padding=(1, 0)), nn.Tanh(),
+                                    nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(6, 5)), (1, 12), 20),
+    "gelu_tanh_leaky": (lambda: nn.Sequential(nn.Conv1d(2, 4, 3, dilation=3), nn.GELU(approximate="tanh"),
+                                              nn.Conv1d(4, 4, 1), nn.LeakyReLU(0.3), nn.Sigmoid(),
+                                              nn.Flatten(), nn.Linear(4 * 5, 2)), 2, 11),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(TORCH_MODELS))
+def test_from_torch_matches_torch_and_onnxruntime(name):
+    make, in_features, window = TORCH_MODELS[name]
+    torch.manual_seed(0)
+    module = make()
+    _randomize_bn(module)
+    module.eval()
+    opset = 20 if name == "gelu_tanh_leaky" else 17  # tanh-GELU is a native op from opset 20
+    model, report = dse.from_torch(module, in_features=in_features, window=window, return_report=True,
+                                   opset=opset)
+    assert "max |error|" in report and "window-exact" in report
+    x = RNG.standard_normal((window + 15,) + model.frame_shape).astype(np.float32)
+    got = model.stream().push_many(x)
+    with torch.no_grad():
+        want = np.stack([module(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[i:i + window], 0, -1)[None])))
+                         .numpy().reshape(model.output_shape) for i in range(len(x) - window + 1)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+    # and it survives the file format
+    buf = io.BytesIO()
+    dse.save(model, buf)
+    buf.seek(0)
+    np.testing.assert_array_equal(dse.load(buf).stream().push_many(x), got)
