@@ -83,23 +83,30 @@ def chunk_bounds(n, size):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def chunk_size(spec, model):
-    return {"W": model.window, "W+1": model.window + 1}.get(spec, spec)
+def chunk_size(spec, model, block=64, n=None):
+    """Chunk sizes named relative to the window and to the stream's internal block."""
+    sizes = {"W": model.window, "W+1": model.window + 1, "4*block+3": 4 * block + 3, "all": n}
+    return sizes.get(spec, spec) or 1
+
+
+CHUNKS = [1, 2, 7, "W", "W+1", "4*block+3", "all"]
+BLOCKS = [1, 3, 64]  # push_many runs up to `block` frames op by op (64 is the default)
 
 
 # ---------------------------------------------------------------------------- push_many
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("size", [1, 2, 7, "W", "W+1"])
+@pytest.mark.parametrize("size", CHUNKS)
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_push_many_in_chunks_equals_single_pushes(name, size, mode):
+def test_push_many_in_chunks_equals_single_pushes(name, block, size, mode):
     model = make(name)
-    x = frames_for(model, n_frames_for(model), 1)
+    x = frames_for(model, n_frames_for(model) + 4 * block, 1)
     expected, frames = single_pushes(model, x, mode)
     assert frames == expected_output_frames(len(x), model.window, 1 if mode == "dense" else model.hop)
 
-    stream = model.stream(mode=mode)
+    stream = model.stream(mode=mode, block=block)
     parts = []
-    for lo, hi in chunk_bounds(len(x), chunk_size(size, model)):
+    for lo, hi in chunk_bounds(len(x), chunk_size(size, model, block, len(x))):
         got = stream.push_many(x[lo:hi])
         assert got.dtype == np.float32 and got.shape[1:] == tuple(model.output_shape)
         assert len(got) == sum(lo <= t < hi for t in frames)  # exactly this chunk's outputs
@@ -109,15 +116,29 @@ def test_push_many_in_chunks_equals_single_pushes(name, size, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("block", [1, 2, 64])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_push_and_push_many_interleaved(name, mode):
+def test_single_pushes_do_not_depend_on_block(name, block, mode):
+    """`block` only sizes the rings for push_many; push() gives the same bits."""
+    model = make(name)
+    x = frames_for(model, n_frames_for(model), 12)
+    expected, frames = single_pushes(model, x, mode)
+    got = push_all(model.stream(mode=mode, block=block), x)
+    assert sorted(got) == frames
+    np.testing.assert_array_equal(np.stack([got[t] for t in frames]), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("block", [2, 64])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_push_and_push_many_interleaved(name, block, mode):
     """Alternating single pushes and blocks: same outputs, and the stream's `out`/`ready`
     after a block describe its last frame, so the next push continues seamlessly."""
     model = make(name)
     x = frames_for(model, n_frames_for(model), 2)
     expected, frames = single_pushes(model, x, mode)
     by_frame = dict(zip(frames, expected))
-    stream = model.stream(mode=mode)
+    stream = model.stream(mode=mode, block=block)
     got = {}
     t, i = 0, 0
     sizes = [1, 3, 1, 1, model.window, 2, 1, 5]
@@ -153,15 +174,16 @@ def test_push_many_empty_block(name):
     assert stream.frames == 3
 
 
-@settings(max_examples=40, **HYPO)
-@given(case=cases(allow_stream_exact=False), mode=st.sampled_from(MODES), data=st.data())
-def test_random_models_random_chunks(case, mode, data):
+@settings(max_examples=50, **HYPO)
+@given(case=cases(allow_stream_exact=False), mode=st.sampled_from(MODES),
+       block=st.sampled_from([1, 2, 3, 4, 5, 7, 8, 64]), data=st.data())
+def test_random_models_random_chunks(case, mode, block, data):
     model, x = case.model, case.x
     note(repr(case))
     expected, frames = single_pushes(model, x, mode)
     cuts = sorted(data.draw(st.sets(st.integers(1, len(x) - 1), max_size=8), label="cuts")) \
         if len(x) > 1 else []
-    stream = model.stream(mode=mode)
+    stream = model.stream(mode=mode, block=block)
     parts = [stream.push_many(x[lo:hi]).copy() for lo, hi in zip([0] + cuts, cuts + [len(x)])]
     np.testing.assert_array_equal(np.concatenate(parts), expected)
     assert stream.frames == len(x)
@@ -270,12 +292,13 @@ def test_batch_reset_one_element(name, which, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("size", [1, 2, 7, "W", "W+1"])
+@pytest.mark.parametrize("size", CHUNKS)
+@pytest.mark.parametrize("block", [1, 64])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_batched_push_many_equals_batched_pushes(name, size, mode):
+def test_batched_push_many_equals_batched_pushes(name, block, size, mode):
     model = make(name)
     batch = 3
-    n = n_frames_for(model)
+    n = n_frames_for(model) + 4 * block
     k = model.window + 1
     xb = frames_for(model, n, 8, batch=batch)
     nan_row = np.full((batch,) + tuple(model.output_shape), np.nan, np.float32)
@@ -293,9 +316,9 @@ def test_batched_push_many_equals_batched_pushes(name, size, mode):
     assert exp_ready.any()
     assert model.window == 1 or not exp_ready.all()  # mixed readiness after the reset
 
-    stream = model.stream(batch=batch, mode=mode)
+    stream = model.stream(batch=batch, mode=mode, block=block)
     outs, readies = [], []
-    step = chunk_size(size, model)
+    step = chunk_size(size, model, block, n)
     bounds = chunk_bounds(k, step) + [(lo + k, hi + k) for lo, hi in chunk_bounds(n - k, step)]
     for lo, hi in bounds:
         if lo == k:

@@ -87,11 +87,15 @@ def assert_close(got: np.ndarray, exp: np.ndarray, atol: float, what: str) -> fl
     return float(np.max(err / bound)) if err.size else 0.0
 
 
-def check_stream(model, x: np.ndarray, mode: str, ref: np.ndarray = None) -> float:
-    """Push ``x`` frame by frame through a fresh stream and compare with the reference."""
+def check_stream(model, x: np.ndarray, mode: str, ref: np.ndarray = None, block: int = 1) -> float:
+    """Push ``x`` frame by frame through a fresh stream and compare with the reference.
+
+    ``block=1`` (the default here) sizes every ring buffer exactly for its readers (larger
+    blocks add rows for push_many), so a ring one row too short shows up.
+    """
     if ref is None:
         ref = model.forward(x)
-    stream = model.stream(mode=mode)
+    stream = model.stream(mode=mode, block=block)
     assert stream.window == model.window
     assert stream.hop == hop_of(model, mode)
     outs = {}
@@ -106,6 +110,18 @@ def check_stream(model, x: np.ndarray, mode: str, ref: np.ndarray = None) -> flo
         else:
             assert not bool(stream.ready[0])
     return compare_outputs(outs, ref, model, mode, len(x))
+
+
+def check_push_many(model, x: np.ndarray, mode: str, ref: np.ndarray = None, block: int = 64) -> float:
+    """The whole sequence in one push_many (op by op over blocks of ``block`` frames)."""
+    if ref is None:
+        ref = model.forward(x)
+    stream = model.stream(mode=mode, block=block)
+    got = stream.push_many(x)
+    frames = expected_output_frames(len(x), model.window, hop_of(model, mode))
+    assert got.shape == (len(frames),) + tuple(model.output_shape) and got.dtype == np.float32
+    assert stream.frames == len(x)
+    return compare_outputs(dict(zip(frames, got)), ref, model, mode, len(x))
 
 
 def shift_would_be_detected(ref: np.ndarray) -> bool:
@@ -130,7 +146,8 @@ def check_case(case) -> None:
     assert ref.shape == (len(x) - model.window + 1,) + tuple(model.output_shape)
     assert np.isfinite(ref).all()
     for mode in MODES:
-        check_stream(model, x, mode, ref)
+        check_stream(model, x, mode, ref, block=1)
+        check_push_many(model, x, mode, ref, block=case.seed % 9 + 1 if case.seed % 3 else 64)
     if shift_would_be_detected(ref):
         # the same comparison, one frame off, must fail: the tolerance is tight enough
         outs = push_all(model.stream(), x)
@@ -300,12 +317,21 @@ def _edge_model(name):
     return model, _edge_input(model, seed + 1)
 
 
+PATHS = {
+    "push": lambda model, x, mode: check_stream(model, x, mode, block=1),
+    "push-block64": lambda model, x, mode: check_stream(model, x, mode, block=64),
+    "push_many-block4": lambda model, x, mode: check_push_many(model, x, mode, block=4),
+    "push_many-block64": lambda model, x, mode: check_push_many(model, x, mode, block=64),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
-def test_edge_case_stream_equals_reference(name, mode):
+def test_edge_case_stream_equals_reference(name, mode, path):
     model, x = _edge_model(name)
     assert model.equivalence == "window-exact", model._why_not_window_exact
-    check_stream(model, x, mode)
+    PATHS[path](model, x, mode)
 
 
 ACTIVATIONS = [dse.ReLU(), dse.ReLU6(), dse.LeakyReLU(), dse.LeakyReLU(-0.3), dse.Sigmoid(), dse.Tanh(),
@@ -340,14 +366,20 @@ def test_heads_after_strided_body_every_window_phase(head, window, mode):
 @pytest.mark.parametrize("name", ["odd-window-flatten-hop4", "residual-causal-stack", "2d-feature-pad-stride",
                                   "dilation-after-stride4"])
 @pytest.mark.parametrize("mode", MODES)
-def test_long_stream_matches_reference_at_sampled_frames(name, mode):
+@pytest.mark.parametrize("path", ["push", "push_many"])
+def test_long_stream_matches_reference_at_sampled_frames(name, mode, path):
     """Thousands of frames (every ring wraps many times): sampled outputs still equal the
     offline network run on their window."""
     model, _ = _edge_model(name)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3000,) + model.frame_shape).astype(np.float32)
-    outs = push_all(model.stream(mode=mode), x)
     want = expected_output_frames(len(x), model.window, hop_of(model, mode))
+    if path == "push":
+        outs = push_all(model.stream(mode=mode, block=1), x)
+    else:
+        stream = model.stream(mode=mode, block=5)
+        got = np.concatenate([stream.push_many(x[i:i + 333]) for i in range(0, len(x), 333)])
+        outs = dict(zip(want, got))
     assert sorted(outs) == want
     picks = sorted(set(rng.choice(want, size=25, replace=False).tolist()) | {want[0], want[-1]})
     w = model.window

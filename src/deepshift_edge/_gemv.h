@@ -13,7 +13,7 @@
  *
  * Portability: plain C with GCC/Clang vector extensions, compiled for the baseline ISA
  * (SSE2 on x86-64, NEON on aarch64, scalar VFP on armv7 without NEON). On x86-64 with
- * glibc and GCC, target_clones adds an AVX2+FMA (haswell) version of each entry point,
+ * glibc and GCC, target_clones adds an AVX2+FMA (x86-64-v3) version of each entry point,
  * chosen once at load time from the CPU (ifunc): one wheel runs on any x86-64 and uses
  * AVX2 where it exists. No -march flags.
  */
@@ -25,9 +25,14 @@
 
 #define DSE_BLK 16
 
+/* "arch=haswell" would test for that CPU *model* (an AMD Zen would get the baseline);
+ * "arch=x86-64-v3" (GCC >= 12) tests the features: AVX2, FMA, BMI1/2, ... */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) \
+    && !defined(DSE_NO_CLONES) && __GNUC__ >= 12
+#define DSE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) \
     && !defined(DSE_NO_CLONES)
-#define DSE_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define DSE_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DSE_CLONES
 #endif

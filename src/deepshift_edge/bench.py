@@ -97,8 +97,8 @@ def _agree(name: str, got: np.ndarray, want: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- columns
 def _torch_module(model):
     import torch  # noqa: F401  optional
-    from .torch_twin import to_torch
-    return to_torch(model)
+    from .torch_export import to_torch
+    return to_torch(model, dtype="float32")
 
 
 def _column_torch(model, x, check_idx, streamed):
