@@ -232,6 +232,33 @@ def _convert(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import json
+
+    from . import examples
+    from .bench import COLUMNS, bench_model, format_table
+
+    if args.model in examples.EXAMPLES:
+        model = examples.EXAMPLES[args.model]()
+    else:
+        from .io import load
+        model = load(args.model)
+    columns = list(COLUMNS) if args.columns is None else args.columns.split(",")
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        print(f"deepshift-edge bench: unknown column(s) {unknown}; choose from {list(COLUMNS)}",
+              file=sys.stderr)
+        return 2
+    result = bench_model(model, frames=args.frames, recompute_frames=args.recompute_frames,
+                         rate=args.rate, columns=columns, mode=args.mode, per_layer=args.per_layer)
+    result["model"]["name"] = args.model
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    print(format_table(result))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +274,19 @@ def main(argv=None) -> int:
     conv.add_argument("target", help="the .npz file to write")
     conv.add_argument("--window", type=int, default=None,
                       help="window W in frames (default: the time length of the ONNX input)")
+    bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
+                                         "other runtimes, side by side")
+    bench.add_argument("model", help="a .npz model file, or a built-in example: tiny, kws, activity, "
+                                     "spectrogram")
+    bench.add_argument("--frames", type=int, default=3000, help="streamed frames to time")
+    bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
+    bench.add_argument("--rate", type=float, default=None,
+                       help="sensor cadence in Hz (sleep between frames); default back-to-back")
+    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"])
+    bench.add_argument("--columns", default=None,
+                       help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime")
+    bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
+    bench.add_argument("--json", default=None, help="also write the full result as JSON here")
     args = parser.parse_args(argv)
     from .errors import DeepShiftError
 
@@ -257,6 +297,8 @@ def main(argv=None) -> int:
             return _inspect(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "bench":
+            return _bench(args)
     except (DeepShiftError, OSError, ImportError) as exc:
         print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1

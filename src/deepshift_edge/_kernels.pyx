@@ -271,10 +271,8 @@ cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
             for k in range(op.kf):
                 x = tap_row(net, op.src, b, op, i, lag) + (fo * op.sf + k) * op.cin
                 if is_max:
-                    for c in range(op.cout):
-                        # NaN-propagating max, as torch.max_pool does
-                        if x[c] > o[c] or x[c] != x[c]:
-                            o[c] = x[c]
+                    for c in range(op.cout):  # a select, so it vectorises (inputs are finite)
+                        o[c] = x[c] if x[c] > o[c] else o[c]
                 else:
                     for c in range(op.cout):
                         o[c] += x[c]
@@ -474,30 +472,45 @@ cdef inline bint scheduled(const Op* op, int64_t t) noexcept nogil:
 
 
 cdef void run_conv_x4(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t* lags) noexcept nogil:
-    """A 1-D, non-depthwise conv for four frames at once (weights read once for four)."""
+    """A non-depthwise conv for four frames at once (weights read once for four frames)."""
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
-    cdef Py_ssize_t blk_stride = op.ntaps * cin_g * DSE_BLK
-    cdef Py_ssize_t n = op.ntaps, f, i, g, c
+    cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef Py_ssize_t f, i, k, fi, fo, g, c, n
     cdef float* outs[4]
     cdef float* scr[4]
+    cdef const float* rows[4]
     cdef int64_t hs[4]
     for f in range(4):
-        for i in range(n):
-            net.xptrs[f * n + i] = tap_row(net, op.src, b, op, i, lags[f])
         outs[f] = advance(net, op.dst, b)
         hs[f] = net.state[b * net.state_stride + 1 + op.dst]
         scr[f] = net.fscratch + f * net.fscratch_stride
-    for i in range(n):
-        net.woffs[i] = i * cin_g * DSE_BLK
-    for g in range(op.groups):
-        for c in range(4 * n):
-            net.xptrs[4 * n + c] = net.xptrs[c] + g * cin_g
-        dse_gemv_blocked_x4(net.xptrs + 4 * n, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
-                            nblk, blk_stride, scr)
-        for f in range(4):
-            memcpy(outs[f] + g * cout_g, scr[f], cout_g * sizeof(float))
+    for fo in range(op.fout):
+        # The chunks inside the (padded) frame are the same for the four frames.
+        n = 0
+        for i in range(op.ntaps):
+            for f in range(4):
+                rows[f] = tap_row(net, op.src, b, op, i, lags[f])
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                net.woffs[n] = (i * op.kf + k) * cin_g * DSE_BLK
+                for f in range(4):
+                    net.xptrs[f * op.ntaps * op.kf + n] = rows[f] + fi * op.cin
+                n += 1
+        # compact the four frames' pointer lists to stride n
+        for f in range(1, 4):
+            for c in range(n):
+                net.xptrs[f * n + c] = net.xptrs[f * op.ntaps * op.kf + c]
+        for g in range(op.groups):
+            for c in range(4 * n):
+                net.xptrs[4 * op.ntaps * op.kf + c] = net.xptrs[c] + g * cin_g
+            dse_gemv_blocked_x4(net.xptrs + 4 * op.ntaps * op.kf, net.woffs, n, cin_g,
+                                op.weight + g * nblk * blk_stride, nblk, blk_stride, scr)
+            for f in range(4):
+                memcpy(outs[f] + fo * op.cout + g * cout_g, scr[f], cout_g * sizeof(float))
     for f in range(4):
         epilogue(op, outs[f])
         mirror_at(net, op.dst, b, hs[f])
@@ -540,8 +553,7 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
         mirror(net, 0, b)
     for k in range(net.n_ops):
         op = &net.ops[k]
-        x4 = (op.kind == K_CONV and op.fout == 1 and op.kf == 1
-              and not (op.cin == op.groups and op.cout == op.groups))
+        x4 = op.kind == K_CONV and not (op.cin == op.groups and op.cout == op.groups)
         cnt = 0
         for j in range(n):
             t = t0 + j

@@ -193,6 +193,11 @@ def save(model, path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual 0666 & ~umask
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

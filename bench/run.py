@@ -1,0 +1,189 @@
+"""The benchmark: per-frame latency of the reference models, every alternative side by side.
+
+    python bench/run.py                 # everything: tables, JSON, sweep plot (bench/out/)
+    python bench/run.py --quick         # fewer frames, for a smoke run
+    python bench/run.py --only kws      # one model
+
+All figures of one report come from one run of this script, on one machine, one thread
+per runtime. Each column first checks that its outputs agree with the streamed ones.
+"""
+from __future__ import annotations
+
+import os
+
+# One thread for every runtime (NumPy's BLAS included), set before NumPy loads.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import deepshift_edge as dse  # noqa: E402
+from deepshift_edge.bench import bench_model, format_table, machine_info  # noqa: E402
+from deepshift_edge.timing import summarize  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ["tiny", "kws", "activity", "spectrogram"]
+
+
+def load_models(names):
+    sys.path.insert(0, os.path.join(HERE, "models"))
+    from build import build  # noqa: E402  (bench/models/build.py)
+
+    missing = [n for n in names if not os.path.exists(os.path.join(HERE, "models", f"{n}.npz"))]
+    if missing:
+        build()
+    return {n: dse.load(os.path.join(HERE, "models", f"{n}.npz")) for n in names}
+
+
+def push_many_ratio(model, frames: int, block: int = 64, repeats: int = 5) -> dict:
+    """Per-frame cost of push_many(block of 64) vs single pushes, same frames, medians."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((frames,) + tuple(model.frame_shape)).astype(np.float32)
+    single, many = [], []
+    for _ in range(repeats):
+        s = model.stream()
+        push = s.push
+        t0 = time.perf_counter_ns()
+        for f in x:
+            push(f)
+        single.append((time.perf_counter_ns() - t0) / frames / 1000)
+        s = model.stream()
+        t0 = time.perf_counter_ns()
+        for i in range(0, frames, block):
+            s.push_many(x[i:i + block])
+        many.append((time.perf_counter_ns() - t0) / frames / 1000)
+    single_us, many_us = float(np.median(single)), float(np.median(many))
+    return {"push_us_per_frame": single_us, "push_many_us_per_frame": many_us, "block": block,
+            "ratio": single_us / many_us}
+
+
+# ----------------------------------------------------------------------------- scaling sweep
+def conv_stack(window):
+    """Plain conv stack: 4 valid convs (32 ch, kernel 3), global average over the window."""
+    layers = [dse.Conv1d(8, 32, 3, seed=1), dse.ReLU()]
+    for i in range(3):
+        layers += [dse.Conv1d(32, 32, 3, seed=2 + i), dse.ReLU()]
+    return dse.Sequential(layers + [dse.GlobalAvgPool(), dse.Linear(32, 4, seed=9)], in_features=8,
+                          window=window)
+
+
+def strided_net(window):
+    """Strided/pooled network: conv, stride-2 max pool, conv, stride-2 max pool, conv, global average."""
+    return dse.Sequential([
+        dse.Conv1d(8, 32, 5, seed=1), dse.ReLU(), dse.MaxPool1d(2),
+        dse.Conv1d(32, 32, 5, seed=2), dse.ReLU(), dse.MaxPool1d(2),
+        dse.Conv1d(32, 32, 3, seed=3), dse.ReLU(), dse.GlobalAvgPool(), dse.Linear(32, 4, seed=9)],
+        in_features=8, window=window)
+
+
+def sweep(windows, frames, recompute_frames):
+    rows = []
+    for family, factory in (("conv stack", conv_stack), ("strided/pooled", strided_net)):
+        for w in windows:
+            if family != "conv stack" and w < 32:
+                continue  # the strided network needs 28 frames
+            model = factory(w)
+            r = bench_model(model, frames=frames, recompute_frames=recompute_frames, columns=["recompute"])
+            s, rc = r["columns"]["streamed"], r["columns"]["recompute"]
+            rows.append({"family": family, "window": w, "stream_p50_us": s["p50_us"],
+                         "recompute_p50_us": rc["p50_us"], "speedup": rc["p50_us"] / s["p50_us"],
+                         "macs_streamed": r["model"]["macs_per_frame_streamed"]})
+            print(f"  {family:15s} W={w:5d}  stream {s['p50_us']:8.2f} µs  recompute {rc['p50_us']:10.1f} µs"
+                  f"  x{rows[-1]['speedup']:.1f}", flush=True)
+    return rows
+
+
+def plot_sweep(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for family in dict.fromkeys(r["family"] for r in rows):
+        pts = [r for r in rows if r["family"] == family]
+        ax.loglog([r["window"] for r in pts], [r["speedup"] for r in pts], "o-", label=family)
+    ws = np.array(sorted({r["window"] for r in rows}), dtype=float)
+    ax.loglog(ws, ws / ws[0] * min(r["speedup"] for r in rows if r["window"] == ws[0]), ":",
+              color="gray", label="slope 1 (linear in W)")
+    ax.set_xlabel("window W (frames)")
+    ax.set_ylabel("speed-up of streaming over recompute (p50)")
+    ax.set_title("Deep Shifting: per-frame saving vs window")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def slope(rows, family):
+    pts = [r for r in rows if r["family"] == family]
+    w = np.log([r["window"] for r in pts])
+    s = np.log([r["speedup"] for r in pts])
+    return float(np.polyfit(w, s, 1)[0])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer frames (smoke run)")
+    ap.add_argument("--only", default=None, help="comma-separated model names")
+    ap.add_argument("--rate", type=float, default=1000.0, help="cadence-mode rate in Hz")
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    names = args.only.split(",") if args.only else MODELS
+    frames, rec = (400, 40) if args.quick else (5000, 300)
+    models = load_models(names)
+    report = {"machine": machine_info(), "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+              "models": {}, "push_many": {}, "cadence": {}}
+    lines = [f"# deepshift_edge benchmark\n\n`{report['command']}`\n"]
+    for name, model in models.items():
+        print(f"== {name}", flush=True)
+        r = bench_model(model, frames=frames, recompute_frames=rec, per_layer=True)
+        report["models"][name] = r
+        table = format_table(r)
+        print(table, flush=True)
+        c = bench_model(model, frames=min(frames, 1000), recompute_frames=min(rec, 100),
+                        rate=args.rate, columns=["onnxruntime"])
+        report["cadence"][name] = c
+        print(f"-- cadence {args.rate:g} Hz:\n" + "\n".join(format_table(c).splitlines()[3:]), flush=True)
+        pm = push_many_ratio(model, 1024 if args.quick else 4096)
+        report["push_many"][name] = pm
+        print(f"-- push_many(64): {pm['push_many_us_per_frame']:.2f} µs/frame vs push "
+              f"{pm['push_us_per_frame']:.2f} µs/frame: x{pm['ratio']:.2f}", flush=True)
+        lines += [f"## {name}\n", "```", table, "", f"cadence {args.rate:g} Hz (sleep between frames):",
+                  *format_table(c).splitlines()[3:],
+                  f"push_many(64): {pm['push_many_us_per_frame']:.2f} µs/frame vs single push "
+                  f"{pm['push_us_per_frame']:.2f} µs/frame (x{pm['ratio']:.2f})", "```", ""]
+    if not args.no_sweep:
+        print("== scaling sweep", flush=True)
+        windows = [16, 32, 64, 128] if args.quick else [16, 32, 64, 128, 256, 512, 1024]
+        rows = sweep(windows, 300 if args.quick else 2000, 20 if args.quick else 100)
+        report["sweep"] = rows
+        png = plot_sweep(rows, os.path.join(args.out, "sweep.png"))
+        slopes = {f: slope(rows, f) for f in dict.fromkeys(r["family"] for r in rows)}
+        report["sweep_loglog_slopes"] = slopes
+        lines += ["## Scaling sweep (speed-up of streaming over full-window recompute, p50)\n",
+                  "| family | W | stream µs | recompute µs | speed-up |", "|---|---|---|---|---|"]
+        lines += [f"| {r['family']} | {r['window']} | {r['stream_p50_us']:.2f} | {r['recompute_p50_us']:.1f} | "
+                  f"{r['speedup']:.1f} |" for r in rows]
+        lines += ["", "log-log slope of speed-up vs W: " +
+                  ", ".join(f"{f}: {s:.2f}" for f, s in slopes.items()),
+                  "" if png else "(matplotlib not installed: no plot)", ""]
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as fh:
+        fh.write("\n".join(lines))
+    print(f"wrote {args.out}/results.json, results.md" + ("" if args.no_sweep else ", sweep.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
