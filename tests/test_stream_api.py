@@ -43,6 +43,9 @@ MODELS = {
     "2d-global-max-strided": lambda: dse.Sequential(
         [dse.Conv2d(1, 2, (2, 3), stride=(2, 3), dilation=(1, 1)), dse.MaxPool2d((1, 2)),
          dse.GlobalMaxPool()], (1, 5)),
+    "2d-kernel1-feature-pad": lambda: dse.Sequential(
+        [dse.Conv2d(2, 3, (1, 2), padding=(1, 0)), dse.Conv2d(3, 2, (1, 1), stride=(2, 1), padding=(2, 0)),
+         dse.LastFrame()], (2, 1), 3),
     "residual-causal": lambda: dse.Sequential(
         [dse.Residual([dse.Conv1d(2, 3, 3, padding="causal"), dse.Tanh(),
                        dse.Conv1d(3, 3, 2, dilation=2, padding="causal")], skip=dse.Conv1d(2, 3, 1)),

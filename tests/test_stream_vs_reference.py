@@ -255,6 +255,12 @@ EDGE_CASES = {
          dse.AvgPool2d((1, 2), stride=(1, 1)), dse.GlobalMaxPool()], (2, 5)),
     "2d-pad-wider-than-kernel": lambda: _m([dse.Conv2d(1, 2, (2, 2), padding=(3, 0)), dse.LastFrame()],
                                            (1, 2)),
+    "2d-kernel1-feature-pad": lambda: _m([dse.Conv2d(2, 3, (1, 2), padding=(1, 0)), dse.ReLU(),
+                                          dse.Conv2d(3, 2, (1, 1), stride=(2, 1), padding=(2, 0)),
+                                          dse.Flatten()], (2, 1), 3),
+    "2d-output-only-in-padding": lambda: _m([dse.Conv2d(2, 3, (1, 2)),
+                                             dse.Conv2d(3, 2, (1, 1), stride=(3, 1), padding=(1, 0)),
+                                             dse.LastFrame()], (2, 1)),
     "2d-avgpool-stride-over-features": lambda: _m(
         [dse.AvgPool2d((2, 3), stride=(3, 2)), dse.Conv2d(2, 2, (1, 2)), dse.GlobalAvgPool()], (2, 7)),
     "2d-lastframe-CF-output": lambda: _m([dse.Conv2d(2, 3, (3, 2), padding=(1, 0)), dse.LastFrame(),

@@ -13,7 +13,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "'pip install --force-reinstall deepshift-edge' (a C compiler is needed where no "
         f"wheel exists). Original error: {exc}") from exc
 
-from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError,
+from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError, StateError,
+                     StreamBusyError,
                      StreamInputError, StreamInputTypeError)
 from .layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
                      Flatten, GELU, GlobalAvgPool, GlobalMaxPool, HardSwish, Identity, LastFrame,
@@ -34,7 +35,7 @@ __all__ = [
     "AvgPool2d", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU",
     "Sigmoid", "Tanh", "HardSwish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
     "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "DeepShiftError", "ModelError",
-    "NotStreamableError", "StreamInputError", "StreamInputTypeError", "debug_build",
+    "NotStreamableError", "StreamInputError", "StreamInputTypeError", "StateError", "StreamBusyError", "debug_build",
     "ModelFormatError", "load", "save", "from_onnx", "from_torch",
 ]
 

@@ -652,6 +652,7 @@ cdef class StreamCore:
     cdef Py_ssize_t _push_shape[4]   # expected shape of push's argument
     cdef int _push_nd
     cdef bint _release_gil
+    cdef bint _busy                  # a push is running (guards against use from two threads)
     cdef Py_ssize_t _block
     cdef object _coerce_frame, _coerce_block, _reject
 
@@ -817,10 +818,24 @@ cdef class StreamCore:
 
         The returned array is reused: its contents change on the next push.
         """
+        cdef bint any_ready = False
+        cdef const float* src
+        if self._busy:
+            self._raise_busy()
+        self._busy = True  # set under the GIL: a second thread entering now sees it
+        try:
+            src = ndarray_float32_data(x, self._push_nd, self._push_shape)
+            any_ready = self._push_checked(x, src)
+        finally:
+            self._busy = False
+        if not any_ready:
+            return None
+        return self.out if self.batched else self._out_single
+
+    cdef bint _push_checked(self, x, const float* src) except -1:
         cdef Py_buffer view
         cdef bint have = False
         cdef bint any_ready = False
-        cdef const float* src = ndarray_float32_data(x, self._push_nd, self._push_shape)
         if src == NULL:  # not a plain float32 ndarray: buffer protocol, else the slow path
             try:
                 PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
@@ -848,9 +863,7 @@ cdef class StreamCore:
         finally:
             if have:
                 PyBuffer_Release(&view)
-        if not any_ready:
-            return None
-        return self.out if self.batched else self._out_single
+        return any_ready
 
     def _run_block(self, block, out, ready):
         """Push a validated float32 C-contiguous block of shape (N, batch*frame).
@@ -862,23 +875,34 @@ cdef class StreamCore:
         cdef float[::1] xb = block.reshape(-1)
         cdef float[::1] ob = out.reshape(-1) if out.size else None
         cdef unsigned char[::1] rb = ready.reshape(-1).view('uint8') if ready.size else None
-        cdef Py_ssize_t n = block.shape[0], i, b, m = 0, chunk
-        cdef Py_ssize_t fs = self._frame_size, os = self._out_size, B = self.batch
-        cdef bint batched = self.batched
+        cdef Py_ssize_t n = block.shape[0], m = 0
         cdef float* optr = &ob[0] if out.size else NULL
         cdef char* rptr = <char*>&rb[0] if ready.size else NULL
         if n == 0:
             return 0
+        if self._busy:
+            self._raise_busy()
+        self._busy = True
+        try:
+            m = self._run_chunks(&xb[0], n, optr, rptr)
+        finally:
+            self._busy = False
+        return m
+
+    cdef Py_ssize_t _run_chunks(self, const float* xb, Py_ssize_t n, float* optr, char* rptr) except -1:
+        cdef Py_ssize_t i, b, m = 0, chunk
+        cdef Py_ssize_t fs = self._frame_size, os = self._out_size, B = self.batch
+        cdef bint batched = self.batched
         with nogil:
             i = 0
             while i < n:
                 chunk = min(self._block, n - i)
                 for b in range(B):
                     if batched:
-                        run_block(&self.net, b, &xb[0] + (i * B + b) * fs, chunk, B * fs,
+                        run_block(&self.net, b, xb + (i * B + b) * fs, chunk, B * fs,
                                   optr + (i * B + b) * os, B * os, rptr + i * B + b, B, False)
                     else:
-                        m += run_block(&self.net, b, &xb[0] + i * fs, chunk, fs,
+                        m += run_block(&self.net, b, xb + i * fs, chunk, fs,
                                        optr + m * os if optr != NULL else NULL, os, NULL, 0, True)
                 i += chunk
         return m
@@ -900,8 +924,25 @@ cdef class StreamCore:
         """Frames pushed so far, per stream (int64 array, a copy)."""
         return self._state[:, 0].copy()
 
+    def _raise_busy(self):
+        from .errors import StreamBusyError
+        raise StreamBusyError(
+            "this stream is already running a push in another thread; a stream is not "
+            "thread-safe: use one stream per thread (or a lock around it); its state is unchanged")
+
+    def _check_idle(self):
+        """Raise StreamBusyError if a push is running (for reset/restore from Python)."""
+        if self._busy:
+            self._raise_busy()
+
+    def _set_frames(self, Py_ssize_t b, int64_t frames):
+        """Set stream b's frame counter (warm_up: the phase of strided layers follows it)."""
+        self._check_idle()
+        self._state[b, 0] = frames
+
     def _reset_rows(self, rows):
         """Reset the given streams (an iterable of indices) to their fresh state."""
+        self._check_idle()
         for b in rows:
             for ring in self._rings:
                 ring[b] = 0

@@ -32,3 +32,11 @@ class ModelFormatError(DeepShiftError, ValueError):
     The message names the layer (``layers.3``), the array or JSON key, and what was
     expected. Raised by :func:`deepshift_edge.load` and the importers.
     """
+
+
+class StreamBusyError(DeepShiftError, RuntimeError):
+    """A stream was used from a second thread while a push was running."""
+
+
+class StateError(DeepShiftError, ValueError):
+    """A stream snapshot does not fit this stream (other model, shape or mode) or is corrupt."""

@@ -149,6 +149,63 @@ class Stream(StreamCore):
                     raise IndexError(f"stream index must be in 0..{self.batch - 1}, got {b!r}")
         self._reset_rows(rows)
 
+    # -- snapshots (issue: state that survives a power loss)
+    def state(self) -> dict:
+        """A snapshot of everything this stream remembers (plain arrays, no pickle).
+
+        ``restore(snapshot)`` on a stream of the same model, mode, batch and block makes
+        every later output bit-identical to an uninterrupted run."""
+        from . import state as _state
+        return _state.capture(self)
+
+    def restore(self, snapshot) -> None:
+        """Continue from ``snapshot`` (from :meth:`state` or :meth:`load_state`'s file).
+        A snapshot of another model or layout is refused with StateError, untouched state."""
+        from . import state as _state
+        self._check_idle()
+        rings, st = _state.check(self, snapshot)
+        live_rings, live_state = self._buffers()
+        for dst, src in zip(live_rings, rings):
+            np.copyto(dst, src)
+        np.copyto(live_state, st)
+        self.ready[:] = False
+
+    def save_state(self, path) -> None:
+        """Write :meth:`state` to ``path`` atomically (temporary file, fsync, rename):
+        a crash during the save leaves the previous file intact."""
+        from . import state as _state
+        _state.save(self.state(), path)
+
+    def load_state(self, path) -> None:
+        """Restore from a file written by :meth:`save_state`."""
+        from . import state as _state
+        self.restore(_state.load(path))
+
+    def warm_up(self, history):
+        """Prime the stream from recorded frames ``history`` (N, *frame_shape), as if it
+        had seen all N of them, in one batched pass over the last ``window`` frames.
+
+        Returns the output for the last frame of ``history`` (None if it has none).
+        Unbatched streams only."""
+        if self.batched:
+            raise StreamInputError("warm_up is for unbatched streams; warm each stream of a batch "
+                                   "separately or push_many the history")
+        arr = _as_float32(history, "a history of frames")
+        if arr.ndim != len(self.frame_shape) + 1 or arr.shape[1:] != self.frame_shape:
+            raise StreamInputError(f"expected a history of shape (N, {', '.join(map(str, self.frame_shape))}), "
+                                   f"got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise StreamInputError("history contains a non-finite value; NaN/Inf are refused "
+                                   "(the stream state is unchanged)")
+        n = arr.shape[0]
+        keep = min(n, self.window)
+        self.reset()
+        # Only the last `window` frames can reach a future output; the counter keeps the
+        # phase of strided layers what it would be after all n frames.
+        self._set_frames(0, n - keep)
+        outs = self.push_many(arr[n - keep:])
+        return outs[-1].copy() if (len(outs) and self._emits(n - 1)) else None
+
     @property
     def frames(self):
         """Frames pushed since creation or reset (int; an int64 array when batched)."""

@@ -1,0 +1,141 @@
+"""Stream snapshots: capture, check and restore a stream's complete state.
+
+A snapshot is a dict of plain arrays (no Python objects), so it saves to a .npz without
+pickle. It holds every ring buffer and counter of the stream plus a fingerprint of the
+model and of the stream's layout; restoring it into a stream of the same model, mode,
+batch and block continues bit-identically. Anything else is refused with StateError
+before the stream is touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .errors import StateError
+
+FORMAT = "deepshift_edge.state"
+VERSION = 1
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over the model's structure, window and every weight's bytes."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"in": model.in_features, "window": model.window}, sort_keys=True).encode())
+
+    def visit(layer):
+        h.update(type(layer).__name__.encode())
+        h.update(json.dumps(layer.config(), sort_keys=True, default=str).encode())
+        for name, arr in sorted(layer.params().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+        for sub in getattr(layer, "body", []) or []:
+            visit(sub)
+        if getattr(layer, "skip", None) is not None:
+            visit(layer.skip)
+
+    for layer in model.layers:
+        visit(layer)
+    return h.hexdigest()
+
+
+def _layout(stream) -> str:
+    rings, state = stream._buffers()
+    return json.dumps({"mode": stream.mode, "batch": stream.batch, "batched": bool(stream.batched),
+                       "block": stream.plan.block, "rings": [list(r.shape) for r in rings],
+                       "state": list(state.shape)})
+
+
+def capture(stream) -> dict:
+    rings, state = stream._buffers()
+    snap = {"format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
+            "model": np.array(model_fingerprint(stream.model)), "layout": np.array(_layout(stream)),
+            "state": state.copy()}
+    for i, ring in enumerate(rings):
+        snap[f"ring.{i}"] = ring.copy()
+    return snap
+
+
+def check(stream, snap) -> tuple:
+    """Validate a snapshot against `stream`; return (rings, state) arrays to copy in."""
+    if not isinstance(snap, dict) and not hasattr(snap, "files"):
+        raise StateError(f"expected a snapshot dict from stream.state(), got {type(snap).__name__}")
+    keys = set(snap.files if hasattr(snap, "files") else snap.keys())
+
+    def get(key):
+        if key not in keys:
+            raise StateError(f"snapshot has no {key!r} entry")
+        return snap[key]
+
+    fmt, version = str(get("format")), get("version")
+    if fmt != FORMAT:
+        raise StateError(f"not a stream snapshot: format {fmt!r}, expected {FORMAT!r}")
+    if np.asarray(version).shape != () or int(version) != VERSION:
+        raise StateError(f"snapshot version {np.asarray(version).tolist()!r} is not supported (expected {VERSION})")
+    if str(get("model")) != model_fingerprint(stream.model):
+        raise StateError("snapshot was taken from a different model (weights or structure differ)")
+    want_layout = _layout(stream)
+    if str(get("layout")) != want_layout:
+        raise StateError(f"snapshot was taken from a stream with another layout: "
+                         f"{str(get('layout'))} , this stream has {want_layout}")
+    rings_now, state_now = stream._buffers()
+    expected = {f"ring.{i}" for i in range(len(rings_now))} | {"format", "version", "model", "layout", "state"}
+    if keys != expected:
+        raise StateError(f"snapshot entries {sorted(keys - expected)} unexpected, {sorted(expected - keys)} missing")
+    state = np.asarray(get("state"))
+    if state.dtype != np.int64 or state.shape != state_now.shape:
+        raise StateError(f"snapshot 'state': expected int64 {state_now.shape}, got {state.dtype} {state.shape}")
+    # Ring heads index the buffers: out-of-range values would read outside them.
+    ring_lens = np.array([nd.ring for nd in stream.plan.nodes], dtype=np.int64)
+    heads = state[:, 1:]
+    if (state[:, 0] < 0).any() or (heads < 0).any() or (heads >= ring_lens[None, :]).any():
+        raise StateError("snapshot 'state' holds a negative frame count or a ring position out of range")
+    rings = []
+    for i, now in enumerate(rings_now):
+        ring = np.asarray(get(f"ring.{i}"))
+        if ring.dtype != np.float32 or ring.shape != now.shape:
+            raise StateError(f"snapshot 'ring.{i}': expected float32 {now.shape}, got {ring.dtype} {ring.shape}")
+        rings.append(ring)
+    return rings, state
+
+
+def save(snap: dict, path) -> None:
+    """Atomic: write a temporary file next to `path`, fsync it, rename it over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".dse-state-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **snap)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path) -> dict:
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise StateError(f"{os.fspath(path)}: not a readable snapshot file ({exc})") from exc
+    except Exception as exc:  # zipfile.BadZipFile and friends
+        raise StateError(f"{os.fspath(path)}: not a readable snapshot file ({type(exc).__name__}: {exc})") from exc
