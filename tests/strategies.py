@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
@@ -413,7 +414,6 @@ def models(draw, dims=(1, 2), max_body=4, heads=HEADS, allow_stream_exact=True, 
             if model.equivalence == "window-exact":
                 break
     if not allow_stream_exact and model.equivalence != "window-exact":
-        from hypothesis import reject
         reject()
 
     post = [] if head == "none" else _after_head(draw, model.output_shape)

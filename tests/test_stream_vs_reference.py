@@ -147,12 +147,13 @@ def check_case(case) -> None:
     assert np.isfinite(ref).all()
     for mode in MODES:
         check_stream(model, x, mode, ref, block=1)
+        # one push_many over the whole sequence; internal block 1..9 or the default 64
         check_push_many(model, x, mode, ref, block=case.seed % 9 + 1 if case.seed % 3 else 64)
     if shift_would_be_detected(ref):
         # the same comparison, one frame off, must fail: the tolerance is tight enough
         outs = push_all(model.stream(), x)
         for shift in (-1, 1):
-            with pytest.raises(AssertionError):
+            with pytest.raises(AssertionError, match="differs"):
                 compare_outputs(outs, ref, model, "dense", len(x), shift=shift)
 
 

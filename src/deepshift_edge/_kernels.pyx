@@ -81,6 +81,7 @@ cdef enum:
     K_GMEAN = 6
     K_GMAX = 7
     K_SOFTMAX = 8
+    K_RMEAN = 9
     A_NONE = 0
     A_RELU = 1
     A_RELU6 = 2
@@ -91,7 +92,7 @@ cdef enum:
     A_GELU_ERF = 7
     A_GELU_TANH = 8
 
-N_INT_FIELDS = 19
+N_INT_FIELDS = 22
 
 cdef struct Op:
     int kind
@@ -105,6 +106,10 @@ cdef struct Op:
     const float* scale
     const float* shift
     const int64_t* index
+    Py_ssize_t nslots, npos   # K_RMEAN: running sums per element, positions averaged
+    int64_t delay             # K_RMEAN: output = sums of the column at t - delay
+    double* aux               # K_RMEAN: (batch, nslots, cin) running sums
+    int64_t* auxn             # K_RMEAN: (batch, nslots) updates since the last exact re-sum
 
 
 cdef struct Net:
@@ -305,6 +310,46 @@ cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_
     epilogue(op, out)
 
 
+cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag,
+                    int64_t t) noexcept nogil:
+    """Global average as running sums: add the new column, subtract the one leaving.
+
+    One sum per stride phase (slot); every npos updates a slot is re-summed exactly from
+    the ring, so rounding cannot accumulate over millions of frames."""
+    cdef Py_ssize_t P = op.nslots, C = op.cin, F = op.fin, n = op.npos
+    cdef Py_ssize_t L = net.ring_len[op.src], col = net.col[op.src]
+    cdef int64_t h = net.state[b * net.state_stride + 1 + op.src]
+    cdef const float* base = ring_base(net, op.src, b)
+    cdef const float* new = base + (h + L - lag) * col
+    cdef const float* old = base + (h + L - lag - n * P) * col
+    cdef Py_ssize_t slot = (t // op.period) % P
+    cdef double* sums = op.aux + (b * P + slot) * C
+    cdef int64_t* count = op.auxn + b * P + slot
+    cdef Py_ssize_t f, c, j
+    cdef const float* x
+    cdef int64_t oslot
+    for f in range(F):
+        for c in range(C):
+            sums[c] += <double>new[f * C + c] - <double>old[f * C + c]
+    count[0] += 1
+    if count[0] >= n:
+        count[0] = 0
+        for c in range(C):
+            sums[c] = 0.0
+        for j in range(n):
+            x = base + (h + L - lag - j * P) * col
+            for f in range(F):
+                for c in range(C):
+                    sums[c] += x[f * C + c]
+    oslot = ((t - op.delay) // op.period) % P
+    if oslot < 0:
+        oslot += P
+    sums = op.aux + (b * P + oslot) * C
+    for c in range(C):
+        out[c] = <float>(sums[c] / <double>(n * F))
+    epilogue(op, out)
+
+
 cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     cdef const float* x = tap_row(net, op.src, b, op, 0, lag)
     cdef Py_ssize_t f, c
@@ -324,7 +369,8 @@ cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize
     epilogue(op, out)
 
 
-cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_t lag2) noexcept nogil:
+cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_t lag2,
+                 int64_t t) noexcept nogil:
     """Run op once for stream b; its inputs are lag (src) and lag2 (src2) columns back."""
     cdef float* out = advance(net, op.dst, b)
     cdef Py_ssize_t j, n
@@ -338,6 +384,8 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_
         run_global(net, op, b, out, lag)
     elif op.kind == K_SOFTMAX:
         run_softmax(net, op, b, out, lag)
+    elif op.kind == K_RMEAN:
+        run_rmean(net, op, b, out, lag, t)
     elif op.kind == K_ADD:
         n = net.col[op.dst]
         x = tap_row(net, op.src, b, op, 0, lag)
@@ -373,7 +421,7 @@ cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
     for k in range(net.n_ops):
         op = &net.ops[k]
         if t >= op.phase and (t - op.phase) % op.period == 0:
-            run_op(net, op, b, 0, 0)
+            run_op(net, op, b, 0, 0, t)
     st[0] = t + 1
     return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
 
@@ -412,7 +460,7 @@ cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_n
         op = &net.ops[k]
         if t >= op.phase and (t - op.phase) % op.period == 0:
             t0 = now_ns()
-            run_op(net, op, b, 0, 0)
+            run_op(net, op, b, 0, 0, t)
             op_ns[k] += now_ns() - t0
     st[0] = t + 1
     return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
@@ -568,9 +616,9 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
                     cnt = 0
             else:
                 lag2 = lag_of(net, op.src2, t, t_end) if op.kind == K_ADD else 0
-                run_op(net, op, b, lag, lag2)
-        for j in range(cnt):
-            run_op(net, op, b, lags[j], 0)
+                run_op(net, op, b, lag, lag2, t)
+        for j in range(cnt):  # x4 leftovers (conv only: t is not used)
+            run_op(net, op, b, lags[j], 0, 0)
     for j in range(n):
         t = t0 + j
         if t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0:
@@ -639,7 +687,7 @@ cdef class StreamCore:
 
     cdef Net net
     cdef object _keep            # arrays whose memory the C structs point into
-    cdef object _rings, _state, _ints
+    cdef object _rings, _state, _ints, _aux
     cdef readonly object out     # (batch, *output_shape) float32, reused every push
     cdef readonly object ready   # (batch,) bool, which rows of `out` hold an output
     cdef object _out_single      # out[0], returned by unbatched push
@@ -687,6 +735,7 @@ cdef class StreamCore:
         self.net.col = &cols_v[0]
         self.net.n_ops, self.net.n_nodes = n_ops, n_nodes
         self._rings = []
+        self._aux = []
         for i in range(n_nodes):
             node = plan.nodes[i]
             ring = np.zeros((batch, 2 * node.ring, node.col), dtype=np.float32)
@@ -745,6 +794,19 @@ cdef class StreamCore:
             self.net.ops[i].pf = itab[i, 16]
             self.net.ops[i].df = itab[i, 17]
             self.net.ops[i].act = itab[i, 18]
+            self.net.ops[i].nslots = itab[i, 19]
+            self.net.ops[i].npos = itab[i, 20]
+            self.net.ops[i].delay = itab[i, 21]
+            self.net.ops[i].aux = NULL
+            self.net.ops[i].auxn = NULL
+            if itab[i, 0] == K_RMEAN:
+                sums = np.zeros((batch, itab[i, 19], itab[i, 9]), dtype=np.float64)
+                counts = np.zeros((batch, itab[i, 19]), dtype=np.int64)
+                self._aux += [sums, counts]
+                dview = sums.reshape(-1)
+                self.net.ops[i].aux = &dview[0]
+                iview = counts.reshape(-1)
+                self.net.ops[i].auxn = &iview[0]
             op = plan.ops[i]
             self.net.ops[i].act_param = op.act_param
             self.net.ops[i].weight = self._float_ptr(plan.kernel_weight(op), keep)
@@ -946,9 +1008,15 @@ cdef class StreamCore:
         for b in rows:
             for ring in self._rings:
                 ring[b] = 0
+            for arr in self._aux:
+                arr[b] = 0
             self._state[b] = 0
             self.ready[b] = False
             self.out[b] = float("nan")
+
+    def _aux_buffers(self):
+        """Per-op state besides the rings (running sums and their counters)."""
+        return self._aux
 
     def _buffers(self):
         """(rings, state): the live state arrays (for snapshots and memory accounting)."""

@@ -26,12 +26,12 @@ from . import layers as L
 from .errors import ModelError
 
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
-CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX = range(9)
+CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN = range(10)
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, \
     ACT_GELU_ERF, ACT_GELU_TANH = range(9)
 
 OP_NAMES = ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max",
-            "softmax"]
+            "softmax", "running-mean"]
 
 
 @dataclass
@@ -75,6 +75,9 @@ class Op:
     index: Optional[np.ndarray] = None  # int64 (n, 2): (tap, offset in column) for GATHER
     label: str = ""
     macs: int = 0  # multiply-adds per run, for inspect/bench
+    nslots: int = 1  # RMEAN: running sums kept (one per stride phase in dense mode)
+    npos: int = 1  # RMEAN: positions averaged (n)
+    delay: int = 0  # RMEAN: frames between the newest column and the newest one averaged
 
     def fusable(self) -> bool:
         return self.act == ACT_NONE and self.kind != GATHER
@@ -100,9 +103,10 @@ class Plan:
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
         rows = [[o.kind, o.src, o.src2, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.tap_offset,
-                 o.cin, o.cout, o.groups, o.fin, o.fout, o.kf, o.sf, o.pf, o.df, o.act]
+                 o.cin, o.cout, o.groups, o.fin, o.fout, o.kf, o.sf, o.pf, o.df, o.act,
+                 o.nslots, o.npos, o.delay]
                 for o in self.ops]
-        return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), 19)
+        return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), 22)
 
     def macs_per_frame(self) -> float:
         """Average multiply-adds per frame (ops that run every `period` frames count 1/period)."""
@@ -329,12 +333,22 @@ class _Builder:
         if isinstance(head, L.LastFrame):
             dst = self.node(c, f)
             op = Op(COPY, cur, dst, period, phase, tap_offset=offset, cin=c, cout=c, fin=f, fout=f)
-        elif isinstance(head, (L.GlobalAvgPool, L.GlobalMaxPool)):
+        elif isinstance(head, L.GlobalMaxPool):
             dst = self.node(c, 1)
-            kind = GMAX if isinstance(head, L.GlobalMaxPool) else GMEAN
-            op = Op(kind, cur, dst, period, phase, ntaps=spec.length, tap_step=step,
+            op = Op(GMAX, cur, dst, period, phase, ntaps=spec.length, tap_step=step,
                     tap_offset=offset, cin=c, cout=c, fin=f, fout=1)
             op.macs = spec.length * c * f
+        elif isinstance(head, L.GlobalAvgPool):
+            # Running sums (float64, one per stride phase), updated as each column is
+            # produced: the column entering and the one leaving, O(C) per frame whatever
+            # the window; re-summed exactly every n updates so nothing drifts. It runs on
+            # the body's schedule and its output is the sum for position t - delay.
+            n = spec.length
+            dst = self.node(c, 1)
+            op = Op(RMEAN, cur, dst, node.period, node.phase, ntaps=2, tap_step=n * step,
+                    cin=c, cout=c, fin=f, fout=1, nslots=step, npos=n,
+                    delay=delay if self.dense else 0)
+            op.macs = 3 * c * f
         elif isinstance(head, L.Flatten):  # window (C, F, n) flattened in C order
             n = spec.length
             index = np.array([[j, fi * c + ci] for ci in range(c) for fi in range(f) for j in range(n)],

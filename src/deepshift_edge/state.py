@@ -46,6 +46,7 @@ def _layout(stream) -> str:
     rings, state = stream._buffers()
     return json.dumps({"mode": stream.mode, "batch": stream.batch, "batched": bool(stream.batched),
                        "block": stream.plan.block, "rings": [list(r.shape) for r in rings],
+                       "aux": [[str(a.dtype)] + list(a.shape) for a in stream._aux_buffers()],
                        "state": list(state.shape)})
 
 
@@ -56,11 +57,13 @@ def capture(stream) -> dict:
             "state": state.copy()}
     for i, ring in enumerate(rings):
         snap[f"ring.{i}"] = ring.copy()
+    for i, arr in enumerate(stream._aux_buffers()):  # running sums of global averages
+        snap[f"aux.{i}"] = arr.copy()
     return snap
 
 
 def check(stream, snap) -> tuple:
-    """Validate a snapshot against `stream`; return (rings, state) arrays to copy in."""
+    """Validate a snapshot against `stream`; return (rings, state, aux) arrays to copy in."""
     if not isinstance(snap, dict) and not hasattr(snap, "files"):
         raise StateError(f"expected a snapshot dict from stream.state(), got {type(snap).__name__}")
     keys = set(snap.files if hasattr(snap, "files") else snap.keys())
@@ -82,7 +85,9 @@ def check(stream, snap) -> tuple:
         raise StateError(f"snapshot was taken from a stream with another layout: "
                          f"{str(get('layout'))} , this stream has {want_layout}")
     rings_now, state_now = stream._buffers()
-    expected = {f"ring.{i}" for i in range(len(rings_now))} | {"format", "version", "model", "layout", "state"}
+    aux_now = stream._aux_buffers()
+    expected = ({f"ring.{i}" for i in range(len(rings_now))} | {f"aux.{i}" for i in range(len(aux_now))}
+                | {"format", "version", "model", "layout", "state"})
     if keys != expected:
         raise StateError(f"snapshot entries {sorted(keys - expected)} unexpected, {sorted(expected - keys)} missing")
     state = np.asarray(get("state"))
@@ -99,7 +104,17 @@ def check(stream, snap) -> tuple:
         if ring.dtype != np.float32 or ring.shape != now.shape:
             raise StateError(f"snapshot 'ring.{i}': expected float32 {now.shape}, got {ring.dtype} {ring.shape}")
         rings.append(ring)
-    return rings, state
+    aux = []
+    for i, now in enumerate(aux_now):
+        arr = np.asarray(get(f"aux.{i}"))
+        if arr.dtype != now.dtype or arr.shape != now.shape:
+            raise StateError(f"snapshot 'aux.{i}': expected {now.dtype} {now.shape}, got {arr.dtype} {arr.shape}")
+        if arr.dtype == np.int64 and (arr < 0).any():
+            raise StateError(f"snapshot 'aux.{i}' holds a negative update count")
+        if arr.dtype == np.float64 and not np.isfinite(arr).all():
+            raise StateError(f"snapshot 'aux.{i}' holds non-finite running sums")
+        aux.append(arr)
+    return rings + aux, state
 
 
 def save(snap: dict, path) -> None:

@@ -115,13 +115,15 @@ class Stream(StreamCore):
                 self.ready[:] = ready[-1]
                 self.out[...] = out[-1]
             return out, ready
-        m = self._outputs_in_next(n)
-        out = np.empty((m,) + self.output_shape, dtype=np.float32)
+        # Room for the most outputs n frames can have, not the count at the current frame:
+        # another thread may push between here and _run_block's busy guard, and the kernel
+        # would then write past (or, with no room, to NULL instead of) an exact-size array.
+        out = np.empty((-(-n // self.hop),) + self.output_shape, dtype=np.float32)
         got = self._run_block(arr, out, np.zeros(0, dtype=np.bool_))
-        assert got == m, (got, m)
+        out = out[:got]
         if n:
             self.ready[0] = self._emits(int(self._frames()[0]) - 1)
-            if m:
+            if got:
                 self.out[0] = out[-1]
         return out
 
@@ -163,9 +165,9 @@ class Stream(StreamCore):
         A snapshot of another model or layout is refused with StateError, untouched state."""
         from . import state as _state
         self._check_idle()
-        rings, st = _state.check(self, snapshot)
+        arrays, st = _state.check(self, snapshot)
         live_rings, live_state = self._buffers()
-        for dst, src in zip(live_rings, rings):
+        for dst, src in zip(list(live_rings) + list(self._aux_buffers()), arrays):
             np.copyto(dst, src)
         np.copyto(live_state, st)
         self.ready[:] = False
@@ -216,7 +218,7 @@ class Stream(StreamCore):
     def buffer_bytes(self) -> int:
         """Bytes of ring buffers held by this stream (all batch elements)."""
         rings, state = self._buffers()
-        return int(sum(r.nbytes for r in rings) + state.nbytes)
+        return int(sum(r.nbytes for r in rings) + state.nbytes + sum(a.nbytes for a in self._aux_buffers()))
 
     def __repr__(self):
         b = f", batch={self.batch}" if self.batched else ""
