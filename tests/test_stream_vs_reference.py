@@ -371,7 +371,8 @@ def test_heads_after_strided_body_every_window_phase(head, window, mode):
 
 
 @pytest.mark.parametrize("name", ["odd-window-flatten-hop4", "residual-causal-stack", "2d-feature-pad-stride",
-                                  "dilation-after-stride4"])
+                                  "dilation-after-stride4", "odd-window-13", "groups",
+                                  "2d-feature-dilation-time-stride"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", ["push", "push_many"])
 def test_long_stream_matches_reference_at_sampled_frames(name, mode, path):
