@@ -62,6 +62,27 @@ def push_many_ratio(model, frames: int, block: int = 64, repeats: int = 5) -> di
             "ratio": single_us / many_us}
 
 
+def numpy_matvec_us(model, repeats: int = 20000) -> float:
+    """p50 of one NumPy float32 matrix-vector product holding as many weights as the
+    model streams per frame (the issue's yardstick for the kws TCN)."""
+    macs = int(model.stream().plan.macs_per_frame())
+    rows = 64
+    mat = np.random.default_rng(2).standard_normal((rows, max(macs // rows, 1))).astype(np.float32)
+    vec = np.ones(mat.shape[1], np.float32)
+    out = np.empty(rows, np.float32)
+    times = np.empty(repeats)
+    clock = time.perf_counter_ns
+    for i in range(repeats):
+        t0 = clock()
+        np.matmul(mat, vec, out=out)
+        times[i] = clock() - t0
+    return float(np.median(times) / 1000)
+
+
+# Single-thread fp32 peak of the development machine (issue 4): 85 GFLOP/s.
+PEAK_FLOPS = 85e9
+
+
 # ----------------------------------------------------------------------------- scaling sweep
 def conv_stack(window):
     """Plain conv stack: 4 valid convs (32 ch, kernel 3), global average over the window."""
@@ -155,13 +176,22 @@ def main(argv=None):
         report["cadence"][name] = c
         print(f"-- cadence {args.rate:g} Hz:\n" + "\n".join(format_table(c).splitlines()[3:]), flush=True)
         pm = push_many_ratio(model, 1024 if args.quick else 4096)
+        pm["numpy_matvec_same_weights_us"] = numpy_matvec_us(model)
+        bound = 2 * r["model"]["macs_per_frame_streamed"] / PEAK_FLOPS * 1e6
+        pm["flop_bound_us"] = bound
+        pm["p50_over_flop_bound"] = r["columns"]["streamed"]["p50_us"] / bound
         report["push_many"][name] = pm
         print(f"-- push_many(64): {pm['push_many_us_per_frame']:.2f} µs/frame vs push "
-              f"{pm['push_us_per_frame']:.2f} µs/frame: x{pm['ratio']:.2f}", flush=True)
+              f"{pm['push_us_per_frame']:.2f} µs/frame: x{pm['ratio']:.2f}; one NumPy matvec over as many "
+              f"weights: {pm['numpy_matvec_same_weights_us']:.2f} µs; FLOP bound {bound:.2f} µs "
+              f"(p50 = {pm['p50_over_flop_bound']:.1f}x bound)", flush=True)
         lines += [f"## {name}\n", "```", table, "", f"cadence {args.rate:g} Hz (sleep between frames):",
                   *format_table(c).splitlines()[3:],
                   f"push_many(64): {pm['push_many_us_per_frame']:.2f} µs/frame vs single push "
-                  f"{pm['push_us_per_frame']:.2f} µs/frame (x{pm['ratio']:.2f})", "```", ""]
+                  f"{pm['push_us_per_frame']:.2f} µs/frame (x{pm['ratio']:.2f})",
+                  f"one NumPy matvec over as many weights: {pm['numpy_matvec_same_weights_us']:.2f} µs; "
+                  f"FLOP bound at 85 GFLOP/s: {bound:.2f} µs (streamed p50 = {pm['p50_over_flop_bound']:.1f}x)",
+                  "```", ""]
     if not args.no_sweep:
         print("== scaling sweep", flush=True)
         windows = [16, 32, 64, 128] if args.quick else [16, 32, 64, 128, 256, 512, 1024]
