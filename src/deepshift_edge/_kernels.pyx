@@ -997,14 +997,33 @@ cdef class StreamCore:
         if self._busy:
             self._raise_busy()
 
+    def _acquire(self):
+        """Take the busy guard from Python (reset/restore): a push started meanwhile in
+        another thread raises StreamBusyError instead of interleaving. Pair with _release."""
+        if self._busy:
+            self._raise_busy()
+        self._busy = True
+
+    def _release(self):
+        self._busy = False
+
     def _set_frames(self, Py_ssize_t b, int64_t frames):
         """Set stream b's frame counter (warm_up: the phase of strided layers follows it)."""
-        self._check_idle()
-        self._state[b, 0] = frames
+        self._acquire()
+        try:
+            self._state[b, 0] = frames
+        finally:
+            self._release()
 
     def _reset_rows(self, rows):
         """Reset the given streams (an iterable of indices) to their fresh state."""
-        self._check_idle()
+        self._acquire()
+        try:
+            self._reset_rows_unguarded(rows)
+        finally:
+            self._release()
+
+    def _reset_rows_unguarded(self, rows):
         for b in rows:
             for ring in self._rings:
                 ring[b] = 0

@@ -70,7 +70,23 @@ def from_onnx(model, window: Optional[int] = None, *, check: bool = True, return
     ``window``: the window ``W`` in frames; default: the (static) time length of the graph
     input. With ``check=True`` the converted model is streamed on random input and compared
     with its offline reference; ``return_report=True`` returns ``(model, report_text)``.
+
+    A graph that cannot be converted raises :class:`ModelFormatError` (never a protobuf or
+    indexing error from deep inside the conversion); a missing file raises OSError.
     """
+    try:
+        return _from_onnx(model, window, check=check, return_report=return_report, seed=seed)
+    except (ModelFormatError, ImportError, OSError):
+        raise
+    except MemoryError:
+        raise ModelFormatError("ONNX model too large to convert (ran out of memory)") from None
+    except Exception as exc:  # a corrupt graph: report it as such, with what went wrong
+        raise ModelFormatError(f"not a convertible ONNX model: {type(exc).__name__}: {exc}") from exc
+
+
+def _from_onnx(model, window, *, check, return_report, seed):
+    from .io import LIMITS
+
     try:
         import onnx
         from onnx import numpy_helper, shape_inference
@@ -105,8 +121,11 @@ def from_onnx(model, window: Optional[int] = None, *, check: bool = True, return
         if dims[-1] is None:
             raise ModelFormatError(f"graph input {inp.name!r}: the time axis is symbolic; pass window=")
         window = dims[-1]
-    if any(d is None for d in dims[1:-1]):
-        raise ModelFormatError(f"graph input {inp.name!r}: channel/feature dims must be static, got {dims}")
+    if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or not 1 <= window <= LIMITS["window"]:
+        raise ModelFormatError(f"window must be an integer in 1..{LIMITS['window']}, got {window!r}")
+    if any(d is None or not 1 <= d <= LIMITS["channels"] for d in dims[1:-1]):
+        raise ModelFormatError(f"graph input {inp.name!r}: channel/feature dims must be static and at most "
+                               f"{LIMITS['channels']}, got {dims}")
     # Fix the input shape to (1, C[, F], W) and infer every other shape.
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     fixed = [1] + dims[1:-1] + [int(window)]

@@ -19,6 +19,7 @@ from .errors import StateError
 
 FORMAT = "deepshift_edge.state"
 VERSION = 1
+MAX_FRAMES = 1 << 62  # a frame counter beyond this is corrupt (a century at 1 GHz)
 
 
 def model_fingerprint(model) -> str:
@@ -51,6 +52,14 @@ def _layout(stream) -> str:
 
 
 def capture(stream) -> dict:
+    stream._acquire()  # no push may run while the arrays are copied
+    try:
+        return _capture(stream)
+    finally:
+        stream._release()
+
+
+def _capture(stream) -> dict:
     rings, state = stream._buffers()
     snap = {"format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
             "model": np.array(model_fingerprint(stream.model)), "layout": np.array(_layout(stream)),
@@ -73,15 +82,23 @@ def check(stream, snap) -> tuple:
             raise StateError(f"snapshot has no {key!r} entry")
         return snap[key]
 
-    fmt, version = str(get("format")), get("version")
+    def array(key):
+        try:
+            return np.asarray(get(key))
+        except StateError:
+            raise
+        except Exception as exc:  # ragged lists, object members of an NpzFile, ...
+            raise StateError(f"snapshot {key!r}: not an array ({type(exc).__name__}: {exc})") from None
+
+    fmt, version = str(array("format")), array("version")
     if fmt != FORMAT:
         raise StateError(f"not a stream snapshot: format {fmt!r}, expected {FORMAT!r}")
-    if np.asarray(version).shape != () or int(version) != VERSION:
-        raise StateError(f"snapshot version {np.asarray(version).tolist()!r} is not supported (expected {VERSION})")
-    if str(get("model")) != model_fingerprint(stream.model):
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise StateError(f"snapshot version {version.tolist()!r} is not supported (expected {VERSION})")
+    if str(array("model")) != model_fingerprint(stream.model):
         raise StateError("snapshot was taken from a different model (weights or structure differ)")
     want_layout = _layout(stream)
-    if str(get("layout")) != want_layout:
+    if str(array("layout")) != want_layout:
         raise StateError(f"snapshot was taken from a stream with another layout: "
                          f"{str(get('layout'))} , this stream has {want_layout}")
     rings_now, state_now = stream._buffers()
@@ -90,7 +107,7 @@ def check(stream, snap) -> tuple:
                 | {"format", "version", "model", "layout", "state"})
     if keys != expected:
         raise StateError(f"snapshot entries {sorted(keys - expected)} unexpected, {sorted(expected - keys)} missing")
-    state = np.asarray(get("state"))
+    state = array("state")
     if state.dtype != np.int64 or state.shape != state_now.shape:
         raise StateError(f"snapshot 'state': expected int64 {state_now.shape}, got {state.dtype} {state.shape}")
     # Ring heads index the buffers: out-of-range values would read outside them.
@@ -98,15 +115,17 @@ def check(stream, snap) -> tuple:
     heads = state[:, 1:]
     if (state[:, 0] < 0).any() or (heads < 0).any() or (heads >= ring_lens[None, :]).any():
         raise StateError("snapshot 'state' holds a negative frame count or a ring position out of range")
+    if (state[:, 0] > MAX_FRAMES).any():  # t + n must not overflow int64 in push_many
+        raise StateError("snapshot 'state' holds a frame count above 2**62: corrupt")
     rings = []
     for i, now in enumerate(rings_now):
-        ring = np.asarray(get(f"ring.{i}"))
+        ring = array(f"ring.{i}")
         if ring.dtype != np.float32 or ring.shape != now.shape:
             raise StateError(f"snapshot 'ring.{i}': expected float32 {now.shape}, got {ring.dtype} {ring.shape}")
         rings.append(ring)
     aux = []
     for i, now in enumerate(aux_now):
-        arr = np.asarray(get(f"aux.{i}"))
+        arr = array(f"aux.{i}")
         if arr.dtype != now.dtype or arr.shape != now.shape:
             raise StateError(f"snapshot 'aux.{i}': expected {now.dtype} {now.shape}, got {arr.dtype} {arr.shape}")
         if arr.dtype == np.int64 and (arr < 0).any():

@@ -97,6 +97,8 @@ class Stream(StreamCore):
         outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
         """
         arr = _as_float32(block, "a block of frames")
+        if not arr.flags.writeable:  # _run_block takes a (non-const) typed memoryview
+            arr = arr.copy()
         want = self._expected
         if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
             raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, want))}), "
@@ -164,12 +166,15 @@ class Stream(StreamCore):
         """Continue from ``snapshot`` (from :meth:`state` or :meth:`load_state`'s file).
         A snapshot of another model or layout is refused with StateError, untouched state."""
         from . import state as _state
-        self._check_idle()
         arrays, st = _state.check(self, snapshot)
-        live_rings, live_state = self._buffers()
-        for dst, src in zip(list(live_rings) + list(self._aux_buffers()), arrays):
-            np.copyto(dst, src)
-        np.copyto(live_state, st)
+        self._acquire()  # a push from another thread now raises instead of interleaving
+        try:
+            live_rings, live_state = self._buffers()
+            for dst, src in zip(list(live_rings) + list(self._aux_buffers()), arrays):
+                np.copyto(dst, src)
+            np.copyto(live_state, st)
+        finally:
+            self._release()
         self.ready[:] = False
 
     def save_state(self, path) -> None:
