@@ -1,9 +1,14 @@
-"""Command line: ``deepshift-edge demo | inspect | convert`` (also ``python -m deepshift_edge``).
+"""Command line: ``deepshift-edge demo | inspect | convert | bench | run`` (also ``python -m deepshift_edge``).
 
 * ``demo``: stream a built-in example model, check it against the offline reference, time it.
 * ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
   the cost of streaming versus recomputing the whole window every frame.
 * ``convert model.onnx model.npz [--window W]``: import an ONNX graph, check it, save it.
+* ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
+* ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
+
+Where a model file is expected, the name of a model shipped with the package
+(``basicmotions``) works too; see :mod:`deepshift_edge.datasets`.
 """
 from __future__ import annotations
 
@@ -213,9 +218,10 @@ def _saving(recompute, streamed) -> str:
 
 
 def _inspect(args) -> int:
+    from .datasets import resolve_model
     from .io import load
 
-    model = load(args.model)
+    model = load(resolve_model(args.model))
     print(f"{args.model}:")
     print(model_report(model))
     return 0
@@ -241,8 +247,9 @@ def _bench(args) -> int:
     if args.model in examples.EXAMPLES:
         model = examples.EXAMPLES[args.model]()
     else:
+        from .datasets import resolve_model
         from .io import load
-        model = load(args.model)
+        model = load(resolve_model(args.model))
     columns = list(COLUMNS) if args.columns is None else args.columns.split(",")
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
@@ -259,6 +266,19 @@ def _bench(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .run import run
+
+    try:
+        return run(args)
+    except ValueError as exc:  # an unreadable .npy input and the like (DeepShiftError is handled by main)
+        from .errors import DeepShiftError
+        if isinstance(exc, DeepShiftError):
+            raise
+        print(f"deepshift-edge run: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,7 +288,8 @@ def main(argv=None) -> int:
     demo.add_argument("--recompute-frames", type=int, default=300,
                       help="windows to recompute for the comparison")
     insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
-    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1)")
+    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
+                                    "shipped model: basicmotions")
     conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
     conv.add_argument("source", help="the .onnx file (input: one window, (1, C, W) or (1, C, F, W))")
     conv.add_argument("target", help="the .npz file to write")
@@ -276,8 +297,8 @@ def main(argv=None) -> int:
                       help="window W in frames (default: the time length of the ONNX input)")
     bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
                                          "other runtimes, side by side")
-    bench.add_argument("model", help="a .npz model file, or a built-in example: tiny, kws, activity, "
-                                     "spectrogram")
+    bench.add_argument("model", help="a .npz model file, a built-in example: tiny, kws, activity, "
+                                     "spectrogram, or a shipped model: basicmotions")
     bench.add_argument("--frames", type=int, default=3000, help="streamed frames to time")
     bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
     bench.add_argument("--rate", type=float, default=None,
@@ -287,6 +308,10 @@ def main(argv=None) -> int:
                        help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime")
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
     bench.add_argument("--json", default=None, help="also write the full result as JSON here")
+    from . import run as _run_module
+    _run_module.add_arguments(sub.add_parser(
+        "run", help="stream frames from stdin, a CSV or a .npy file: one prediction per output line",
+        description=_run_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     from .errors import DeepShiftError
 
@@ -299,6 +324,8 @@ def main(argv=None) -> int:
             return _convert(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "run":
+            return _run(args)
     except (DeepShiftError, OSError, ImportError) as exc:
         print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1

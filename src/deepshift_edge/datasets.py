@@ -1,0 +1,82 @@
+"""Recordings and a trained model shipped with the package (``deepshift_edge/data/``).
+
+* ``basicmotions.npz``: the BasicMotions recordings (UEA multivariate archive, as shipped
+  by aeon/sktime under BSD-3-Clause): a smart watch's 3-D accelerometer and 3-D gyroscope
+  at 10 Hz, 10 s per recording, 4 activities, 40 training and 40 held-out recordings.
+  :func:`load_basicmotions` returns them as frames, ``(N, 100, 6)``.
+* ``basicmotions_cnn.npz``: a small 1-D CNN trained on the training recordings by
+  ``examples/train_basicmotions.py`` (window 40 frames = 4 s).
+* ``basicmotions_test.npy``: a 400-frame held-out recording for ``deepshift-edge run``:
+  four held-out recordings one after the other (Standing, Walking, Running, Badminton).
+
+The command line accepts the names in :data:`MODELS` and :data:`RECORDINGS` wherever it
+takes a model file or an input file, e.g. ``deepshift-edge run basicmotions --input
+basicmotions``.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+__all__ = ["data_path", "load_basicmotions", "BasicMotions", "MODELS", "RECORDINGS", "LABELS",
+           "resolve_model", "resolve_recording", "labels_for"]
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+#: shipped model name -> file in ``data/``
+MODELS = {"basicmotions": "basicmotions_cnn.npz"}
+#: shipped recording name -> file in ``data/`` (shape (T, *frame_shape))
+RECORDINGS = {"basicmotions": "basicmotions_test.npy"}
+#: class names of the shipped models, in output order
+LABELS = {"basicmotions": ("Standing", "Running", "Walking", "Badminton")}
+
+
+def data_path(filename: str) -> str:
+    """Absolute path of a file shipped in ``deepshift_edge/data/``."""
+    path = os.path.join(DATA_DIR, filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not shipped with this installation of deepshift_edge")
+    return path
+
+
+class BasicMotions(NamedTuple):
+    x_train: np.ndarray   # (40, 100, 6) float32 frames: acc x/y/z, gyro x/y/z
+    y_train: np.ndarray   # (40,) int64 class index
+    x_test: np.ndarray    # (40, 100, 6) held-out recordings
+    y_test: np.ndarray    # (40,)
+    labels: tuple         # class names, in index order
+    rate_hz: float        # 10.0
+    source: str           # provenance
+    licence: str          # the BSD-3-Clause text of the package the data came from
+
+
+def load_basicmotions() -> BasicMotions:
+    """The BasicMotions recordings as frames (time first), float32."""
+    with np.load(data_path("basicmotions.npz"), allow_pickle=False) as d:
+        return BasicMotions(d["x_train"], d["y_train"], d["x_test"], d["y_test"],
+                            tuple(str(v) for v in d["labels"]), float(d["rate_hz"]),
+                            str(d["source"]), str(d["licence"]))
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A path as given if it exists, else the shipped model of that name."""
+    return _resolve(name_or_path, MODELS)
+
+
+def resolve_recording(name_or_path: str) -> str:
+    return _resolve(name_or_path, RECORDINGS)
+
+
+def labels_for(name: str) -> Optional[tuple]:
+    """Class names of a shipped model given by name (None for a path)."""
+    if os.path.exists(name):
+        return None
+    return LABELS.get(name)
+
+
+def _resolve(name: str, table: dict) -> str:
+    if os.path.exists(name) or name not in table:
+        return name
+    return data_path(table[name])
