@@ -404,13 +404,10 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_
     mirror(net, op.dst, b)
 
 
-cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
-    """Push one frame into stream b; True when it produced an output."""
-    cdef int64_t* st = net.state + b * net.state_stride
-    cdef int64_t t = st[0]
+cdef inline void write_input(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
+    """Append a (C, F) frame to the input ring, stored channels-last as (F, C)."""
     cdef float* dst = advance(net, 0, b)
-    cdef Py_ssize_t c, f, k
-    cdef const Op* op
+    cdef Py_ssize_t c, f
     if net.in_f == 1:
         memcpy(dst, frame, net.in_c * sizeof(float))
     else:
@@ -418,12 +415,26 @@ cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
             for f in range(net.in_f):
                 dst[f * net.in_c + c] = frame[c * net.in_f + f]
     mirror(net, 0, b)
+
+
+cdef inline bint emits(Net* net, int64_t t) noexcept nogil:
+    """Whether frame t has an output: the window is full and t is on the hop grid."""
+    return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
+
+
+cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
+    """Push one frame into stream b; True when it produced an output."""
+    cdef int64_t* st = net.state + b * net.state_stride
+    cdef int64_t t = st[0]
+    cdef Py_ssize_t k
+    cdef const Op* op
+    write_input(net, b, frame)
     for k in range(net.n_ops):
         op = &net.ops[k]
         if t >= op.phase and (t - op.phase) % op.period == 0:
             run_op(net, op, b, 0, 0, t)
     st[0] = t + 1
-    return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
+    return emits(net, t)
 
 
 cdef extern from "<time.h>" nogil:
@@ -445,17 +456,10 @@ cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_n
     """step() with a timer around every op (for the benchmark's per-layer breakdown)."""
     cdef int64_t* st = net.state + b * net.state_stride
     cdef int64_t t = st[0]
-    cdef float* dst = advance(net, 0, b)
-    cdef Py_ssize_t c, f, k
+    cdef Py_ssize_t k
     cdef const Op* op
     cdef double t0
-    if net.in_f == 1:
-        memcpy(dst, frame, net.in_c * sizeof(float))
-    else:
-        for c in range(net.in_c):
-            for f in range(net.in_f):
-                dst[f * net.in_c + c] = frame[c * net.in_f + f]
-    mirror(net, 0, b)
+    write_input(net, b, frame)
     for k in range(net.n_ops):
         op = &net.ops[k]
         if t >= op.phase and (t - op.phase) % op.period == 0:
@@ -463,7 +467,7 @@ cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_n
             run_op(net, op, b, 0, 0, t)
             op_ns[k] += now_ns() - t0
     st[0] = t + 1
-    return t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0
+    return emits(net, t)
 
 
 cdef void write_output(Net* net, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
@@ -583,22 +587,12 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     cdef int64_t t0 = st[0]
     cdef int64_t t_end = t0 + n - 1
     cdef int64_t t
-    cdef Py_ssize_t j, k, c, f, cnt, m = 0, lag, lag2
+    cdef Py_ssize_t j, k, cnt, m = 0, lag, lag2
     cdef Py_ssize_t lags[4]
     cdef const Op* op
-    cdef float* dst
-    cdef const float* frame
     cdef bint x4
     for j in range(n):
-        frame = frames + j * fstride
-        dst = advance(net, 0, b)
-        if net.in_f == 1:
-            memcpy(dst, frame, net.in_c * sizeof(float))
-        else:
-            for c in range(net.in_c):
-                for f in range(net.in_f):
-                    dst[f * net.in_c + c] = frame[c * net.in_f + f]
-        mirror(net, 0, b)
+        write_input(net, b, frames + j * fstride)
     for k in range(net.n_ops):
         op = &net.ops[k]
         x4 = op.kind == K_CONV and not (op.cin == op.groups and op.cout == op.groups)
@@ -621,7 +615,7 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
             run_op(net, op, b, lags[j], 0, 0)
     for j in range(n):
         t = t0 + j
-        if t >= net.window - 1 and (t - (net.window - 1)) % net.hop == 0:
+        if emits(net, t):
             lag = lag_of(net, net.out_node, t, t_end)
             if packed:
                 write_output(net, b, out + m * ostride, lag)

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import struct
 import zipfile
 import zlib
@@ -33,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import layers as L
+from ._atomic import atomic_write
 from .errors import ModelError, ModelFormatError
 
 __all__ = ["save", "load", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "LIMITS"]
@@ -187,24 +187,7 @@ def save(model, path) -> None:
     if hasattr(path, "write"):
         np.savez(path, **members)
         return
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dse-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **members)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual 0666 & ~umask
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **members))
 
 
 # ----------------------------------------------------------------------------- load: zip level

@@ -306,9 +306,9 @@ class _Builder:
 
     def residual(self, layer, cur, spec, out_spec, where):
         body, body_spec = cur, spec
+        fuse = None  # the block's input is also read by the skip: nothing may fuse into it
         for i, sub in enumerate(layer.body):
-            body, body_spec, fuse = self.layer(sub, body, body_spec, None if i == 0 else fuse,
-                                               f"{where}.body[{i}]")
+            body, body_spec, fuse = self.layer(sub, body, body_spec, fuse, f"{where}.body[{i}]")
         if body == cur:  # identity-only body: still needs its own node
             body = self.copy_op(cur, spec, f"{where}.body").dst
         skip = cur

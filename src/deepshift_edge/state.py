@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from ._atomic import atomic_write
 from .errors import StateError
 
 FORMAT = "deepshift_edge.state"
@@ -137,30 +137,8 @@ def check(stream, snap) -> tuple:
 
 
 def save(snap: dict, path) -> None:
-    """Atomic: write a temporary file next to `path`, fsync it, rename it over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dse-state-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **snap)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomic: a crash during the save leaves the previous file intact (see _atomic)."""
+    atomic_write(path, lambda fh: np.savez(fh, **snap), prefix=".dse-state-")
 
 
 def load(path) -> dict:
