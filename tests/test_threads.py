@@ -332,9 +332,6 @@ def test_reset_or_restore_racing_push_never_leaves_an_impossible_state(op):
     assert not bad, f"round {bad[0][0]}: {op} racing push left a state no order of the two gives: {bad[0][1]}"
 
 
-@pytest.mark.xfail(strict=False, reason="warm_up = reset + _set_frames + push_many, each guarded but not the "
-                   "whole: a push can land in between (needs an unguarded _run_block in _kernels.pyx so "
-                   "warm_up can hold the guard throughout; see the issue 6 report)")
 def test_warm_up_racing_push_gives_one_of_the_two_orders(monkeypatch):
     """warm_up(history) racing push(frame): afterwards the stream must be either
     warm_up(history) then push(frame), or just warm_up(history) (push before it, or refused),
@@ -406,3 +403,26 @@ def test_warm_up_racing_push_gives_one_of_the_two_orders(monkeypatch):
         sys.setswitchinterval(old)
     print(f"\n{rounds[0]} rounds: {outcomes}")
     assert not bad, f"round {bad[0][0]}: warm_up racing push left a state no order gives: {bad[0][1]}"
+
+
+def test_warm_up_holds_the_guard_between_its_steps():
+    """Deterministic form of the race above: a push that lands between warm_up's internal
+    steps (modelled by a hook on _run_block, which warm_up calls after resetting the rings
+    and setting the counter) must raise StreamBusyError, as it would if another thread sent
+    it then. If warm_up is rewritten, move the hook to whatever runs between its steps."""
+    model = make("strided-gap")
+    frame = np.ones(3, np.float32)
+    landed = []
+
+    class Hooked(stream_mod.Stream):
+        def _run_block(self, block, out, ready, *guard):
+            try:
+                self.push(frame)          # "another thread" pushes now
+                landed.append(True)
+            except dse.StreamBusyError:
+                landed.append(False)
+            return super()._run_block(block, out, ready, *guard)
+
+    s = Hooked(model)
+    s.warm_up(np.zeros((model.window + 5, 3), np.float32))
+    assert landed == [False], "a push ran in the middle of warm_up"

@@ -921,14 +921,15 @@ cdef class StreamCore:
                 PyBuffer_Release(&view)
         return any_ready
 
-    def _run_block(self, block, out, ready):
+    def _run_block(self, block, out, ready, bint guard=True):
         """Push a validated float32 C-contiguous block of shape (N, batch*frame).
 
         Unbatched: outputs are packed into `out` (M, out) in order, returns M.
         Batched: out is (N, batch, out) with NaN where no output, ready (N, batch).
         Frames go through in chunks of at most `plan.block`, op by op.
+        guard=False: the caller already holds the busy guard (_acquire).
         """
-        cdef float[::1] xb = block.reshape(-1)
+        cdef const float[::1] xb = block.reshape(-1)
         cdef float[::1] ob = out.reshape(-1) if out.size else None
         cdef unsigned char[::1] rb = ready.reshape(-1).view('uint8') if ready.size else None
         cdef Py_ssize_t n = block.shape[0], m = 0
@@ -936,6 +937,8 @@ cdef class StreamCore:
         cdef char* rptr = <char*>&rb[0] if ready.size else NULL
         if n == 0:
             return 0
+        if not guard:
+            return self._run_chunks(&xb[0], n, optr, rptr)
         if self._busy:
             self._raise_busy()
         self._busy = True

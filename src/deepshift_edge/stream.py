@@ -97,8 +97,6 @@ class Stream(StreamCore):
         outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
         """
         arr = _as_float32(block, "a block of frames")
-        if not arr.flags.writeable:  # _run_block takes a (non-const) typed memoryview
-            arr = arr.copy()
         want = self._expected
         if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
             raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, want))}), "
@@ -206,12 +204,23 @@ class Stream(StreamCore):
                                    "(the stream state is unchanged)")
         n = arr.shape[0]
         keep = min(n, self.window)
-        self.reset()
         # Only the last `window` frames can reach a future output; the counter keeps the
-        # phase of strided layers what it would be after all n frames.
-        self._set_frames(0, n - keep)
-        outs = self.push_many(arr[n - keep:])
-        return outs[-1].copy() if (len(outs) and self._emits(n - 1)) else None
+        # phase of strided layers what it would be after all n frames. The busy guard is
+        # held throughout, so a push from another thread cannot land between the steps.
+        out = np.empty((-(-keep // self.hop),) + self.output_shape, dtype=np.float32)
+        self._acquire()
+        try:
+            self._reset_rows_unguarded(range(self.batch))
+            self._buffers()[1][0, 0] = n - keep
+            got = self._run_block(arr[n - keep:], out, np.zeros(0, dtype=np.bool_), False)
+        finally:
+            self._release()
+        last = n - 1
+        self.ready[0] = got > 0 and self._emits(last)
+        if self.ready[0]:
+            self.out[0] = out[got - 1]
+            return out[got - 1].copy()
+        return None
 
     @property
     def frames(self):
