@@ -58,8 +58,14 @@ def test_push_allocates_nothing(name, mode, batch):
     stream = model.stream(batch=batch, mode=mode)
     shape = model.frame_shape if batch is None else (batch,) + model.frame_shape
     frame = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    base_peak, base_current, base_blocks = _baseline()
-    peak, current, blocks = _measure(stream.push, frame)
+    # tracemalloc sees every thread: a thread left over from another test (or the
+    # interpreter) can allocate during a run. Take the best of three runs; a push that
+    # allocates fails all three.
+    for _attempt in range(3):
+        base_peak, base_current, base_blocks = _baseline()
+        peak, current, blocks = _measure(stream.push, frame)
+        if (peak, current, blocks) == (base_peak, base_current, base_blocks):
+            break
     assert stream.frames is not None
     assert current == base_current, "push leaves allocated memory behind"
     assert peak == base_peak, f"push allocates temporarily ({peak - base_peak} bytes at peak)"
