@@ -259,6 +259,28 @@ def test_push_many_racing_push_is_memory_safe(tmp_path):
     assert proc.stdout.startswith("ok")
 
 
+def _racing_pusher(stream, frame_for, delays, go, done, stop):
+    """Thread body for the race tests: each round, wait at `go`, spin for that round's
+    delay, push one frame (StreamBusyError is an allowed outcome), then wait at `done`;
+    return once `stop[0]` is set."""
+    def pusher():
+        i = 0
+        while True:
+            go.wait()
+            if stop[0]:
+                return
+            t_end = time.perf_counter() + delays[i % len(delays)]
+            while time.perf_counter() < t_end:
+                pass
+            try:
+                stream.push(frame_for(i))
+            except dse.StreamBusyError:
+                pass
+            i += 1
+            done.wait()
+    return pusher
+
+
 @pytest.mark.parametrize("op", ["reset", "restore"])
 def test_reset_or_restore_racing_push_never_leaves_an_impossible_state(op):
     """Rounds of one push racing one reset (restore of a fresh snapshot), started together
@@ -288,21 +310,7 @@ def test_reset_or_restore_racing_push_never_leaves_an_impossible_state(op):
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
 
-    def pusher():
-        i = 0
-        while True:
-            go.wait()
-            if stop[0]:
-                return
-            t_end = time.perf_counter() + delays[i % len(delays)]
-            while time.perf_counter() < t_end:
-                pass
-            try:
-                s.push(x[i % 64])
-            except dse.StreamBusyError:
-                pass
-            i += 1
-            done.wait()
+    pusher = _racing_pusher(s, lambda i: x[i % 64], delays, go, done, stop)
 
     def other():
         while True:
@@ -356,21 +364,7 @@ def test_warm_up_racing_push_gives_one_of_the_two_orders(monkeypatch):
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
 
-    def pusher():
-        i = 0
-        while True:
-            go.wait()
-            if stop[0]:
-                return
-            t_end = time.perf_counter() + delays[i % len(delays)]
-            while time.perf_counter() < t_end:
-                pass
-            try:
-                s.push(frame)
-            except dse.StreamBusyError:
-                pass
-            i += 1
-            done.wait()
+    pusher = _racing_pusher(s, lambda i: frame, delays, go, done, stop)
 
     def warmer():
         while True:
