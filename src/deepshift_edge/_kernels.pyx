@@ -989,11 +989,6 @@ cdef class StreamCore:
             "this stream is already running a push in another thread; a stream is not "
             "thread-safe: use one stream per thread (or a lock around it); its state is unchanged")
 
-    def _check_idle(self):
-        """Raise StreamBusyError if a push is running (for reset/restore from Python)."""
-        if self._busy:
-            self._raise_busy()
-
     def _acquire(self):
         """Take the busy guard from Python (reset/restore): a push started meanwhile in
         another thread raises StreamBusyError instead of interleaving. Pair with _release."""
@@ -1003,14 +998,6 @@ cdef class StreamCore:
 
     def _release(self):
         self._busy = False
-
-    def _set_frames(self, Py_ssize_t b, int64_t frames):
-        """Set stream b's frame counter (warm_up: the phase of strided layers follows it)."""
-        self._acquire()
-        try:
-            self._state[b, 0] = frames
-        finally:
-            self._release()
 
     def _reset_rows(self, rows):
         """Reset the given streams (an iterable of indices) to their fresh state."""

@@ -131,14 +131,6 @@ class Stream(StreamCore):
         w, hop = self.window, self.hop
         return t >= w - 1 and (t - (w - 1)) % hop == 0
 
-    def _outputs_in_next(self, n: int) -> int:
-        """How many of the next n frames of the (unbatched) stream produce an output."""
-        t0 = int(self._frames()[0])
-        first = max(t0, self.window - 1)
-        first += (-(first - (self.window - 1))) % self.hop
-        last = t0 + n - 1
-        return 0 if last < first else (last - first) // self.hop + 1
-
     # -- state
     def reset(self, index=None):
         """Return to the fresh state: all streams, or only stream ``index`` (int or list)."""
