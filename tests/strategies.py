@@ -255,6 +255,8 @@ ACTIVATIONS = [
     lambda draw: dse.Sigmoid(),
     lambda draw: dse.Tanh(),
     lambda draw: dse.HardSwish(),
+    lambda draw: dse.Hardsigmoid(),
+    lambda draw: dse.SiLU(),
     lambda draw: dse.GELU(),
     lambda draw: dse.GELU(approximate="tanh"),
 ]

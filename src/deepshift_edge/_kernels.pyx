@@ -91,6 +91,8 @@ cdef enum:
     A_HARDSWISH = 6
     A_GELU_ERF = 7
     A_GELU_TANH = 8
+    A_SILU = 9
+    A_HARDSIGMOID = 10
 
 N_INT_FIELDS = 22
 
@@ -188,6 +190,11 @@ cdef inline float activate(float v, int act, float param) noexcept nogil:
         return 0.5 * v * (1.0 + erff(v * <float>0.7071067811865476))
     if act == A_GELU_TANH:
         return 0.5 * v * (1.0 + tanhf(<float>0.7978845608028654 * (v + <float>0.044715 * v * v * v)))
+    if act == A_SILU:
+        return v / (1.0 + expf(-v))
+    if act == A_HARDSIGMOID:
+        v = v * <float>(1.0 / 6.0) + 0.5
+        return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
     return v
 
 

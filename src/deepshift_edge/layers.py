@@ -28,7 +28,7 @@ from .errors import ModelError
 __all__ = [
     "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid",
-    "Tanh", "HardSwish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
+    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
     "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "Spec",
 ]
 
@@ -569,6 +569,21 @@ class HardSwish(_Activation):
     def forward(self, x):
         x = np.asarray(x, dtype=np.float64)
         return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+class SiLU(_Activation):
+    """SiLU (swish): x * sigmoid(x)."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / (1.0 + np.exp(-x))
+
+
+class Hardsigmoid(_Activation):
+    """PyTorch's Hardsigmoid: clip(x / 6 + 1/2, 0, 1) (ONNX HardSigmoid with alpha=1/6)."""
+
+    def forward(self, x):
+        return np.clip(np.asarray(x, dtype=np.float64) / 6.0 + 0.5, 0.0, 1.0)
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)

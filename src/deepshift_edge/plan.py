@@ -28,7 +28,7 @@ from .errors import ModelError
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
 CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN = range(10)
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, \
-    ACT_GELU_ERF, ACT_GELU_TANH = range(9)
+    ACT_GELU_ERF, ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID = range(11)
 
 OP_NAMES = ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max",
             "softmax", "running-mean"]
@@ -126,6 +126,10 @@ def _act_code(layer) -> tuple:
         return ACT_TANH, 0.0
     if isinstance(layer, L.HardSwish):
         return ACT_HARDSWISH, 0.0
+    if isinstance(layer, L.SiLU):
+        return ACT_SILU, 0.0
+    if isinstance(layer, L.Hardsigmoid):
+        return ACT_HARDSIGMOID, 0.0
     if isinstance(layer, L.GELU):
         return (ACT_GELU_TANH if layer.approximate == "tanh" else ACT_GELU_ERF), 0.0
     return None

@@ -145,6 +145,10 @@ def to_torch(model, dtype: str = "float64"):
             return nn.Tanh()
         if isinstance(layer, dse.HardSwish):
             return nn.Hardswish()
+        if isinstance(layer, dse.SiLU):
+            return nn.SiLU()
+        if isinstance(layer, dse.Hardsigmoid):
+            return nn.Hardsigmoid()
         if isinstance(layer, dse.GELU):
             return nn.GELU(approximate=layer.approximate)
         if isinstance(layer, dse.Dropout):
