@@ -257,6 +257,7 @@ ACTIVATIONS = [
     lambda draw: dse.HardSwish(),
     lambda draw: dse.Hardsigmoid(),
     lambda draw: dse.SiLU(),
+    lambda draw: dse.Mish(),
     lambda draw: dse.GELU(),
     lambda draw: dse.GELU(approximate="tanh"),
 ]

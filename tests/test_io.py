@@ -45,7 +45,7 @@ def _all_layer_models():
         "pools_strides": dse.Sequential([
             dse.Conv1d(4, 6, 5, stride=2, groups=2, seed=1), dse.LeakyReLU(0.2),
             dse.MaxPool1d(3, stride=2, dilation=2), dse.Conv1d(6, 6, 3, groups=6, bias=False, seed=2),
-            dse.HardSwish(), dse.AvgPool1d(2), dse.SiLU(), dse.Sigmoid(), dse.Hardsigmoid(),
+            dse.HardSwish(), dse.AvgPool1d(2), dse.SiLU(), dse.Sigmoid(), dse.Hardsigmoid(), dse.Mish(),
             dse.GlobalMaxPool(),
             dse.Linear(6, 3, bias=False, seed=3), dse.ReLU6()], in_features=4, window=60),
         "two_d": dse.Sequential([

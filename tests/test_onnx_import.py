@@ -138,9 +138,13 @@ def test_window_defaults_to_input_length_and_symbolic_needs_window():
     ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], pads=[1, 1], name="mp")], [],
      r"'mp' \(MaxPool\): pooling with padding"),
     ([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")], [],
-     r"'sq' \(Mul\): elementwise Mul of two computed tensors"),
-    ([helper.make_node("Mul", ["x", "k"], ["y"], name="m")], [_init("k", np.ones((1, 2, 1)))],
-     r"'m' \(Mul\): Mul with a constant is supported only right after"),
+     r"ONNX nodes \['sq'\]: the elementwise subgraph on 'x' does not convert: nodes \['sq'\]: it is not a "
+     r"per-channel scale and shift followed by one of the engine's activations \(ReLU, .*closest: "),
+    ([helper.make_node("Mul", ["x", "k"], ["y"], name="m")], [_init("k", np.arange(10.0).reshape(1, 1, 10))],
+     r"'m' \(Mul\): elementwise constants must be per channel"),
+    ([helper.make_node("Sigmoid", ["x"], ["s"], name="s1"), helper.make_node("Relu", ["x"], ["r"], name="r1"),
+      helper.make_node("Mul", ["s", "r"], ["y"], name="gate")], [],
+     r"ONNX nodes \['s1', 'r1', 'gate'\]: .*closest: "),
 ])
 def test_unsupported_graphs_name_op_and_node(nodes, inits, pattern):
     with pytest.raises(dse.ModelFormatError, match=pattern):
@@ -211,6 +215,12 @@ TORCH_MODELS = {
     "gelu_tanh_leaky": (lambda: nn.Sequential(nn.Conv1d(2, 4, 3, dilation=3), nn.GELU(approximate="tanh"),
                                               nn.Conv1d(4, 4, 1), nn.LeakyReLU(0.3), nn.Sigmoid(),
                                               nn.Flatten(), nn.Linear(4 * 5, 2)), 2, 11),
+    # opset 17: tanh-GELU is exported as Pow/Tanh/Mul/Add, SiLU as Sigmoid+Mul
+    "silu_gelu_tanh_opset17": (lambda: nn.Sequential(nn.Conv1d(3, 6, 3), nn.GELU(approximate="tanh"),
+                                                     nn.Conv1d(6, 6, 3, dilation=2), nn.SiLU(),
+                                                     nn.Conv1d(6, 4, 1), nn.Hardsigmoid(), nn.Mish(),
+                                                     nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)),
+                               3, 16),
 }
 
 

@@ -359,7 +359,7 @@ def test_explicit_case(case):
 ACTIVATIONS = {
     "relu": dse.ReLU, "relu6": dse.ReLU6, "leaky": lambda: dse.LeakyReLU(0.3), "sigmoid": dse.Sigmoid,
     "tanh": dse.Tanh, "hardswish": dse.HardSwish, "hardsigmoid": dse.Hardsigmoid,
-    "silu": dse.SiLU, "gelu": dse.GELU, "gelu_tanh": lambda: dse.GELU("tanh"),
+    "silu": dse.SiLU, "mish": dse.Mish, "gelu": dse.GELU, "gelu_tanh": lambda: dse.GELU("tanh"),
     "softmax": dse.Softmax,
 }
 
@@ -395,7 +395,7 @@ def test_each_head(head, dims):
 
 # ----------------------------------------------------------------------------- random cases
 _ACT_MAKERS = [dse.ReLU, dse.ReLU6, lambda: dse.LeakyReLU(0.1), dse.Sigmoid, dse.Tanh, dse.HardSwish,
-               dse.Hardsigmoid, dse.SiLU, dse.GELU, lambda: dse.GELU("tanh")]
+               dse.Hardsigmoid, dse.SiLU, dse.Mish, dse.GELU, lambda: dse.GELU("tanh")]
 
 
 def _make_random(seed: int, two_d: bool) -> dse.Sequential:

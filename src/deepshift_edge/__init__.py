@@ -19,7 +19,7 @@ from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamable
 from .layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
                      Flatten, GELU, GlobalAvgPool, GlobalMaxPool, Hardsigmoid, HardSwish, Identity, LastFrame,
                      Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, ReLU6, Residual,
-                     Sigmoid, SiLU, Softmax, Tanh)
+                     Mish, Sigmoid, SiLU, Softmax, Tanh)
 from .model import Sequential
 from .stream import Stream
 from .io import load, save  # model files (.npz format v1, docs/format.md)
@@ -33,7 +33,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Sequential", "Stream", "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d",
     "AvgPool2d", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU",
-    "Sigmoid", "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
+    "Sigmoid", "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "Softmax", "Identity",
+    "Dropout", "LastFrame",
     "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "DeepShiftError", "ModelError",
     "NotStreamableError", "StreamInputError", "StreamInputTypeError", "StateError", "StreamBusyError", "debug_build",
     "ModelFormatError", "load", "save", "from_onnx", "from_torch",

@@ -13,7 +13,7 @@ Unsafe directives (boundscheck/wraparound off, C division) come from setup.py so
 debug build (DSE_DEBUG=1) turns the checks back on for the whole module.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT
-from libc.math cimport expf, tanhf, erff, isfinite, INFINITY, NAN
+from libc.math cimport expf, tanhf, erff, log1pf, fabsf, isfinite, INFINITY, NAN
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
@@ -93,6 +93,7 @@ cdef enum:
     A_GELU_TANH = 8
     A_SILU = 9
     A_HARDSIGMOID = 10
+    A_MISH = 11
 
 N_INT_FIELDS = 22
 
@@ -195,6 +196,8 @@ cdef inline float activate(float v, int act, float param) noexcept nogil:
     if act == A_HARDSIGMOID:
         v = v * <float>(1.0 / 6.0) + 0.5
         return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    if act == A_MISH:  # softplus(v) = max(v, 0) + log1p(exp(-|v|)): no overflow
+        return v * tanhf((v if v > 0.0 else <float>0.0) + log1pf(expf(-fabsf(v))))
     return v
 
 

@@ -85,7 +85,7 @@ _SCHEMA: Dict[str, Dict[str, tuple]] = {
     "BatchNorm2d": {"num_features": ("chan", _REQUIRED), "eps": ("pos_float", 1e-5)},
     "Linear": {"in_features": ("features", _REQUIRED), "out_features": ("chan", _REQUIRED),
                "bias": ("bool", True)},
-    "ReLU": {}, "ReLU6": {}, "Sigmoid": {}, "Tanh": {}, "HardSwish": {}, "Hardsigmoid": {}, "SiLU": {},
+    "ReLU": {}, "ReLU6": {}, "Sigmoid": {}, "Tanh": {}, "HardSwish": {}, "Hardsigmoid": {}, "SiLU": {}, "Mish": {},
     "Softmax": {},
     "Identity": {},
     "LeakyReLU": {"negative_slope": ("float", 0.01)},

@@ -28,7 +28,7 @@ from .errors import ModelError
 __all__ = [
     "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid",
-    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
+    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
     "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "Spec",
 ]
 
@@ -577,6 +577,14 @@ class SiLU(_Activation):
     def forward(self, x):
         x = np.asarray(x, dtype=np.float64)
         return x / (1.0 + np.exp(-x))
+
+
+class Mish(_Activation):
+    """Mish: x * tanh(softplus(x))."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return x * np.tanh(np.logaddexp(0.0, x))
 
 
 class Hardsigmoid(_Activation):

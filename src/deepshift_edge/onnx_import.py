@@ -12,13 +12,13 @@ onnxruntime. Supported ops: see ``SUPPORTED_OPS``; anything else raises
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import numpy as np
 
 from . import layers as L
+from . import onnx_pointwise as P
 from .errors import ModelError, ModelFormatError
 
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
@@ -26,10 +26,13 @@ __all__ = ["from_onnx", "SUPPORTED_OPS"]
 SUPPORTED_OPS = (
     "Conv (1-D/2-D; strides, dilations, groups; time pads 0, causal (left), or symmetric + "
     "Slice chomp; feature pads symmetric)", "BatchNormalization", "Relu", "Clip (0..6 or 0..inf)",
-    "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Gelu", "Softmax (channel axis)",
+    "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu", "Softmax (channel axis)",
     "MaxPool / AveragePool (no padding, ceil_mode 0)", "GlobalAveragePool", "GlobalMaxPool",
     "ReduceMean / ReduceMax over time (and features)", "Add of two branches (residual)",
-    "Add/Sub/Mul/Div with a per-channel constant after Conv/Gemm (folded)",
+    "per-frame elementwise subgraphs of Add/Sub/Mul/Div/Pow/Sqrt/Exp/Log/Neg/Abs/Reciprocal/"
+    "Erf/Tanh/Sigmoid/Relu/Clip/Max/Min with per-channel constants, identified numerically as "
+    "a per-channel scale and shift followed by one engine activation (GELU at opset < 20, "
+    "SiLU as x*Sigmoid(x), decomposed BatchNorm, ...)",
     "Gemm / MatMul (after the head)", "Flatten", "Reshape (to (1, -1))", "Squeeze / Unsqueeze",
     "Slice on time (last frame, causal chomp, right-aligned crop of a residual skip)",
     "Gather of the last frame", "Identity", "Dropout",
@@ -51,6 +54,8 @@ class _Val:
     head: bool = False            # the time axis is gone
     chomp: int = 0                # symmetric-padded conv waiting for its right crop
     node: str = ""
+    expr: Optional[P.Expr] = None  # pending elementwise expression over tensor `root`
+    root: str = ""
 
 
 def _attrs(node) -> dict:
@@ -146,12 +151,12 @@ def _from_onnx(model, window, *, check, return_report, seed):
     in_features = dims[1] if len(dims) == 3 else (dims[1], dims[2])
     conv = _Converter(inits, shapes, numpy_helper)
     vals: Dict[str, _Val] = {inp.name: _Val((), tuple([1] + dims[1:-1] + [int(window)]))}
-    for node in _fuse_gelu(list(graph.node), conv.consts_view(graph)):
+    for node in graph.node:
         conv.node(node, vals)
     out = graph.output[0].name
     if out not in vals:
         raise ModelFormatError(f"graph output {out!r} does not depend on the input")
-    result = vals[out]
+    result = conv.materialize(out, vals)
     if result.chomp:
         raise ModelFormatError(f"node {result.node!r}: a Conv with symmetric time padding must be "
                                f"followed by a Slice removing its last {result.chomp} positions "
@@ -245,10 +250,14 @@ class _Converter:
             return
         dyn = [i for i in node.input if i in vals]
         if not dyn:  # constant folding of shape arithmetic is not needed for supported graphs
-            if op in ("Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Identity"):
+            if op in ("Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Identity") or op in P.ELEMENTWISE:
                 self.fold_const(node)
                 return
             raise _fail(node, "operates on constants only; not supported")
+        if op in P.ELEMENTWISE and not (op == "Add" and self.is_residual(node, vals)):
+            return self.pointwise(node, vals)
+        for name in dyn:
+            self.materialize(name, vals)
         x = vals[dyn[0]]
         if x.chomp and op != "Slice":
             raise _fail(node, f"follows a Conv with symmetric time padding; expected a Slice removing "
@@ -272,6 +281,10 @@ class _Converter:
             self.consts[node.output[0]] = np.expand_dims(ins[0], tuple(int(v) for v in axes))
         elif node.op_type == "Concat":
             self.consts[node.output[0]] = np.concatenate(ins, axis=a.get("axis", 0))
+        elif node.op_type in P.ELEMENTWISE:
+            fn = P.bind(node.op_type, a)
+            with np.errstate(all="ignore"):
+                self.consts[node.output[0]] = np.asarray(fn(*[np.asarray(v, np.float64) for v in ins]))
         else:
             raise _fail(node, "constant computation not supported")
 
@@ -331,44 +344,6 @@ class _Converter:
         layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(len(scale), eps=a.get("epsilon", 1e-5))
         layer.weight, layer.bias, layer.running_mean, layer.running_var = scale, bias, mean, var
         self.emit(vals, node, x, layer)
-
-    def _act(self, layer):
-        def handler(node, vals, x):
-            self.emit(vals, node, x, layer())
-        return handler
-
-    op_Relu = property(lambda self: self._act(L.ReLU))
-    op_Sigmoid = property(lambda self: self._act(L.Sigmoid))
-    op_Tanh = property(lambda self: self._act(L.Tanh))
-    op_HardSwish = property(lambda self: self._act(L.HardSwish))
-
-    def op_Identity(self, node, vals, x):
-        self.emit(vals, node, x)
-
-    op_Dropout = op_Identity
-
-    def op_LeakyRelu(self, node, vals, x):
-        self.emit(vals, node, x, L.LeakyReLU(_attrs(node).get("alpha", 0.01)))
-
-    def op_Gelu(self, node, vals, x):
-        approx = _attrs(node).get("approximate", "none")
-        approx = approx.decode() if isinstance(approx, bytes) else approx
-        self.emit(vals, node, x, L.GELU(approx))
-
-    def op_Clip(self, node, vals, x):
-        a = _attrs(node)
-        lo = a.get("min", None)
-        hi = a.get("max", None)
-        if len(node.input) > 1 and node.input[1]:
-            lo = float(self.const(node.input[1], node, "min"))
-        if len(node.input) > 2 and node.input[2]:
-            hi = float(self.const(node.input[2], node, "max"))
-        if lo == 0 and hi == 6:
-            self.emit(vals, node, x, L.ReLU6())
-        elif lo == 0 and (hi is None or hi >= 3.4e38):
-            self.emit(vals, node, x, L.ReLU())
-        else:
-            raise _fail(node, f"Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, inf) stream")
 
     def op_Softmax(self, node, vals, x):
         axis = _attrs(node).get("axis", -1)
@@ -544,61 +519,111 @@ class _Converter:
         layer.weight = w.T
         self.emit(vals, node, x, layer)
 
-    # -- arithmetic
-    def op_Add(self, node, vals, x):
-        if all(i in vals for i in node.input[:2]):
-            return self.residual(node, vals)
-        self._affine(node, vals, x, "add")
+    # -- per-frame elementwise subgraphs
+    def root_of(self, name, vals) -> str:
+        v = vals[name]
+        return v.root if v.expr is not None else name
 
-    def op_Sub(self, node, vals, x):
-        if node.input[0] not in vals:
-            raise _fail(node, "constant - tensor is not supported")
-        self._affine(node, vals, x, "sub")
+    def is_residual(self, node, vals) -> bool:
+        """An Add of two computed tensors from different roots joins two branches."""
+        dyn = [i for i in node.input if i in vals]
+        return len(dyn) == 2 and self.root_of(dyn[0], vals) != self.root_of(dyn[1], vals)
 
-    def op_Mul(self, node, vals, x):
-        self._affine(node, vals, x, "mul")
+    def channel_axis(self, val) -> int:
+        return 1
 
-    def op_Div(self, node, vals, x):
-        if node.input[0] not in vals:
-            raise _fail(node, "constant / tensor is not supported")
-        self._affine(node, vals, x, "div")
-
-    def _affine(self, node, vals, x, op):
-        """Fold y = x (+-*/) c, c per channel, into the preceding Conv/Linear/BatchNorm."""
-        consts = [i for i in node.input if i not in vals]
-        if not consts:
-            raise _fail(node, f"elementwise {node.op_type} of two computed tensors is not supported "
-                              f"(only a residual Add, or arithmetic with constants)")
-        other = consts[0]
-        c = np.asarray(self.const(other, node, "constant operand"), np.float64)
-        prev = x.layers[-1] if x.layers else None
-        n_ch = x.shape[1]
+    def per_channel(self, c, root: _Val, node) -> np.ndarray:
+        """A constant operand as float64, shaped to broadcast per channel against `root`."""
+        c = np.asarray(c, np.float64)
+        if c.ndim == 0 or c.size == 1:
+            return c.reshape(())
+        shape = root.shape
         try:
-            per_ch = np.broadcast_to(c, x.shape)
+            full = np.broadcast_to(c, np.broadcast_shapes(c.shape, shape))
         except ValueError:
-            raise _fail(node, f"constant of shape {c.shape} does not broadcast to {x.shape}") from None
-        flat = per_ch.reshape(1, n_ch, -1)
-        if not np.all(flat == flat[:, :, :1]):
-            raise _fail(node, "elementwise constants must be per channel (the same for every frame)")
-        vec = flat[0, :, 0]
-        if not isinstance(prev, (L.Conv1d, L.Conv2d, L.Linear, L._BatchNorm)):
-            raise _fail(node, f"{node.op_type} with a constant is supported only right after a "
-                              f"Conv, Gemm/MatMul or BatchNormalization (folded into it)")
-        scale = np.ones(n_ch)
-        shift = np.zeros(n_ch)
-        if op == "add":
-            shift = vec
-        elif op == "sub":
-            shift = -vec
-        elif op == "mul":
-            scale = vec
-        else:
-            if np.any(vec == 0):
-                raise _fail(node, "division by zero")
-            scale = 1.0 / vec
-        new = _scaled_copy(prev, scale, shift)
-        vals[node.output[0]] = _Val(x.layers[:-1] + (new,), self.shape(node.output[0]) or x.shape,
-                                    head=x.head, node=node.name)
+            raise _fail(node, f"constant of shape {c.shape} does not broadcast to {shape}") from None
+        if full.shape != tuple(shape):
+            raise _fail(node, f"constant of shape {c.shape} broadcasts the tensor {shape} to {full.shape}")
+        ax = self.channel_axis(root)
+        moved = np.moveaxis(full, ax, 0).reshape(shape[ax], -1)
+        if not np.all(moved == moved[:, :1]):
+            raise _fail(node, "elementwise constants must be per channel (the same for every frame "
+                              "and feature)")
+        keep = [1] * len(shape)
+        keep[ax] = shape[ax]
+        return moved[:, 0].reshape(keep)
+
+    def pointwise(self, node, vals):
+        """Collect an elementwise node into its root tensor's pending expression."""
+        dyn = [i for i in node.input if i in vals]
+        roots = {self.root_of(i, vals) for i in dyn}
+        if len(roots) != 1:
+            raise _fail(node, f"elementwise {node.op_type} of two tensors computed on different "
+                              f"branches is not supported (only a residual Add joins branches)")
+        root_name = roots.pop()
+        root = vals[root_name]
+        if root.chomp:
+            raise _fail(node, f"follows a Conv with symmetric time padding; expected a Slice "
+                              f"removing its last {root.chomp} positions (causal chomp)")
+        if any(isinstance(lay, _Crop) for lay in root.layers[-1:]):
+            raise _fail(node, "a time crop (Slice) may only feed a residual Add")
+        fn = P.bind(node.op_type, _attrs(node))
+        if fn is None:
+            raise _fail(node, f"unsupported attributes {_attrs(node)}")
+        args = []
+        for i, name in enumerate(node.input):
+            if node.op_type == "Dropout" and i > 0:
+                break
+            if not name:  # an omitted optional input (e.g. Clip without min)
+                args.append(None)
+            elif name in vals:
+                v = vals[name]
+                args.append(v.expr if v.expr is not None else P.Expr(None))
+            else:
+                args.append(self.per_channel(self.const(name, node, f"input {i}"), root, node))
+        out_shape = self.shape(node.output[0])
+        if out_shape is not None and None not in out_shape and tuple(out_shape) != tuple(root.shape):
+            raise _fail(node, f"elementwise {node.op_type} changes the shape {root.shape} to {out_shape}")
+        expr = P.Expr(fn, args, node.op_type, (node.name or node.op_type,))
+        vals[node.output[0]] = _Val(root.layers, root.shape, head=root.head, node=node.name,
+                                    expr=expr, root=root_name)
+
+    def materialize(self, name, vals) -> _Val:
+        """Turn a pending expression into layers: a BatchNorm-form scale/shift + an activation."""
+        v = vals[name]
+        if v.expr is None:
+            return v
+        root = vals[v.root]
+        ax = self.channel_axis(root)
+        var_shape = tuple(root.shape[ax] if i == ax else 1 for i in range(1, len(root.shape)))
+        nodes = v.expr.all_nodes()
+        try:
+            steps = P.identify(v.expr, var_shape)
+        except P.Unidentified as exc:
+            raise ModelFormatError(f"ONNX nodes {nodes}: the elementwise subgraph on {v.root!r} does not "
+                                   f"convert: {exc}") from None
+        layers = root.layers
+        for scale, shift, act in steps:
+            if scale is not None or shift is not None:
+                layers = layers + (self.affine_layer(root, scale, shift),)
+            if act is not None:
+                layers = layers + (act,)
+        vals[name] = out = _Val(layers, root.shape, head=root.head, node=v.node)
+        return out
+
+    def affine_layer(self, root, scale, shift):
+        """y = x * scale + shift per channel, as a BatchNorm (the planner folds it into the
+        producing Conv/Linear when it can, or runs it as its own op)."""
+        n = root.shape[self.channel_axis(root)]
+        two_d = (len(root.shape) == 4) if not root.head else sum(d != 1 for d in root.shape[2:]) > 0
+        layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(n, eps=2.0 ** -20)
+        layer.weight = np.ones(n) if scale is None else np.broadcast_to(scale, (n,))
+        layer.bias = np.zeros(n) if shift is None else np.broadcast_to(shift, (n,))
+        layer.running_var = np.full(n, 1.0 - 2.0 ** -20)  # var + eps == 1 exactly in float32
+        return layer
+
+    def op_Add(self, node, vals, x):  # reached only for an Add joining two branches
+        self.residual(node, vals)
 
     def residual(self, node, vals):
         a, b = vals[node.input[0]], vals[node.input[1]]
@@ -642,89 +667,5 @@ class _Converter:
         vals[node.output[0]] = _Val(prefix + (block,), a.shape, node=node.name)
 
 
-def _fuse_gelu(nodes, consts):
-    """Rewrite GELU exported in decomposed form (opsets < 20) into one Gelu node:
-    ``0.5 * x * (1 + Erf(x / sqrt(2)))``, in the two orders exporters write it."""
-    from onnx import helper
-
-    producer = {o: n for n in nodes for o in n.output}
-    users: Dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-
-    def const_val(name):
-        v = consts.get(name)
-        return None if v is None or np.size(v) != 1 else float(np.ravel(v)[0])
-
-    def other(n, name):
-        rest = [i for i in n.input if i != name]
-        return rest[0] if len(rest) == 1 else None
-
-    def only_user(name, op):
-        u = users.get(name, [])
-        return u[0] if len(u) == 1 and u[0].op_type == op else None
-
-    drop, replace = set(), {}
-    for e in nodes:
-        if e.op_type != "Erf":
-            continue
-        d = producer.get(e.input[0])
-        if d is None or d.op_type not in ("Div", "Mul"):
-            continue
-        c = const_val(d.input[1])
-        x = d.input[0]
-        if c is None or not (abs(c - math.sqrt(2)) < 1e-3 if d.op_type == "Div"
-                             else abs(c - 1 / math.sqrt(2)) < 1e-3):
-            continue
-        add = only_user(e.output[0], "Add")
-        if add is None or const_val(other(add, e.output[0])) != 1.0:
-            continue
-        m = only_user(add.output[0], "Mul")
-        if m is None:
-            continue
-        half_in = other(m, add.output[0])
-        chain = [d, e, add, m]
-        if half_in == x:  # Mul(x, 1 + erf) then Mul(., 0.5)
-            last = only_user(m.output[0], "Mul")
-            if last is None or const_val(other(last, m.output[0])) != 0.5:
-                continue
-            chain.append(last)
-        else:  # Mul(x, 0.5) then Mul(., 1 + erf)
-            h = producer.get(half_in)
-            if h is None or h.op_type != "Mul" or x not in h.input or \
-                    const_val(other(h, x)) != 0.5 or len(users.get(h.output[0], [])) != 1:
-                continue
-            chain.append(h)
-            last = m
-        drop.update(id(n) for n in chain)
-        replace[id(last)] = helper.make_node("Gelu", [x], [last.output[0]],
-                                             name=f"{e.name or 'Erf'}/fused_gelu")
-    out = []
-    for n in nodes:
-        if id(n) in replace:
-            out.append(replace[id(n)])
-        elif id(n) not in drop:
-            out.append(n)
-    # the Gelu replaces its chain where the chain ends; x is computed before it in either order
-    return out
-
-
 def x_name(node, vals):
     return next(i for i in node.input if i in vals)
-
-
-def _scaled_copy(layer, scale, shift):
-    """A copy of Conv/Linear/BatchNorm `layer` whose output is layer(x) * scale + shift."""
-    import copy
-
-    new = copy.copy(layer)
-    if isinstance(layer, L._BatchNorm):
-        new.weight = layer.weight.astype(np.float64) * scale
-        new.bias = layer.bias.astype(np.float64) * scale + shift
-        return new
-    w = layer.weight.astype(np.float64)
-    new.weight = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    bias = np.zeros(len(scale)) if layer.bias is None else layer.bias.astype(np.float64)
-    new.bias = bias * scale + shift
-    return new

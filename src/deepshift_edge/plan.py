@@ -28,7 +28,7 @@ from .errors import ModelError
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
 CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN = range(10)
 ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, \
-    ACT_GELU_ERF, ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID = range(11)
+    ACT_GELU_ERF, ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID, ACT_MISH = range(12)
 
 OP_NAMES = ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max",
             "softmax", "running-mean"]
@@ -130,6 +130,8 @@ def _act_code(layer) -> tuple:
         return ACT_SILU, 0.0
     if isinstance(layer, L.Hardsigmoid):
         return ACT_HARDSIGMOID, 0.0
+    if isinstance(layer, L.Mish):
+        return ACT_MISH, 0.0
     if isinstance(layer, L.GELU):
         return (ACT_GELU_TANH if layer.approximate == "tanh" else ACT_GELU_ERF), 0.0
     return None

@@ -149,6 +149,8 @@ def to_torch(model, dtype: str = "float64"):
             return nn.SiLU()
         if isinstance(layer, dse.Hardsigmoid):
             return nn.Hardsigmoid()
+        if isinstance(layer, dse.Mish):
+            return nn.Mish()
         if isinstance(layer, dse.GELU):
             return nn.GELU(approximate=layer.approximate)
         if isinstance(layer, dse.Dropout):
