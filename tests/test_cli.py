@@ -92,6 +92,13 @@ def test_convert_then_inspect(tmp_path, capsys):
     assert model.window == 12 and model.output_shape == (4,)
     assert main(["convert", str(src), str(tmp_path / "m2.npz")]) == 1  # symbolic time axis
     assert "pass window=" in capsys.readouterr().err
+    # the time axis by name or index
+    assert main(["convert", str(src), str(tmp_path / "m3.npz"), "--window", "8", "--time-axis", "T"]) == 0
+    assert main(["convert", str(src), str(tmp_path / "m4.npz"), "--window", "8", "--time-axis", "-1"]) == 0
+    assert dse.load(tmp_path / "m4.npz").window == 8
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "m5.npz"), "--window", "8", "--time-axis", "F"]) == 1
+    assert "no axis is named 'F'" in capsys.readouterr().err
 
 
 def test_console_script_subprocess(tmp_path):

@@ -134,7 +134,8 @@ def test_window_defaults_to_input_length_and_symbolic_needs_window():
      [_init("w", np.ones((2, 2, 3)))], r"'c' \(Conv\): time padding \(1, 0\)"),
     ([helper.make_node("Cos", ["x"], ["y"], name="weird")], [], r"'weird' \(Cos\): unsupported op 'Cos'"),
     ([helper.make_node("Relu", ["x"], ["y"], name="r")], [], r"output keeps the time axis \(10 positions"),
-    ([helper.make_node("Softmax", ["x"], ["y"], axis=1, name="sm")], [], r"'sm' \(Softmax\)"),
+    ([helper.make_node("Softmax", ["x"], ["y"], axis=2, name="sm")], [],
+     r"'sm' \(Softmax\): Softmax over axis 2 of shape \(1, 2, 10\) before the head: only over the channels"),
     ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], pads=[1, 1], name="mp")], [],
      r"'mp' \(MaxPool\): pooling with padding"),
     ([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")], [],
@@ -247,3 +248,125 @@ def test_from_torch_matches_torch_and_onnxruntime(name):
     dse.save(model, buf)
     buf.seek(0)
     np.testing.assert_array_equal(dse.load(buf).stream().push_many(x), got)
+
+
+# ----------------------------------------------------------------------------- layouts
+def _onnx_window(x_win, t_axis, rank):
+    """Frames (W, C[, F]) -> one ONNX input with time on `t_axis`."""
+    canonical = np.moveaxis(x_win, 0, -1)[None]  # (1, C[, F], W)
+    return np.ascontiguousarray(np.moveaxis(canonical, -1, t_axis))
+
+
+class ChannelsLast(nn.Module):
+    """Takes (B, T, C): a per-frame Linear, then convs over time, the last frame, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 6)
+        self.conv = nn.Conv1d(6, 6, 3, dilation=2)
+        self.conv2 = nn.Conv1d(6, 5, 2)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.proj(x)).transpose(1, 2)
+        h = torch.softmax(nn.functional.silu(self.conv(h)), dim=1)  # per-frame softmax before the head
+        h = self.conv2(h).transpose(1, 2)
+        return self.head(h[:, -1, :])
+
+
+class ChannelsLastFlatten(nn.Module):
+    """(B, T, C) -> conv -> back to (B, T', C) -> flatten the whole window -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 4, 3)
+        self.fc = nn.Linear(4 * 8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return self.fc(h.reshape(1, -1))
+
+
+class TimeMajorSpectrogram(nn.Module):
+    """Takes (B, 1, T, F), the torchaudio layout: kernels are (time, feature)."""
+
+    def __init__(self, flatten):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, (3, 3), padding=(0, 1), dilation=(2, 1))
+        self.pool = nn.MaxPool2d((1, 2))
+        self.c2 = nn.Conv2d(4, 5, (2, 3), stride=(1, 2))
+        self.flatten = flatten
+        self.fc = nn.Linear(5 * 2 * 2 if flatten else 5, 3)  # (C, T=2, F=2) at window 7
+
+    def forward(self, x):
+        h = self.c2(self.pool(nn.functional.gelu(self.c1(x))))
+        h = h.flatten(1) if self.flatten else h.mean(dim=(2, 3))
+        return self.fc(h)
+
+
+LAYOUT_MODELS = {  # module, in_features, window, time axis
+    "channels_last": (ChannelsLast, 4, 12, 1),
+    "channels_last_flatten": (ChannelsLastFlatten, 3, 10, 1),
+    "time_major_2d_mean": (lambda: TimeMajorSpectrogram(False), (1, 12), 10, 2),
+    "time_major_2d_flatten": (lambda: TimeMajorSpectrogram(True), (1, 12), 7, 2),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(LAYOUT_MODELS))
+def test_time_axis_not_last_matches_torch_and_onnxruntime(name):
+    make, in_features, window, t_axis = LAYOUT_MODELS[name]
+    torch.manual_seed(1)
+    module = make().eval()
+    model = dse.from_torch(module, in_features=in_features, window=window, time_axis=t_axis)
+    x = RNG.standard_normal((window + 9,) + model.frame_shape).astype(np.float32)
+    got = model.stream().push_many(x)
+    rank = len(model.frame_shape) + 2
+    with torch.no_grad():
+        want = np.stack([module(torch.from_numpy(_onnx_window(x[i:i + window], t_axis, rank))).numpy()
+                         .reshape(model.output_shape) for i in range(len(x) - window + 1)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def _named_time_graph(dim_names):
+    c1, i1 = _conv("c1", "t", "a", 3, 4, 2)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1], name="tr"), c1,
+             helper.make_node("ReduceMax", ["a"], ["y"], axes=[2], keepdims=0, name="max")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dim_names)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=i1)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto
+
+
+def test_a_time_axis_named_like_time_is_found_by_name():
+    proto = _named_time_graph([1, "frames", 3])
+    model = dse.from_onnx(proto, window=9)
+    assert model.frame_shape == (3,) and model.window == 9
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = RNG.standard_normal((15, 3)).astype(np.float32)
+    want = np.stack([sess.run(None, {"x": x[i:i + 9][None]})[0][0] for i in range(7)])
+    np.testing.assert_allclose(model.stream().push_many(x), want, rtol=1e-5, atol=1e-6)
+    # an explicit name or index works too; a wrong one says what exists
+    assert dse.from_onnx(_named_time_graph([1, "len", 3]), window=9, time_axis="len").window == 9
+    assert dse.from_onnx(_named_time_graph([1, 9, 3]), time_axis=1).frame_shape == (3,)
+    with pytest.raises(dse.ModelFormatError, match=r"no axis is named 'time'; the symbolic axis names are \['len'\]"):
+        dse.from_onnx(_named_time_graph([1, "len", 3]), window=9, time_axis="time")
+    with pytest.raises(dse.ModelFormatError, match=r"time on axis 0 of 3; expected \(1, C, T\) or \(1, T, C\)"):
+        dse.from_onnx(_named_time_graph([1, 9, 3]), time_axis=0)
+
+
+@pytest.mark.parametrize("perm,pattern", [
+    ([1, 0, 2], r"'tr' \(Transpose\): Transpose \[1, 0, 2\] moves the batch axis"),
+])
+def test_unstreamable_transposes_are_refused(perm, pattern):
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=perm, name="tr")]
+    with pytest.raises(dse.ModelFormatError, match=pattern):
+        dse.from_onnx(_graph(nodes, [], [1, 2, 10]))
+
+
+def test_conv_on_channels_last_data_is_refused():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="c")]
+    with pytest.raises(dse.ModelFormatError, match=r"'c' \(Conv\): Conv on a tensor of shape \(1, 10, 2\) whose "
+                                                   r"channels are on axis 2"):
+        dse.from_onnx(_graph(nodes, [_init("w", np.ones((2, 10, 3)))], [1, 10, 2]), time_axis=1)

@@ -3,7 +3,7 @@
 * ``demo``: stream a built-in example model, check it against the offline reference, time it.
 * ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
   the cost of streaming versus recomputing the whole window every frame.
-* ``convert model.onnx model.npz [--window W]``: import an ONNX graph, check it, save it.
+* ``convert model.onnx model.npz [--window W] [--time-axis AXIS]``: import an ONNX graph, check it, save it.
 * ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
 * ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
 
@@ -231,7 +231,10 @@ def _convert(args) -> int:
     from .io import save
     from .onnx_import import from_onnx
 
-    model, report = from_onnx(args.source, window=args.window, return_report=True)
+    time_axis = args.time_axis
+    if time_axis is not None and time_axis.lstrip("-").isdigit():
+        time_axis = int(time_axis)
+    model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
     save(model, args.target)
     print(report)
     print(f"wrote {args.target}")
@@ -295,6 +298,9 @@ def main(argv=None) -> int:
     conv.add_argument("target", help="the .npz file to write")
     conv.add_argument("--window", type=int, default=None,
                       help="window W in frames (default: the time length of the ONNX input)")
+    conv.add_argument("--time-axis", default=None, metavar="AXIS",
+                      help="the input's time axis, an index or a symbolic dimension name (default: "
+                           "the axis named like time, e.g. 'time' or 'frames', else the last)")
     bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
                                          "other runtimes, side by side")
     bench.add_argument("model", help="a .npz model file, a built-in example: tiny, kws, activity, "

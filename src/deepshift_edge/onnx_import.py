@@ -26,14 +26,18 @@ __all__ = ["from_onnx", "SUPPORTED_OPS"]
 SUPPORTED_OPS = (
     "Conv (1-D/2-D; strides, dilations, groups; time pads 0, causal (left), or symmetric + "
     "Slice chomp; feature pads symmetric)", "BatchNormalization", "Relu", "Clip (0..6 or 0..inf)",
-    "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu", "Softmax (channel axis)",
+    "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu",
+    "Softmax (over channels: of each 1-D frame, or of the vector after the head)",
+    "Transpose (between (1, C, T) and (1, T, C), or (1, C, F, T) and (1, C, T, F))",
     "MaxPool / AveragePool (no padding, ceil_mode 0)", "GlobalAveragePool", "GlobalMaxPool",
     "ReduceMean / ReduceMax over time (and features)", "Add of two branches (residual)",
     "per-frame elementwise subgraphs of Add/Sub/Mul/Div/Pow/Sqrt/Exp/Log/Neg/Abs/Reciprocal/"
     "Erf/Tanh/Sigmoid/Relu/Clip/Max/Min with per-channel constants, identified numerically as "
     "a per-channel scale and shift followed by one engine activation (GELU at opset < 20, "
     "SiLU as x*Sigmoid(x), decomposed BatchNorm, ...)",
-    "Gemm / MatMul (after the head)", "Flatten", "Reshape (to (1, -1))", "Squeeze / Unsqueeze",
+    "Gemm / MatMul (after the head; MatMul also per frame on (1, T, C))",
+    "Flatten / Reshape to (1, -1) (of the window in any layout, or of the vector)",
+    "Squeeze / Unsqueeze (after the head)",
     "Slice on time (last frame, causal chomp, right-aligned crop of a residual skip)",
     "Gather of the last frame", "Identity", "Dropout",
 )
@@ -56,6 +60,20 @@ class _Val:
     node: str = ""
     expr: Optional[P.Expr] = None  # pending elementwise expression over tensor `root`
     root: str = ""
+    t_axis: Optional[int] = None  # ONNX axis of time (None after the head)
+    c_axis: int = 1               # ONNX axis of channels
+    flat_perm: Optional[np.ndarray] = None  # flattened window in ONNX order = ours[flat_perm]
+
+    @property
+    def f_axis(self) -> Optional[int]:
+        """The feature axis of 2-D data (before the head)."""
+        if self.head or len(self.shape) != 4:
+            return None
+        return 3 if self.t_axis == 2 else 2
+
+    @property
+    def time_last(self) -> bool:
+        return self.t_axis == len(self.shape) - 1
 
 
 def _attrs(node) -> dict:
@@ -68,19 +86,24 @@ def _fail(node, msg) -> ModelFormatError:
     return ModelFormatError(f"ONNX node {node.name or '<unnamed>'!r} ({node.op_type}): {msg}")
 
 
-def from_onnx(model, window: Optional[int] = None, *, check: bool = True, return_report: bool = False,
-              seed: int = 0):
+def from_onnx(model, window: Optional[int] = None, *, time_axis=None, check: bool = True,
+              return_report: bool = False, seed: int = 0):
     """Convert an ONNX window network (a path, bytes, or an ``onnx.ModelProto``).
 
     ``window``: the window ``W`` in frames; default: the (static) time length of the graph
-    input. With ``check=True`` the converted model is streamed on random input and compared
-    with its offline reference; ``return_report=True`` returns ``(model, report_text)``.
+    input. ``time_axis``: which input axis is time, as an index or as the name of a symbolic
+    dimension; default: the one axis named like time (``TIME_AXIS_NAMES``, e.g. ``"time"``,
+    ``"frames"``, ``"T"``), else the last. Accepted inputs: ``(1, C, T)``, ``(1, T, C)``
+    (channels last, e.g. a model that transposes or applies MatMul per frame),
+    ``(1, C, F, T)`` and ``(1, C, T, F)``. With ``check=True`` the converted model is
+    streamed on random input and compared with its offline reference;
+    ``return_report=True`` returns ``(model, report_text)``.
 
     A graph that cannot be converted raises :class:`ModelFormatError` (never a protobuf or
     indexing error from deep inside the conversion); a missing file raises OSError.
     """
     try:
-        return _from_onnx(model, window, check=check, return_report=return_report, seed=seed)
+        return _from_onnx(model, window, time_axis, check=check, return_report=return_report, seed=seed)
     except (ModelFormatError, ImportError, OSError):
         raise
     except MemoryError:
@@ -89,7 +112,34 @@ def from_onnx(model, window: Optional[int] = None, *, check: bool = True, return
         raise ModelFormatError(f"not a convertible ONNX model: {type(exc).__name__}: {exc}") from exc
 
 
-def _from_onnx(model, window, *, check, return_report, seed):
+TIME_AXIS_NAMES = ("time", "t", "frames", "n_frames", "num_frames", "steps", "timesteps", "time_steps",
+                   "seq", "seq_len", "sequence", "sequence_length", "length", "window")
+
+
+def _input_time_axis(inp, dims, names, time_axis) -> int:
+    """The graph input's time axis: given, named like time, or the last."""
+    rank = len(dims)
+    allowed = (1, 2) if rank == 3 else (2, 3)
+    if time_axis is None:
+        named = [j for j, n in enumerate(names) if n and n.lower() in TIME_AXIS_NAMES]
+        t = named[0] if len(named) == 1 else rank - 1
+    elif isinstance(time_axis, str):
+        if time_axis not in names:
+            raise ModelFormatError(f"graph input {inp.name!r}: no axis is named {time_axis!r}; the "
+                                   f"symbolic axis names are {[n for n in names if n]}")
+        t = names.index(time_axis)
+    elif isinstance(time_axis, (int, np.integer)) and not isinstance(time_axis, bool) and -rank <= time_axis < rank:
+        t = int(time_axis) % rank
+    else:
+        raise ModelFormatError(f"time_axis must be an axis index in {-rank}..{rank - 1} or an axis name, "
+                               f"got {time_axis!r}")
+    if t not in allowed:
+        layouts = "(1, C, T) or (1, T, C)" if rank == 3 else "(1, C, F, T) or (1, C, T, F)"
+        raise ModelFormatError(f"graph input {inp.name!r}: time on axis {t} of {rank}; expected {layouts}")
+    return t
+
+
+def _from_onnx(model, window, time_axis, *, check, return_report, seed):
     from .io import LIMITS
 
     try:
@@ -118,22 +168,28 @@ def _from_onnx(model, window, *, check, return_report, seed):
     if len(graph.output) != 1:
         raise ModelFormatError(f"expected one graph output, got {[o.name for o in graph.output]}")
     inp = inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    in_dims = inp.type.tensor_type.shape.dim
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in in_dims]
+    names = [d.dim_param if d.HasField("dim_param") else "" for d in in_dims]
     if len(dims) not in (3, 4):
         raise ModelFormatError(f"graph input {inp.name!r}: expected (1, C, W) or (1, C, F, W), got "
                                f"{len(dims)} dims")
+    t_axis = _input_time_axis(inp, dims, names, time_axis)
     if window is None:
-        if dims[-1] is None:
-            raise ModelFormatError(f"graph input {inp.name!r}: the time axis is symbolic; pass window=")
-        window = dims[-1]
+        if dims[t_axis] is None:
+            raise ModelFormatError(f"graph input {inp.name!r}: the time axis ({t_axis}) is symbolic; "
+                                   f"pass window=")
+        window = dims[t_axis]
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or not 1 <= window <= LIMITS["window"]:
         raise ModelFormatError(f"window must be an integer in 1..{LIMITS['window']}, got {window!r}")
-    if any(d is None or not 1 <= d <= LIMITS["channels"] for d in dims[1:-1]):
+    other = [d for j, d in enumerate(dims) if j not in (0, t_axis)]
+    if any(d is None or not 1 <= d <= LIMITS["channels"] for d in other):
         raise ModelFormatError(f"graph input {inp.name!r}: channel/feature dims must be static and at most "
-                               f"{LIMITS['channels']}, got {dims}")
-    # Fix the input shape to (1, C[, F], W) and infer every other shape.
+                               f"{LIMITS['channels']}, got {dims} (time on axis {t_axis})")
+    # Fix the input shape (batch 1, time = window) and infer every other shape.
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    fixed = [1] + dims[1:-1] + [int(window)]
+    fixed = [1] + dims[1:]
+    fixed[t_axis] = int(window)
     target = next(i for i in proto.graph.input if i.name == inp.name)
     for j, d in enumerate(target.type.tensor_type.shape.dim):
         d.Clear()
@@ -148,9 +204,10 @@ def _from_onnx(model, window, *, check, return_report, seed):
         t = vi.type.tensor_type
         if t.HasField("shape"):
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    in_features = dims[1] if len(dims) == 3 else (dims[1], dims[2])
+    in_features = other[0] if len(dims) == 3 else (other[0], other[1])
     conv = _Converter(inits, shapes, numpy_helper)
-    vals: Dict[str, _Val] = {inp.name: _Val((), tuple([1] + dims[1:-1] + [int(window)]))}
+    c_axis = 2 if (len(dims) == 3 and t_axis == 1) else 1
+    vals: Dict[str, _Val] = {inp.name: _Val((), tuple(fixed), t_axis=t_axis, c_axis=c_axis)}
     for node in graph.node:
         conv.node(node, vals)
     out = graph.output[0].name
@@ -161,9 +218,9 @@ def _from_onnx(model, window, *, check, return_report, seed):
         raise ModelFormatError(f"node {result.node!r}: a Conv with symmetric time padding must be "
                                f"followed by a Slice removing its last {result.chomp} positions "
                                f"(a causal 'chomp'); symmetric padding looks into the future")
-    if not result.head and result.shape[-1] != 1:
+    if not result.head and result.shape[result.t_axis] != 1:
         raise ModelFormatError(
-            f"the graph output keeps the time axis ({result.shape[-1]} positions, shape "
+            f"the graph output keeps the time axis ({result.shape[result.t_axis]} positions, shape "
             f"{result.shape}); a stream gives one output per window: end the graph with a "
             f"last-frame Slice/Gather, a global pooling, or Flatten")
     layers = [lay for lay in result.layers if not isinstance(lay, _Crop)]
@@ -236,8 +293,17 @@ class _Converter:
     def emit(self, vals, node, x: _Val, layer=None, shape=None, **kw):
         layers = x.layers + ((layer,) if layer is not None else ())
         out_shape = shape if shape is not None else self.shape(node.output[0]) or x.shape
-        vals[node.output[0]] = _Val(layers, tuple(out_shape), head=kw.get("head", x.head),
-                                    chomp=kw.get("chomp", 0), node=node.name)
+        head = kw.get("head", x.head)
+        vals[node.output[0]] = _Val(layers, tuple(out_shape), head=head, chomp=kw.get("chomp", 0),
+                                    node=node.name, t_axis=None if head else kw.get("t_axis", x.t_axis),
+                                    c_axis=kw.get("c_axis", x.c_axis), flat_perm=kw.get("flat_perm"))
+
+    def head_axes(self, node, x: _Val, keepdims: bool, drop=()):
+        """Channel axis after the time (and `drop`) axes are reduced."""
+        if keepdims:
+            return x.c_axis
+        gone = [x.t_axis] + list(drop)
+        return x.c_axis - sum(1 for a in gone if a is not None and a < x.c_axis)
 
     # -- dispatch
     def node(self, node, vals):
@@ -254,6 +320,8 @@ class _Converter:
                 self.fold_const(node)
                 return
             raise _fail(node, "operates on constants only; not supported")
+        if any(vals[i].flat_perm is not None for i in dyn) and op not in ("Gemm", "MatMul", "Identity"):
+            raise _fail(node, "a window flattened with time before the last axis can only feed Gemm/MatMul")
         if op in P.ELEMENTWISE and not (op == "Add" and self.is_residual(node, vals)):
             return self.pointwise(node, vals)
         for name in dyn:
@@ -288,10 +356,44 @@ class _Converter:
         else:
             raise _fail(node, "constant computation not supported")
 
+    # -- layout
+    def spatial(self, x: _Val, values, what, node):
+        """ONNX spatial-axis values (kernel, strides, ...) of a Conv/Pool -> ours: (feature, time)
+        for 2-D, (time,) for 1-D. A (1, C, T, F) tensor lists time first."""
+        values = list(values)
+        if len(x.shape) == 4 and x.t_axis == 2:
+            return values[::-1]
+        return values
+
+    def need_channels_first(self, node, x: _Val):
+        if x.c_axis != 1:
+            raise _fail(node, f"{node.op_type} on a tensor of shape {x.shape} whose channels are on axis "
+                              f"{x.c_axis}: ONNX {node.op_type} reads channels on axis 1; transpose first")
+
+    def op_Transpose(self, node, vals, x):
+        rank = len(x.shape)
+        perm = list(_attrs(node).get("perm", range(rank - 1, -1, -1)))
+        if x.head:
+            moved = [a for a in range(rank) if perm[a] != a and x.shape[perm[a]] != 1]
+            if moved:
+                raise _fail(node, f"Transpose {perm} after the head moves a non-unit axis of {x.shape}")
+            self.emit(vals, node, x, shape=tuple(x.shape[p] for p in perm), c_axis=perm.index(x.c_axis))
+            return
+        if perm[0] != 0:
+            raise _fail(node, f"Transpose {perm} moves the batch axis")
+        t, c = perm.index(x.t_axis), perm.index(x.c_axis)
+        ok = (t, c) in ((2, 1), (1, 2)) if rank == 3 else (c == 1 and t in (2, 3))
+        if not ok:
+            layouts = "(1, C, T) or (1, T, C)" if rank == 3 else "(1, C, F, T) or (1, C, T, F)"
+            raise _fail(node, f"Transpose {perm} of a tensor with channels on axis {x.c_axis}, time on "
+                              f"{x.t_axis} gives channels on {c}, time on {t}; streamable layouts are {layouts}")
+        self.emit(vals, node, x, shape=tuple(x.shape[p] for p in perm), t_axis=t, c_axis=c)
+
     # -- conv and friends
     def op_Conv(self, node, vals, x):
         if x.head:
             raise _fail(node, "Conv after the time axis was reduced")
+        self.need_channels_first(node, x)
         a = _attrs(node)
         w = self.const(node.input[1], node, "weight").astype(np.float32)
         b = self.opt_const(node, 2)
@@ -300,12 +402,15 @@ class _Converter:
         nd = w.ndim - 2
         if nd not in (1, 2) or len(x.shape) != nd + 2:
             raise _fail(node, f"{nd}-D Conv on a tensor of shape {x.shape}")
+        if nd == 2 and x.t_axis == 2:  # (1, C, T, F): our kernels are (feature, time)
+            w = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
         k = list(w.shape[2:])
-        strides = list(a.get("strides", [1] * nd))
-        dil = list(a.get("dilations", [1] * nd))
+        strides = self.spatial(x, a.get("strides", [1] * nd), "strides", node)
+        dil = self.spatial(x, a.get("dilations", [1] * nd), "dilations", node)
         pads = list(a.get("pads", [0] * (2 * nd)))
+        lo, hi = self.spatial(x, pads[:nd], "pads", node), self.spatial(x, pads[nd:], "pads", node)
         group = int(a.get("group", 1))
-        t_lo, t_hi = pads[nd - 1], pads[2 * nd - 1]
+        t_lo, t_hi = lo[-1], hi[-1]
         eff = (k[-1] - 1) * dil[-1]
         chomp = 0
         if t_lo == 0 and t_hi == 0:
@@ -324,10 +429,10 @@ class _Converter:
                 layer = L.Conv1d(c_in, w.shape[0], k[0], stride=strides[0], padding=padding,
                                  dilation=dil[0], groups=group, bias=b is not None, seed=0)
             else:
-                if pads[0] != pads[2]:
-                    raise _fail(node, f"feature padding must be symmetric, got {pads[0]}, {pads[2]}")
+                if lo[0] != hi[0]:
+                    raise _fail(node, f"feature padding must be symmetric, got {lo[0]}, {hi[0]}")
                 layer = L.Conv2d(c_in, w.shape[0], tuple(k), stride=tuple(strides),
-                                 padding=(pads[0], padding), dilation=tuple(dil), groups=group,
+                                 padding=(lo[0], padding), dilation=tuple(dil), groups=group,
                                  bias=b is not None, seed=0)
             layer.weight = w
             if b is not None:
@@ -337,6 +442,7 @@ class _Converter:
         self.emit(vals, node, x, layer, chomp=chomp)
 
     def op_BatchNormalization(self, node, vals, x):
+        self.need_channels_first(node, x)
         a = _attrs(node)
         scale, bias, mean, var = (self.const(node.input[i], node, n).astype(np.float32)
                                   for i, n in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
@@ -349,26 +455,30 @@ class _Converter:
         axis = _attrs(node).get("axis", -1)
         rank = len(x.shape)
         axis = axis + rank if axis < 0 else axis
-        if axis != 1 or (not x.head) or any(d != 1 for d in x.shape[2:]):
-            if not x.head:
-                raise _fail(node, "Softmax before the head (over channels of every frame) is only "
-                                  "supported on the vector after the head")
-            raise _fail(node, f"Softmax over axis {axis} of shape {x.shape}: expected the channel axis")
+        if x.head:
+            others = [d for j, d in enumerate(x.shape[1:], 1) if j != axis]
+            if axis != x.c_axis or any(d != 1 for d in others):
+                raise _fail(node, f"Softmax over axis {axis} of shape {x.shape}: expected the channel "
+                                  f"axis of a vector")
+        elif axis != x.c_axis or x.f_axis is not None:
+            raise _fail(node, f"Softmax over axis {axis} of shape {x.shape} before the head: only over the "
+                              f"channels (axis {x.c_axis}) of 1-D frames")
         self.emit(vals, node, x, L.Softmax())
 
     # -- pools and heads
     def _pool(self, node, vals, x, op):
         if x.head:
             raise _fail(node, "pooling after the time axis was reduced")
+        self.need_channels_first(node, x)
         a = _attrs(node)
-        k = list(a["kernel_shape"])
+        k = self.spatial(x, a["kernel_shape"], "kernel_shape", node)
         nd = len(k)
-        strides = list(a.get("strides", [1] * nd))
+        strides = self.spatial(x, a.get("strides", [1] * nd), "strides", node)
         if any(p for p in a.get("pads", [])) or a.get("ceil_mode", 0):
             raise _fail(node, "pooling with padding or ceil_mode=1 does not stream; use pads 0")
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
             raise _fail(node, "auto_pad is not supported")
-        dil = list(a.get("dilations", [1] * nd))
+        dil = self.spatial(x, a.get("dilations", [1] * nd), "dilations", node)
         if nd == 1:
             layer = (L.MaxPool1d(k[0], strides[0], dil[0]) if op == "max"
                      else L.AvgPool1d(k[0], strides[0]))
@@ -388,15 +498,19 @@ class _Converter:
     def op_AveragePool(self, node, vals, x):
         self._pool(node, vals, x, "avg")
 
-    def _global(self, node, vals, x, op):
+    def _global(self, node, vals, x, op, keepdims=True):
         if x.head:
             raise _fail(node, "global pooling after the time axis was reduced")
-        self.emit(vals, node, x, L.GlobalMaxPool() if op == "max" else L.GlobalAvgPool(), head=True)
+        c_axis = self.head_axes(node, x, keepdims, drop=[x.f_axis])
+        self.emit(vals, node, x, L.GlobalMaxPool() if op == "max" else L.GlobalAvgPool(), head=True,
+                  c_axis=c_axis)
 
     def op_GlobalAveragePool(self, node, vals, x):
+        self.need_channels_first(node, x)
         self._global(node, vals, x, "avg")
 
     def op_GlobalMaxPool(self, node, vals, x):
+        self.need_channels_first(node, x)
         self._global(node, vals, x, "max")
 
     def _reduce(self, node, vals, x, op):
@@ -406,10 +520,11 @@ class _Converter:
             axes = self.const(node.input[1], node, "axes").tolist()
         rank = len(x.shape)
         axes = sorted(int(v) % rank for v in (axes if axes is not None else range(rank)))
-        if x.head or axes != list(range(2, rank)):
+        want = sorted(a for a in (x.t_axis, x.f_axis) if a is not None)
+        if x.head or axes != want:
             raise _fail(node, f"reduction over axes {axes} of shape {x.shape}: only over time "
-                              f"(and features) of the window, i.e. axes {list(range(2, rank))}")
-        self._global(node, vals, x, op)
+                              f"(and features) of the window, i.e. axes {want}")
+        self._global(node, vals, x, op, keepdims=bool(a.get("keepdims", 1)))
 
     def op_ReduceMean(self, node, vals, x):
         self._reduce(node, vals, x, "avg")
@@ -417,8 +532,8 @@ class _Converter:
     def op_ReduceMax(self, node, vals, x):
         self._reduce(node, vals, x, "max")
 
-    def _last_frame(self, node, vals, x):
-        self.emit(vals, node, x, L.LastFrame(), head=True)
+    def _last_frame(self, node, vals, x, keepdims=True):
+        self.emit(vals, node, x, L.LastFrame(), head=True, c_axis=self.head_axes(node, x, keepdims))
 
     def op_Slice(self, node, vals, x):
         a = _attrs(node)
@@ -432,24 +547,27 @@ class _Converter:
         rank = len(x.shape)
         axes = list(range(len(starts))) if axes is None else [int(v) % rank for v in np.ravel(axes)]
         steps = [1] * len(starts) if steps is None else np.ravel(steps).tolist()
-        if x.head or axes != [rank - 1] or steps != [1]:
+        if x.head or axes != [x.t_axis] or steps != [1]:
             raise _fail(node, f"Slice on axes {axes} (steps {steps}) of shape {x.shape}: only "
-                              f"slices of the time axis (the last) are supported")
-        t = x.shape[-1]
+                              f"slices of the time axis ({x.t_axis}) are supported")
+        t = x.shape[x.t_axis]
         lo, hi = int(starts[0]), int(ends[0])
         lo = max(0, min(t, lo + t if lo < 0 else lo))
         hi = max(0, min(t, hi + t if hi < 0 else hi))
+
+        def with_time(n):
+            return tuple(n if j == x.t_axis else d for j, d in enumerate(x.shape))
         if x.chomp:
             if lo == 0 and hi == t - x.chomp:
-                self.emit(vals, node, x, shape=x.shape[:-1] + (hi,))
+                self.emit(vals, node, x, shape=with_time(hi))
                 return
             raise _fail(node, f"expected the causal chomp [0:{t - x.chomp}] after a symmetric-padded "
                               f"Conv, got [{lo}:{hi}]")
         if hi == t and lo == t - 1:
             self._last_frame(node, vals, x)
         elif hi == t and 0 < lo < t:
-            vals[node.output[0]] = _Val(x.layers + (_Crop(lo, node.name),), x.shape[:-1] + (t - lo,),
-                                        node=node.name)
+            vals[node.output[0]] = _Val(x.layers + (_Crop(lo, node.name),), with_time(t - lo),
+                                        node=node.name, t_axis=x.t_axis, c_axis=x.c_axis)
         elif lo == 0 and hi == t:
             self.emit(vals, node, x)
         else:
@@ -460,9 +578,10 @@ class _Converter:
         axis = _attrs(node).get("axis", 0)
         rank = len(x.shape)
         idx = self.const(node.input[1], node, "indices")
-        if x.head or axis % rank != rank - 1 or idx.size != 1 or int(idx.ravel()[0]) % x.shape[-1] != x.shape[-1] - 1:
+        if x.head or axis % rank != x.t_axis or idx.size != 1 or \
+                int(idx.ravel()[0]) % x.shape[x.t_axis] != x.shape[x.t_axis] - 1:
             raise _fail(node, "Gather is supported only for the last frame of the time axis")
-        self._last_frame(node, vals, x)
+        self._last_frame(node, vals, x, keepdims=idx.ndim > 0)
 
     # -- shape ops
     def op_Flatten(self, node, vals, x):
@@ -472,11 +591,18 @@ class _Converter:
 
     def _flatten(self, node, vals, x):
         if not x.head:
-            self.emit(vals, node, x, L.Flatten(), head=True)
+            perm = None
+            if not x.time_last:  # ONNX flattens in its axis order, ours is (C[, F], T)
+                ours = [x.c_axis] + ([x.f_axis] if x.f_axis is not None else []) + [x.t_axis]
+                index = np.arange(int(np.prod(x.shape))).reshape(tuple(x.shape[a] for a in ours))
+                perm = np.moveaxis(index, list(range(len(ours))), [a - 1 for a in ours]).reshape(-1)
+            self.emit(vals, node, x, L.Flatten(), head=True, c_axis=1, flat_perm=perm)
         elif sum(d != 1 for d in x.shape[1:]) > 1:  # (1, C, F) after LastFrame on 2-D frames
-            self.emit(vals, node, x, L.Flatten())
+            if x.c_axis != 1:
+                raise _fail(node, f"Flatten of {x.shape} with channels on axis {x.c_axis}")
+            self.emit(vals, node, x, L.Flatten(), c_axis=1)
         else:
-            self.emit(vals, node, x)
+            self.emit(vals, node, x, c_axis=1)
 
     def op_Reshape(self, node, vals, x):
         target = self.const(node.input[1], node, "shape").tolist()
@@ -488,10 +614,20 @@ class _Converter:
     def _squeeze(self, node, vals, x):
         if not x.head:
             raise _fail(node, "Squeeze/Unsqueeze before the head is not supported")
-        self.emit(vals, node, x)
+        out = self.shape(node.output[0])
+        nonunit = [j for j, d in enumerate(out or ()) if d != 1]
+        self.emit(vals, node, x, c_axis=nonunit[-1] if len(nonunit) == 1 and nonunit[-1] > 0 else 1)
 
     op_Squeeze = _squeeze
     op_Unsqueeze = _squeeze
+
+    def _vector_weight(self, node, x, w_in_out):
+        """Weight (in, out) of a Gemm/MatMul on the flattened vector, in our order."""
+        if x.flat_perm is not None:
+            ours = np.empty_like(w_in_out)
+            ours[x.flat_perm] = w_in_out
+            return ours
+        return w_in_out
 
     def op_Gemm(self, node, vals, x):
         a = _attrs(node)
@@ -500,23 +636,29 @@ class _Converter:
         if a.get("transA", 0) or node.input[0] != x_name(node, vals):
             raise _fail(node, "Gemm with transA or a constant A is not supported")
         w = self.const(node.input[1], node, "B").astype(np.float64) * a.get("alpha", 1.0)
-        if not a.get("transB", 0):
+        if a.get("transB", 0):
             w = w.T
+        w = self._vector_weight(node, x, w).T
         b = self.opt_const(node, 2)
         layer = L.Linear(w.shape[1], w.shape[0], bias=b is not None, seed=0)
         layer.weight = w
         if b is not None:
             layer.bias = np.broadcast_to(np.asarray(b, np.float64) * a.get("beta", 1.0), (w.shape[0],))
-        self.emit(vals, node, x, layer)
+        self.emit(vals, node, x, layer, c_axis=1)
 
     def op_MatMul(self, node, vals, x):
-        if not x.head or node.input[0] != x_name(node, vals):
-            raise _fail(node, "MatMul is supported after the head, as x @ W with constant W")
+        if node.input[0] != x_name(node, vals):
+            raise _fail(node, "MatMul is supported as x @ W with constant W")
         w = self.const(node.input[1], node, "weight")
         if w.ndim != 2:
             raise _fail(node, f"MatMul weight must be 2-D, got {w.shape}")
+        if x.c_axis != len(x.shape) - 1 and not (x.head and sum(d != 1 for d in x.shape[1:]) <= 1):
+            raise _fail(node, f"MatMul contracts the last axis of {x.shape}, but the channels are on "
+                              f"axis {x.c_axis}")
+        if not x.head and x.f_axis is not None:
+            raise _fail(node, "a per-frame MatMul is supported on 1-D frames (1, T, C) only")
         layer = L.Linear(w.shape[0], w.shape[1], bias=False, seed=0)
-        layer.weight = w.T
+        layer.weight = self._vector_weight(node, x, np.asarray(w, np.float64)).T
         self.emit(vals, node, x, layer)
 
     # -- per-frame elementwise subgraphs
@@ -530,7 +672,7 @@ class _Converter:
         return len(dyn) == 2 and self.root_of(dyn[0], vals) != self.root_of(dyn[1], vals)
 
     def channel_axis(self, val) -> int:
-        return 1
+        return val.c_axis
 
     def per_channel(self, c, root: _Val, node) -> np.ndarray:
         """A constant operand as float64, shaped to broadcast per channel against `root`."""
@@ -586,7 +728,8 @@ class _Converter:
             raise _fail(node, f"elementwise {node.op_type} changes the shape {root.shape} to {out_shape}")
         expr = P.Expr(fn, args, node.op_type, (node.name or node.op_type,))
         vals[node.output[0]] = _Val(root.layers, root.shape, head=root.head, node=node.name,
-                                    expr=expr, root=root_name)
+                                    expr=expr, root=root_name, t_axis=root.t_axis, c_axis=root.c_axis,
+                                    flat_perm=root.flat_perm)
 
     def materialize(self, name, vals) -> _Val:
         """Turn a pending expression into layers: a BatchNorm-form scale/shift + an activation."""
@@ -608,14 +751,16 @@ class _Converter:
                 layers = layers + (self.affine_layer(root, scale, shift),)
             if act is not None:
                 layers = layers + (act,)
-        vals[name] = out = _Val(layers, root.shape, head=root.head, node=v.node)
+        vals[name] = out = _Val(layers, root.shape, head=root.head, node=v.node, t_axis=root.t_axis,
+                                c_axis=root.c_axis)
         return out
 
     def affine_layer(self, root, scale, shift):
         """y = x * scale + shift per channel, as a BatchNorm (the planner folds it into the
         producing Conv/Linear when it can, or runs it as its own op)."""
         n = root.shape[self.channel_axis(root)]
-        two_d = (len(root.shape) == 4) if not root.head else sum(d != 1 for d in root.shape[2:]) > 0
+        two_d = (len(root.shape) == 4) if not root.head else \
+            sum(d != 1 for j, d in enumerate(root.shape[1:], 1) if j != root.c_axis) > 0
         layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(n, eps=2.0 ** -20)
         layer.weight = np.ones(n) if scale is None else np.broadcast_to(scale, (n,))
         layer.bias = np.zeros(n) if shift is None else np.broadcast_to(shift, (n,))
@@ -661,10 +806,14 @@ class _Converter:
         out = self.shape(node.output[0])
         if out is not None and None not in out and out != a.shape and out != b.shape:
             raise _fail(node, f"residual Add broadcasts {a.shape} and {b.shape}; expected equal shapes")
-        if a.shape[-1] != b.shape[-1]:
+        if (a.t_axis, a.c_axis) != (b.t_axis, b.c_axis):
+            raise _fail(node, f"residual Add of {a.shape} and {b.shape} in different layouts (time on "
+                              f"axes {a.t_axis} and {b.t_axis})")
+        if a.shape[a.t_axis] != b.shape[b.t_axis]:
             raise _fail(node, f"residual Add of {a.shape} and {b.shape}: crop the skip branch to the "
-                              f"newest {min(a.shape[-1], b.shape[-1])} positions with a Slice")
-        vals[node.output[0]] = _Val(prefix + (block,), a.shape, node=node.name)
+                              f"newest {min(a.shape[a.t_axis], b.shape[b.t_axis])} positions with a Slice")
+        vals[node.output[0]] = _Val(prefix + (block,), a.shape, node=node.name, t_axis=a.t_axis,
+                                    c_axis=a.c_axis)
 
 
 def x_name(node, vals):

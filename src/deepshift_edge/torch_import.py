@@ -9,10 +9,12 @@ from typing import Optional, Sequence, Union
 __all__ = ["from_torch"]
 
 
-def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, check: bool = True,
-               return_report: bool = False, opset: int = 17):
+def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, time_axis: int = -1,
+               check: bool = True, return_report: bool = False, opset: int = 17):
     """Convert ``module`` (``nn.Sequential`` or an ordinary CNN/TCN ``nn.Module``) that maps
     one window ``(1, C, W)`` (or ``(1, C, F, W)`` for ``in_features=(C, F)``) to its output.
+    A module that takes time elsewhere says so with ``time_axis``: ``1`` for ``(1, W, C)``
+    (channels last), ``2`` for ``(1, C, W, F)``.
 
     The module is put in ``eval()`` mode for the export (batch norm uses running statistics,
     dropout is off) and restored afterwards.
@@ -24,7 +26,12 @@ def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, c
     from .onnx_import import from_onnx
 
     dims = tuple(in_features) if isinstance(in_features, (tuple, list)) else (int(in_features),)
-    dummy = torch.zeros((1,) + dims + (int(window),), dtype=torch.float32)
+    shape = [1] + list(dims)
+    rank = len(shape) + 1
+    if not isinstance(time_axis, int) or not -rank <= time_axis < rank:
+        raise ValueError(f"time_axis must be an axis of the {rank}-D input, got {time_axis!r}")
+    shape.insert(time_axis % rank, int(window))
+    dummy = torch.zeros(tuple(shape), dtype=torch.float32)
     was_training = module.training
     module.eval()
     buf = io.BytesIO()
@@ -39,4 +46,5 @@ def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, c
                                   input_names=["window"], output_names=["output"])
     finally:
         module.train(was_training)
-    return from_onnx(buf.getvalue(), window=int(window), check=check, return_report=return_report)
+    return from_onnx(buf.getvalue(), window=int(window), time_axis=time_axis % rank, check=check,
+                     return_report=return_report)
