@@ -39,6 +39,7 @@ SUPPORTED_OPS = (
     "Flatten / Reshape to (1, -1) (of the window in any layout, or of the vector)",
     "Squeeze / Unsqueeze (after the head)",
     "Slice on time (last frame, causal chomp, right-aligned crop of a residual skip)",
+    "Pad (zeros: left of time, symmetric on features) feeding a Conv",
     "Gather of the last frame", "Identity", "Dropout",
 )
 
@@ -63,6 +64,10 @@ class _Val:
     t_axis: Optional[int] = None  # ONNX axis of time (None after the head)
     c_axis: int = 1               # ONNX axis of channels
     flat_perm: Optional[np.ndarray] = None  # flattened window in ONNX order = ours[flat_perm]
+    pad: Optional[tuple] = None   # a zero Pad waiting for its Conv: (time left, feature each side)
+    sliced_from: Optional[tuple] = None  # a last-frame Slice: (time length, time axis) before it
+    vec2d: bool = False           # after the head of a 2-D model: the vector is (C, F)
+    spans_window: str = ""        # a pool over the whole window ("max"/"avg"): a global pool if a head follows
 
     @property
     def f_axis(self) -> Optional[int]:
@@ -194,18 +199,27 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed):
     for j, d in enumerate(target.type.tensor_type.shape.dim):
         d.Clear()
         d.dim_value = fixed[j]
-    try:
-        proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception as exc:
-        raise ModelFormatError(f"ONNX shape inference failed: {exc}") from None
-    graph = proto.graph
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+    # Exporters compute pads and crop offsets from shapes at run time; with the input fixed,
+    # those are constants: fold them and infer again until every shape is static.
     shapes: Dict[str, tuple] = {}
-    for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    for _ in range(6):
+        folded = _fold_constant_nodes(proto, numpy_helper, opset, shapes)
+        try:
+            proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise ModelFormatError(f"ONNX shape inference failed: {exc}") from None
+        shapes = {}
+        for vi in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        if not folded:
+            break
+    graph = proto.graph
     in_features = other[0] if len(dims) == 3 else (other[0], other[1])
-    conv = _Converter(inits, shapes, numpy_helper)
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}  # with the folded ones
+    conv = _Converter(inits, shapes, numpy_helper, opset)
     c_axis = 2 if (len(dims) == 3 and t_axis == 1) else 1
     vals: Dict[str, _Val] = {inp.name: _Val((), tuple(fixed), t_axis=t_axis, c_axis=c_axis)}
     for node in graph.node:
@@ -213,7 +227,7 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed):
     out = graph.output[0].name
     if out not in vals:
         raise ModelFormatError(f"graph output {out!r} does not depend on the input")
-    result = conv.materialize(out, vals)
+    result = conv.globalize(conv.materialize(out, vals))
     if result.chomp:
         raise ModelFormatError(f"node {result.node!r}: a Conv with symmetric time padding must be "
                                f"followed by a Slice removing its last {result.chomp} positions "
@@ -239,6 +253,40 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed):
     return (seq, report) if return_report else seq
 
 
+def _fold_constant_nodes(proto, numpy_helper, opset, shapes) -> bool:
+    """Replace nodes that compute only from constants (exporters build pads and shapes that
+    way), and Shape of tensors whose inferred shape is static, by initializers, in place.
+    A node that cannot be folded stays for the converter to report. True if any folded."""
+    graph = proto.graph
+    folder = _Converter({t.name: numpy_helper.to_array(t) for t in graph.initializer}, {}, numpy_helper, opset)
+    keep, folded = [], []
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        try:
+            if node.op_type == "Shape" and inputs and inputs[0] not in folder.consts:
+                shape = shapes.get(inputs[0])
+                if shape is not None and None not in shape:
+                    a = _attrs(node)
+                    folder.consts[node.output[0]] = np.array(shape, np.int64)[a.get("start", 0):a.get("end", len(shape))]
+                    folded.append(node.output[0])
+                    continue
+            elif node.op_type == "Constant" or (inputs and all(i in folder.consts for i in inputs)):
+                folder.node(node, {})
+                folded.extend(o for o in node.output if o)
+                continue
+        except ModelFormatError:
+            pass
+        keep.append(node)
+    if not folded:
+        return False
+    used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(folder.consts[o]), o)
+                             for o in folded if o in used)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return True
+
+
 def _check(seq, seed) -> str:
     lines = [f"converted: {len(seq.layers)} layers, frames {seq.frame_shape} -> output "
              f"{seq.output_shape}; window {seq.window}, receptive field {seq.receptive_field}, "
@@ -261,7 +309,8 @@ def _check(seq, seed) -> str:
 
 
 class _Converter:
-    def __init__(self, inits, shapes, numpy_helper):
+    def __init__(self, inits, shapes, numpy_helper, opset=17):
+        self.opset = opset
         self.consts: Dict[str, np.ndarray] = dict(inits)
         self.shapes = shapes
         self.nh = numpy_helper
@@ -296,7 +345,8 @@ class _Converter:
         head = kw.get("head", x.head)
         vals[node.output[0]] = _Val(layers, tuple(out_shape), head=head, chomp=kw.get("chomp", 0),
                                     node=node.name, t_axis=None if head else kw.get("t_axis", x.t_axis),
-                                    c_axis=kw.get("c_axis", x.c_axis), flat_perm=kw.get("flat_perm"))
+                                    c_axis=kw.get("c_axis", x.c_axis), flat_perm=kw.get("flat_perm"),
+                                    vec2d=kw.get("vec2d", x.vec2d and head))
 
     def head_axes(self, node, x: _Val, keepdims: bool, drop=()):
         """Channel axis after the time (and `drop`) axes are reduced."""
@@ -316,10 +366,11 @@ class _Converter:
             return
         dyn = [i for i in node.input if i in vals]
         if not dyn:  # constant folding of shape arithmetic is not needed for supported graphs
-            if op in ("Shape", "Gather", "Unsqueeze", "Concat", "Cast", "Identity") or op in P.ELEMENTWISE:
-                self.fold_const(node)
-                return
-            raise _fail(node, "operates on constants only; not supported")
+            self.fold_const(node)
+            return
+        if any(vals[i].pad is not None for i in dyn) and op != "Conv":
+            raise _fail(node, "follows a Pad; a zero Pad is supported only as the padding of the Conv "
+                              "it feeds")
         if any(vals[i].flat_perm is not None for i in dyn) and op not in ("Gemm", "MatMul", "Identity"):
             raise _fail(node, "a window flattened with time before the last axis can only feed Gemm/MatMul")
         if op in P.ELEMENTWISE and not (op == "Add" and self.is_residual(node, vals)):
@@ -337,24 +388,54 @@ class _Converter:
             raise _fail(node, "a time crop (Slice) may only feed a residual Add")
         handler(node, vals, x)
 
+    # Constant subgraphs (shape arithmetic, pads computed by the exporter) are evaluated with
+    # onnx's reference implementation, limited to these ops and to small tensors.
+    FOLDABLE = {"Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity",
+                "Reshape", "Slice", "ConstantOfShape", "Expand", "Range", "Transpose", "Equal",
+                "Where", "Less", "Greater", "Not", "ReduceProd", "Split", "Tile", "Floor", "Ceil"}
+    MAX_CONST = 1 << 20  # elements in a folded constant
+
     def fold_const(self, node):
         a = _attrs(node)
-        ins = [self.consts.get(i) for i in node.input]
-        if any(v is None for v in ins):
+        ins = [self.consts.get(i) if i else None for i in node.input]
+        if any(v is None for i, v in zip(node.input, ins) if i):
             raise _fail(node, "needs values that are not constants")
-        if node.op_type == "Identity" or node.op_type == "Cast":
-            self.consts[node.output[0]] = ins[0]
-        elif node.op_type == "Unsqueeze":
-            axes = a.get("axes", ins[1] if len(ins) > 1 else None)
-            self.consts[node.output[0]] = np.expand_dims(ins[0], tuple(int(v) for v in axes))
-        elif node.op_type == "Concat":
-            self.consts[node.output[0]] = np.concatenate(ins, axis=a.get("axis", 0))
-        elif node.op_type in P.ELEMENTWISE:
-            fn = P.bind(node.op_type, a)
+        op = node.op_type
+        if op in P.ELEMENTWISE and all(np.issubdtype(np.asarray(v).dtype, np.floating)
+                                       for v in ins if v is not None):
+            fn = P.bind(op, a)
             with np.errstate(all="ignore"):
-                self.consts[node.output[0]] = np.asarray(fn(*[np.asarray(v, np.float64) for v in ins]))
-        else:
-            raise _fail(node, "constant computation not supported")
+                self.consts[node.output[0]] = np.asarray(fn(*[None if v is None else np.asarray(v, np.float64)
+                                                             for v in ins]))
+            return
+        if op not in self.FOLDABLE and op not in P.ELEMENTWISE:
+            raise _fail(node, "operates on constants only; not supported")
+        if any(v is not None and np.size(v) > self.MAX_CONST for v in ins):
+            raise _fail(node, f"constant input larger than {self.MAX_CONST} elements")
+        grows = {"ConstantOfShape": lambda: np.prod(ins[0]),
+                 "Expand": lambda: np.prod(np.broadcast_shapes(np.shape(ins[0]), tuple(int(d) for d in ins[1]))),
+                 "Range": lambda: (float(ins[1]) - float(ins[0])) / float(ins[2]),
+                 "Tile": lambda: np.size(ins[0]) * np.prod(ins[1])}
+        if op in grows:
+            n = float(grows[op]())
+            if not n <= self.MAX_CONST:
+                raise _fail(node, f"would build a constant of {n:.3g} elements (at most {self.MAX_CONST})")
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(
+                None, {i: v for i, v in zip(node.input, ins) if i})
+        except Exception as exc:
+            raise _fail(node, f"constant computation failed: {type(exc).__name__}: {exc}") from None
+        for name, value in zip(node.output, outs):
+            if name:
+                self.consts[name] = np.asarray(value)
+
+    def op_Shape(self, node, vals, x):
+        """The shape of a computed tensor is static here (batch 1, the window fixed)."""
+        a = _attrs(node)
+        shape = np.array(x.shape, np.int64)[a.get("start", 0):a.get("end", len(x.shape))]
+        self.consts[node.output[0]] = shape
 
     # -- layout
     def spatial(self, x: _Val, values, what, node):
@@ -409,6 +490,11 @@ class _Converter:
         dil = self.spatial(x, a.get("dilations", [1] * nd), "dilations", node)
         pads = list(a.get("pads", [0] * (2 * nd)))
         lo, hi = self.spatial(x, pads[:nd], "pads", node), self.spatial(x, pads[nd:], "pads", node)
+        if x.pad is not None:  # a preceding zero Pad (F.pad(x, (k-1, 0)) before a causal conv)
+            lo[-1] += x.pad[0]
+            if nd == 2:
+                lo[0] += x.pad[1]
+                hi[0] += x.pad[1]
         group = int(a.get("group", 1))
         t_lo, t_hi = lo[-1], hi[-1]
         eff = (k[-1] - 1) * dil[-1]
@@ -441,12 +527,42 @@ class _Converter:
             raise _fail(node, str(exc)) from None
         self.emit(vals, node, x, layer, chomp=chomp)
 
+    def op_Pad(self, node, vals, x):
+        a = _attrs(node)
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        rank = len(x.shape)
+        pads = a.get("pads")
+        if pads is None:
+            pads = self.const(node.input[1], node, "pads").tolist()
+        pads = [int(p) for p in pads]
+        value = self.opt_const(node, 2)
+        axes = self.opt_const(node, 3)
+        if axes is not None:  # opset 18: pads only for the listed axes
+            full = [0] * (2 * rank)
+            for j, ax in enumerate(int(v) % rank for v in np.ravel(axes)):
+                full[ax], full[ax + rank] = pads[j], pads[j + len(pads) // 2]
+            pads = full
+        if mode != "constant" or (value is not None and np.any(np.asarray(value) != 0)):
+            raise _fail(node, f"Pad mode {mode!r} value {value}: only zero padding streams")
+        if x.head or x.pad is not None or x.c_axis != 1 or len(pads) != 2 * rank:
+            raise _fail(node, f"Pad of shape {x.shape}: only zero padding of a window before a Conv")
+        before, after = pads[:rank], pads[rank:]
+        f = x.f_axis
+        if before[0] or after[0] or before[1] or after[1] or after[x.t_axis] or \
+                (f is not None and before[f] != after[f]):
+            raise _fail(node, f"Pad {pads} of shape {x.shape}: only left (causal) padding of time and "
+                              f"symmetric padding of features stream")
+        shape = tuple(d + before[j] + after[j] for j, d in enumerate(x.shape))
+        self.emit(vals, node, x, shape=shape)
+        vals[node.output[0]].pad = (before[x.t_axis], before[f] if f is not None else 0)
+
     def op_BatchNormalization(self, node, vals, x):
         self.need_channels_first(node, x)
         a = _attrs(node)
         scale, bias, mean, var = (self.const(node.input[i], node, n).astype(np.float32)
                                   for i, n in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
-        two_d = not x.head and len(x.shape) == 4
+        two_d = x.vec2d if x.head else len(x.shape) == 4
         layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(len(scale), eps=a.get("epsilon", 1e-5))
         layer.weight, layer.bias, layer.running_mean, layer.running_var = scale, bias, mean, var
         self.emit(vals, node, x, layer)
@@ -489,6 +605,9 @@ class _Converter:
                 raise _fail(node, "dilated 2-D pooling is not supported")
             layer = (L.MaxPool2d if op == "max" else L.AvgPool2d)(tuple(k), tuple(strides))
         self.emit(vals, node, x, layer)
+        spans = ([x.shape[x.f_axis]] if nd == 2 else []) + [x.shape[x.t_axis]]
+        if list(k) == spans and all(d == 1 for d in dil):  # AdaptiveXxxPool(1) exports this way
+            vals[node.output[0]].spans_window = op
 
     def op_MaxPool(self, node, vals, x):
         if len(node.output) > 1 and node.output[1]:
@@ -533,7 +652,8 @@ class _Converter:
         self._reduce(node, vals, x, "max")
 
     def _last_frame(self, node, vals, x, keepdims=True):
-        self.emit(vals, node, x, L.LastFrame(), head=True, c_axis=self.head_axes(node, x, keepdims))
+        self.emit(vals, node, x, L.LastFrame(), head=True, c_axis=self.head_axes(node, x, keepdims),
+                  vec2d=x.f_axis is not None)
 
     def op_Slice(self, node, vals, x):
         a = _attrs(node)
@@ -563,13 +683,15 @@ class _Converter:
                 return
             raise _fail(node, f"expected the causal chomp [0:{t - x.chomp}] after a symmetric-padded "
                               f"Conv, got [{lo}:{hi}]")
-        if hi == t and lo == t - 1:
+        if lo == 0 and hi == t:
+            self.emit(vals, node, x)
+        elif hi == t and lo == t - 1:
             self._last_frame(node, vals, x)
+            # ... unless it turns out to be a residual skip cropped to one position
+            vals[node.output[0]].sliced_from = (t, x.t_axis)
         elif hi == t and 0 < lo < t:
             vals[node.output[0]] = _Val(x.layers + (_Crop(lo, node.name),), with_time(t - lo),
                                         node=node.name, t_axis=x.t_axis, c_axis=x.c_axis)
-        elif lo == 0 and hi == t:
-            self.emit(vals, node, x)
         else:
             raise _fail(node, f"time slice [{lo}:{hi}] of {t} positions: only the last frame, a "
                               f"causal chomp, or a crop keeping the newest positions stream")
@@ -589,7 +711,17 @@ class _Converter:
             raise _fail(node, "only Flatten(axis=1) is supported")
         self._flatten(node, vals, x)
 
+    @staticmethod
+    def globalize(x: _Val) -> _Val:
+        """A pool whose kernel spans the window, read as a vector: the global pool (a running
+        sum / max over the window instead of a window-sized pool every frame)."""
+        if not x.spans_window:
+            return x
+        pool = L.GlobalMaxPool() if x.spans_window == "max" else L.GlobalAvgPool()
+        return _Val(x.layers[:-1] + (pool,), x.shape, head=True, node=x.node, c_axis=x.c_axis)
+
     def _flatten(self, node, vals, x):
+        x = self.globalize(x)
         if not x.head:
             perm = None
             if not x.time_last:  # ONNX flattens in its axis order, ours is (C[, F], T)
@@ -597,10 +729,10 @@ class _Converter:
                 index = np.arange(int(np.prod(x.shape))).reshape(tuple(x.shape[a] for a in ours))
                 perm = np.moveaxis(index, list(range(len(ours))), [a - 1 for a in ours]).reshape(-1)
             self.emit(vals, node, x, L.Flatten(), head=True, c_axis=1, flat_perm=perm)
-        elif sum(d != 1 for d in x.shape[1:]) > 1:  # (1, C, F) after LastFrame on 2-D frames
+        elif x.vec2d:  # (1, C, F) after LastFrame on 2-D frames
             if x.c_axis != 1:
                 raise _fail(node, f"Flatten of {x.shape} with channels on axis {x.c_axis}")
-            self.emit(vals, node, x, L.Flatten(), c_axis=1)
+            self.emit(vals, node, x, L.Flatten(), c_axis=1, vec2d=False)
         else:
             self.emit(vals, node, x, c_axis=1)
 
@@ -612,6 +744,7 @@ class _Converter:
         self._flatten(node, vals, x)
 
     def _squeeze(self, node, vals, x):
+        x = self.globalize(x)
         if not x.head:
             raise _fail(node, "Squeeze/Unsqueeze before the head is not supported")
         out = self.shape(node.output[0])
@@ -644,7 +777,7 @@ class _Converter:
         layer.weight = w
         if b is not None:
             layer.bias = np.broadcast_to(np.asarray(b, np.float64) * a.get("beta", 1.0), (w.shape[0],))
-        self.emit(vals, node, x, layer, c_axis=1)
+        self.emit(vals, node, x, layer, c_axis=1, vec2d=False)
 
     def op_MatMul(self, node, vals, x):
         if node.input[0] != x_name(node, vals):
@@ -729,7 +862,7 @@ class _Converter:
         expr = P.Expr(fn, args, node.op_type, (node.name or node.op_type,))
         vals[node.output[0]] = _Val(root.layers, root.shape, head=root.head, node=node.name,
                                     expr=expr, root=root_name, t_axis=root.t_axis, c_axis=root.c_axis,
-                                    flat_perm=root.flat_perm)
+                                    flat_perm=root.flat_perm, vec2d=root.vec2d)
 
     def materialize(self, name, vals) -> _Val:
         """Turn a pending expression into layers: a BatchNorm-form scale/shift + an activation."""
@@ -752,26 +885,36 @@ class _Converter:
             if act is not None:
                 layers = layers + (act,)
         vals[name] = out = _Val(layers, root.shape, head=root.head, node=v.node, t_axis=root.t_axis,
-                                c_axis=root.c_axis)
+                                c_axis=root.c_axis, vec2d=root.vec2d)
         return out
 
     def affine_layer(self, root, scale, shift):
         """y = x * scale + shift per channel, as a BatchNorm (the planner folds it into the
         producing Conv/Linear when it can, or runs it as its own op)."""
         n = root.shape[self.channel_axis(root)]
-        two_d = (len(root.shape) == 4) if not root.head else \
-            sum(d != 1 for j, d in enumerate(root.shape[1:], 1) if j != root.c_axis) > 0
+        two_d = root.vec2d if root.head else len(root.shape) == 4
         layer = (L.BatchNorm2d if two_d else L.BatchNorm1d)(n, eps=2.0 ** -20)
         layer.weight = np.ones(n) if scale is None else np.broadcast_to(scale, (n,))
         layer.bias = np.zeros(n) if shift is None else np.broadcast_to(shift, (n,))
         layer.running_var = np.full(n, 1.0 - 2.0 ** -20)  # var + eps == 1 exactly in float32
         return layer
 
+    @staticmethod
+    def as_crop(v: _Val, other: _Val) -> _Val:
+        """A last-frame Slice added to a one-position window is a right-aligned crop."""
+        if v.sliced_from is None or other.head or other.shape != v.shape:
+            return v
+        t, t_axis = v.sliced_from
+        if other.t_axis != t_axis or other.shape[t_axis] != 1:
+            return v
+        return _Val(v.layers[:-1] + (_Crop(t - 1, v.node),), v.shape, node=v.node, t_axis=t_axis,
+                    c_axis=v.c_axis)
+
     def op_Add(self, node, vals, x):  # reached only for an Add joining two branches
         self.residual(node, vals)
 
     def residual(self, node, vals):
-        a, b = vals[node.input[0]], vals[node.input[1]]
+        a, b = (self.as_crop(vals[node.input[i]], vals[node.input[1 - i]]) for i in (0, 1))
         if a.head or b.head:
             raise _fail(node, "Add of two tensors after the head is not supported")
         n = 0
@@ -783,22 +926,22 @@ class _Converter:
             return [lay for lay in branch if not isinstance(lay, _Crop)]
 
         def is_skip(branch):
-            s = strip(branch)
-            return len(s) == 0 or (len(s) == 1 and isinstance(s[0], (L.Conv1d, L.Conv2d))
-                                   and s[0].k_t == 1 and s[0].s_t == 1)
+            s = _fold_into_first(strip(branch))
+            return len(s) == 0 or (len(s) == 1 and isinstance(s[0], L.Linear)) or \
+                (len(s) == 1 and isinstance(s[0], (L.Conv1d, L.Conv2d)) and s[0].k_t == 1 and s[0].s_t == 1)
 
         if is_skip(rb) and not (is_skip(ra) and len(strip(ra)) < len(strip(rb))):
             body, skip = ra, rb
         elif is_skip(ra):
             body, skip = rb, ra
         else:
-            raise _fail(node, "residual Add: one branch must be the identity or a 1x1 Conv")
+            raise _fail(node, "residual Add: one branch must be the identity, a 1x1 Conv or a per-frame Linear")
         if any(isinstance(lay, _Crop) for lay in body):
             raise _fail(node, "residual Add: the time crop must be on the skip branch")
         body = strip(body)
         if not body:
             raise _fail(node, "residual Add of a tensor with itself is not supported")
-        skip = strip(skip)
+        skip = _fold_into_first(strip(skip))
         try:
             block = L.Residual(body, skip[0] if skip else None)
         except ModelError as exc:
@@ -818,3 +961,24 @@ class _Converter:
 
 def x_name(node, vals):
     return next(i for i in node.input if i in vals)
+
+
+def _fold_into_first(branch: list) -> list:
+    """[Linear or Conv, BatchNorm...] -> [the layer with the affines folded in] (a skip branch
+    whose bias the exporter wrote as a separate Add)."""
+    if len(branch) < 2 or not isinstance(branch[0], (L.Linear, L.Conv1d, L.Conv2d)) or \
+            not all(isinstance(lay, L._BatchNorm) for lay in branch[1:]):
+        return branch
+    import copy
+
+    first = copy.copy(branch[0])
+    w = first.weight.astype(np.float64)
+    b = np.zeros(w.shape[0]) if first.bias is None else first.bias.astype(np.float64)
+    for bn in branch[1:]:
+        scale, shift = bn.scale_shift()
+        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = b * scale + shift
+    if first.bias is None:  # the layer object fixes whether a bias exists
+        first = type(first)(**{**first.config(), "bias": True})
+    first.weight, first.bias = w, b
+    return [first]
