@@ -55,9 +55,13 @@ def test_cadence_mode_sleeps_between_frames():
     assert time.perf_counter() - t0 >= 20 / 2000.0 * 0.9
 
 
-@pytest.mark.parametrize("columns", ["pytorch", "onnxruntime"])
+@pytest.mark.parametrize("columns", ["pytorch", "onnxruntime", "litert"])
 def test_optional_runtimes_agree_when_installed(columns):
-    pytest.importorskip("torch")
+    if columns == "litert":
+        pytest.importorskip("ai_edge_litert.interpreter")
+        pytest.importorskip("flatbuffers")
+    else:
+        pytest.importorskip("torch")
     if columns == "onnxruntime":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnx")
@@ -65,6 +69,37 @@ def test_optional_runtimes_agree_when_installed(columns):
     col = result["columns"][columns]
     assert "skipped" not in col, col
     assert col["max_abs_error_vs_streamed"] < 1e-4
+
+
+@pytest.mark.parametrize("name,layer", [("tiny", 0), ("spectrogram", -2)])
+def test_litert_column_catches_a_wrong_export(monkeypatch, name, layer):
+    """The LiteRT column checks its outputs before timing: a .tflite of a model with one
+    output channel of a layer scaled by 5% is reported as disagreeing, not timed."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("flatbuffers")
+    from deepshift_edge import tflite_export
+
+    real = tflite_export.to_tflite
+
+    def wrong(model):
+        twin = examples.EXAMPLES[name]()
+        wrong_layer = twin.layers[layer]
+        w = wrong_layer.weight.copy()
+        w[0] *= 1.05
+        wrong_layer.weight = w
+        return real(twin)
+
+    monkeypatch.setattr(tflite_export, "to_tflite", wrong)
+    result = bench.bench_model(examples.EXAMPLES[name](), frames=20, recompute_frames=5, columns=["litert"])
+    assert "disagrees" in result["columns"]["litert"]["skipped"]
+
+
+def test_litert_column_skipped_without_the_runtime(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    result = bench.bench_model(examples.tiny(), frames=20, recompute_frames=5, columns=["litert"])
+    skipped = result["columns"]["litert"]["skipped"]
+    assert skipped.startswith("not installed") and "ai_edge_litert" in skipped
+    assert result["columns"]["litert"]["label"].startswith("LiteRT")
 
 
 def test_cli_bench_writes_json(tmp_path):

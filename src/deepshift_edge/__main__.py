@@ -311,7 +311,7 @@ def main(argv=None) -> int:
                        help="sensor cadence in Hz (sleep between frames); default back-to-back")
     bench.add_argument("--mode", default="dense", choices=["dense", "decimated"])
     bench.add_argument("--columns", default=None,
-                       help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime")
+                       help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
     bench.add_argument("--json", default=None, help="also write the full result as JSON here")
     from . import run as _run_module

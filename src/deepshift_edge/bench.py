@@ -3,7 +3,7 @@
 Used by ``deepshift-edge bench MODEL.npz`` and by ``bench/run.py``. Every column is
 measured on the same model and the same frames, in one process, one thread each, and
 first checks that its outputs agree with the streamed ones. Optional runtimes (PyTorch,
-onnxruntime) are imported only when asked for, and skipped with a reason when absent.
+onnxruntime, LiteRT) are imported only when asked for, and skipped with a reason when absent.
 """
 from __future__ import annotations
 
@@ -143,6 +143,24 @@ def _column_onnxruntime(model, x, check_idx, streamed):
     return run, _agree("onnxruntime", got, streamed)
 
 
+def _column_litert(model, x, check_idx, streamed):
+    from ai_edge_litert.interpreter import Interpreter  # optional
+    from .tflite_export import to_tflite
+    interp = Interpreter(model_content=to_tflite(model), num_threads=1)
+    interp.allocate_tensors()  # once: every window reuses the same tensors
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    i_in, i_out = inp["index"], out["index"]
+    w = model.window
+
+    def run(i):
+        interp.set_tensor(i_in, x[i - w + 1:i + 1][None])  # (1, W, C[, F]): frames as they come
+        interp.invoke()
+        return interp.get_tensor(i_out)
+
+    got = np.stack([run(i).reshape(model.output_shape) for i in check_idx])
+    return run, _agree("litert", got, streamed)
+
+
 def _column_recompute(model, x, check_idx, streamed):
     stream = model.stream(mode="decimated")
     w = model.window
@@ -170,6 +188,7 @@ COLUMNS = {
     "numpy": ("full-window NumPy reference (float64)", _column_numpy),
     "pytorch": ("PyTorch, full window", _column_torch),
     "onnxruntime": ("onnxruntime, full window", _column_onnxruntime),
+    "litert": ("LiteRT (TFLite), full window", _column_litert),
 }
 
 
