@@ -99,7 +99,8 @@ ACTIVATIONS = {
     "relu": dse.ReLU, "relu6": dse.ReLU6, "leaky": lambda: dse.LeakyReLU(0.2),
     "leaky_negative": lambda: dse.LeakyReLU(-0.5), "leaky_steep": lambda: dse.LeakyReLU(1.5),
     "sigmoid": dse.Sigmoid, "tanh": dse.Tanh, "hardswish": dse.HardSwish, "gelu": dse.GELU,
-    "gelu_tanh": lambda: dse.GELU("tanh"), "softmax": dse.Softmax,
+    "gelu_tanh": lambda: dse.GELU("tanh"), "softmax": dse.Softmax, "silu": dse.SiLU,
+    "hardsigmoid": dse.Hardsigmoid, "mish": dse.Mish,
 }
 
 

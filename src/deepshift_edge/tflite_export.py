@@ -25,6 +25,7 @@ other BatchNorm                        MUL + ADD (per-channel scale and shift)
 ReLU / ReLU6 after conv, Linear, add   fused activation; elsewhere RELU / RELU6
 LeakyReLU, Sigmoid, Tanh, HardSwish    LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH
 GELU (exact or tanh)                   GELU (approximate = False / True)
+SiLU, Hardsigmoid, Mish                LOGISTIC+MUL; ADD+RELU6+MUL; EXP+ADD+LOG+TANH+MUL
 Softmax                                SOFTMAX (beta 1, over channels)
 MaxPool / AvgPool (1-D and 2-D)        MAX_POOL_2D / AVERAGE_POOL_2D, VALID
 MaxPool1d with dilation > 1            STRIDED_SLICE per tap + MAXIMUM
@@ -156,6 +157,10 @@ class _Exporter:
         p = self.g.const(np.array(pads, dtype=np.int32), self.name(what + "_paddings"))
         return self.g.op("PAD", [t, p], shape, self.name(what), "PadOptions")[0]
 
+    def _mul(self, a, b, what):
+        return self.g.op("MUL", [a, b], self.g.shape(a), self.name(what + "_mul"), "MulOptions",
+                         FusedActivationFunction="NONE")[0]
+
     def _channelwise(self, t, scale, shift, what):
         """y = x * scale + shift per channel (the last axis)."""
         s = self.g.const(np.asarray(scale, np.float32), self.name(what + "_scale"))
@@ -253,6 +258,20 @@ class _Exporter:
         if isinstance(layer, L.GELU):
             return self.g.op("GELU", [t], shape, self.name("gelu"), "GeluOptions",
                              Approximate=layer.approximate == "tanh")[0]
+        if isinstance(layer, L.SiLU):  # x * sigmoid(x)
+            sig = self.g.op("LOGISTIC", [t], shape, self.name("silu_sigmoid"))[0]
+            return self._mul(t, sig, "silu")
+        if isinstance(layer, L.Hardsigmoid):  # relu6(x + 3) / 6
+            c = shape[-1]
+            y, _ = self._channelwise(t, np.ones(c), np.full(c, 3.0), "hardsigmoid_in")
+            y = self.g.op("RELU6", [y], shape, self.name("hardsigmoid_relu6"))[0]
+            return self._channelwise(y, np.full(c, 1.0 / 6.0), np.zeros(c), "hardsigmoid_out")[0]
+        if isinstance(layer, L.Mish):  # x * tanh(log(1 + exp(x))); TFLite has no softplus
+            e = self.g.op("EXP", [t], shape, self.name("mish_exp"))[0]
+            e, _ = self._channelwise(e, np.ones(shape[-1]), np.ones(shape[-1]), "mish_1p")
+            sp = self.g.op("LOG", [e], shape, self.name("mish_log"))[0]
+            th = self.g.op("TANH", [sp], shape, self.name("mish_tanh"))[0]
+            return self._mul(t, th, "mish")
         if isinstance(layer, L.Softmax):
             return self.g.op("SOFTMAX", [t], shape, self.name("softmax"), "SoftmaxOptions", Beta=1.0)[0]
         return None
