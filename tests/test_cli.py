@@ -101,6 +101,32 @@ def test_convert_then_inspect(tmp_path, capsys):
     assert "no axis is named 'F'" in capsys.readouterr().err
 
 
+def test_convert_torchscript_file(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    nn = torch.nn
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv1d(3, 8, 3, dilation=2), nn.SiLU(), nn.Conv1d(8, 4, 3),
+                           nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    src = tmp_path / "model.pt"
+    torch.jit.script(module).save(str(src))
+    assert main(["convert", str(src), str(tmp_path / "m.npz"), "--window", "16", "--in-features", "3"]) == 0
+    assert "max |error|" in capsys.readouterr().out
+    model = dse.load(tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = np.stack([module(torch.from_numpy(np.ascontiguousarray(x[i:i + 16].T[None]))).numpy()[0]
+                         for i in range(5)])
+    np.testing.assert_allclose(model.stream().push_many(x), want, rtol=1e-4, atol=1e-5)
+    # missing options and non-TorchScript files are explained
+    assert main(["convert", str(src), str(tmp_path / "m2.npz"), "--window", "16"]) == 1
+    assert "needs --window and --in-features" in capsys.readouterr().err
+    torch.save(module.state_dict(), str(tmp_path / "weights.pt"))
+    assert main(["convert", str(tmp_path / "weights.pt"), str(tmp_path / "m3.npz"), "--window", "16",
+                 "--in-features", "3"]) == 1
+    assert "not a TorchScript archive" in capsys.readouterr().err
+
+
 def test_console_script_subprocess(tmp_path):
     src = _onnx_file(tmp_path)
     exe = os.path.join(os.path.dirname(sys.executable), "deepshift-edge")

@@ -3,7 +3,7 @@
 * ``demo``: stream a built-in example model, check it against the offline reference, time it.
 * ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
   the cost of streaming versus recomputing the whole window every frame.
-* ``convert model.onnx model.npz [--window W] [--time-axis AXIS]``: import an ONNX graph, check it, save it.
+* ``convert model.onnx|model.pt model.npz [--window W] [--time-axis AXIS] [--in-features C[,F]]``: import an ONNX graph, check it, save it.
 * ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
 * ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
 
@@ -227,6 +227,34 @@ def _inspect(args) -> int:
     return 0
 
 
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
+
+
+def _from_torchscript(args, time_axis):
+    """A TorchScript file (``torch.jit.script(module).save(path)``) straight to a model."""
+    from .errors import ModelFormatError
+    from .torch_import import from_torch
+
+    if args.window is None or args.in_features is None:
+        raise ModelFormatError(f"{args.source}: a TorchScript model needs --window and --in-features "
+                               f"(e.g. --in-features 40, or 1,64 for 2-D frames)")
+    try:
+        import torch
+    except ImportError:
+        raise ModelFormatError("converting a TorchScript file needs PyTorch: pip install torch onnx") from None
+    try:  # torch.jit.load reads TorchScript archives only (no arbitrary pickled classes)
+        module = torch.jit.load(args.source, map_location="cpu")
+    except Exception as exc:
+        raise ModelFormatError(f"{args.source}: not a TorchScript archive ({type(exc).__name__}); save "
+                               f"the model with torch.jit.script(model).save(path), or export it to "
+                               f"ONNX") from None
+    dims = tuple(int(v) for v in str(args.in_features).split(","))
+    if time_axis is not None and not isinstance(time_axis, int):
+        raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
+    return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
+                      time_axis=-1 if time_axis is None else time_axis, return_report=True)
+
+
 def _convert(args) -> int:
     from .io import save
     from .onnx_import import from_onnx
@@ -234,7 +262,10 @@ def _convert(args) -> int:
     time_axis = args.time_axis
     if time_axis is not None and time_axis.lstrip("-").isdigit():
         time_axis = int(time_axis)
-    model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
+    if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
+        model, report = _from_torchscript(args, time_axis)
+    else:
+        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
     save(model, args.target)
     print(report)
     print(f"wrote {args.target}")
@@ -294,10 +325,13 @@ def main(argv=None) -> int:
     insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
                                     "shipped model: basicmotions")
     conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
-    conv.add_argument("source", help="the .onnx file (input: one window, (1, C, W) or (1, C, F, W))")
+    conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
+                                     "or a TorchScript .pt file (with --in-features, --window)")
     conv.add_argument("target", help="the .npz file to write")
     conv.add_argument("--window", type=int, default=None,
                       help="window W in frames (default: the time length of the ONNX input)")
+    conv.add_argument("--in-features", default=None, metavar="C[,F]",
+                      help="TorchScript sources only: channels per frame (C, or C,F for 2-D frames)")
     conv.add_argument("--time-axis", default=None, metavar="AXIS",
                       help="the input's time axis, an index or a symbolic dimension name (default: "
                            "the axis named like time, e.g. 'time' or 'frames', else the last)")
