@@ -464,3 +464,27 @@ def push_all(stream, x) -> dict:
         if y is not None:
             outs[t] = y.copy()  # push() reuses its output array
     return outs
+
+
+# ---------------------------------------------------------------------------- named small models
+def activation_model(make) -> dse.Sequential:
+    """`make()` after a conv (fused), after a pool, after a residual add, and on the vector; the
+    first conv's weights are scaled up to reach saturated/clipped regions."""
+    c1 = dse.Conv1d(2, 4, 3, seed=1)
+    c1.weight = c1.weight * 3.0
+    return dse.Sequential([c1, make(), dse.MaxPool1d(2, stride=1), make(),
+                           dse.Residual([dse.Conv1d(4, 4, 2, seed=2)]), make(),
+                           dse.GlobalAvgPool(), dse.Linear(4, 3, seed=3), make()],
+                          in_features=2, window=9)
+
+
+def head_model(head: str, dims: int) -> dse.Sequential:
+    """A small 1-D or 2-D conv stack ending in `head` (one of HEADS)."""
+    heads = {"none": [], "last": [dse.LastFrame()], "avg": [dse.GlobalAvgPool()],
+             "max": [dse.GlobalMaxPool()], "flatten": [dse.Flatten()]}
+    if dims == 1:
+        layers = [dse.Conv1d(3, 4, 3, dilation=2, seed=1), dse.ReLU(), dse.Conv1d(4, 3, 2, stride=2, seed=2)]
+        return dse.Sequential(layers + heads[head], in_features=3, window=11)
+    layers = [dse.Conv2d(2, 3, (2, 3), padding=(1, 0), seed=1), dse.Tanh(),
+              dse.Conv2d(3, 2, (3, 2), stride=(1, 2), seed=2)]
+    return dse.Sequential(layers + heads[head], in_features=(2, 5), window=9)

@@ -21,7 +21,7 @@ import deepshift_edge as dse
 from deepshift_edge import examples, layers as L
 from deepshift_edge.tflite_export import to_tflite
 
-from strategies import HEADS, cases, randomize
+from strategies import HEADS, activation_model, cases, head_model, randomize
 
 RTOL = 1e-4
 ATOL_REL = 1e-4
@@ -107,28 +107,14 @@ ACTIVATIONS = {
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 def test_each_activation(act):
     """After a conv (fused for ReLU/ReLU6), a pool, a residual add, and on the vector."""
-    make = ACTIVATIONS[act]
-    c1 = dse.Conv1d(2, 4, 3, seed=1)
-    c1.weight = c1.weight * 3.0  # reach the clipped/saturated regions
-    model = dse.Sequential([c1, make(), dse.MaxPool1d(2, stride=1), make(),
-                            dse.Residual([dse.Conv1d(4, 4, 2, seed=2)]), make(),
-                            dse.GlobalAvgPool(), dse.Linear(4, 3, seed=3), make()],
-                           in_features=2, window=9)
+    model = activation_model(ACTIVATIONS[act])
     assert_matches_reference(model, _frames(model, scale=2.0))
 
 
 @pytest.mark.parametrize("head", ["none", "last", "avg", "max", "flatten"])
 @pytest.mark.parametrize("dims", [1, 2])
 def test_each_head(head, dims):
-    heads = {"none": [], "last": [dse.LastFrame()], "avg": [dse.GlobalAvgPool()],
-             "max": [dse.GlobalMaxPool()], "flatten": [dse.Flatten()]}
-    if dims == 1:
-        layers = [dse.Conv1d(3, 4, 3, dilation=2, seed=1), dse.ReLU(), dse.Conv1d(4, 3, 2, stride=2, seed=2)]
-        model = dse.Sequential(layers + heads[head], in_features=3, window=11)
-    else:
-        layers = [dse.Conv2d(2, 3, (2, 3), padding=(1, 0), seed=1), dse.Tanh(),
-                  dse.Conv2d(3, 2, (3, 2), stride=(1, 2), seed=2)]
-        model = dse.Sequential(layers + heads[head], in_features=(2, 5), window=9)
+    model = head_model(head, dims)
     assert_matches_reference(model, _frames(model))
 
 

@@ -54,6 +54,8 @@ _MAX_ERR: dict = {}
 # ----------------------------------------------------------------------------- torch twins
 from deepshift_edge.torch_export import to_torch  # noqa: E402
 
+from strategies import activation_model, head_model  # noqa: E402
+
 
 def torch_twin(model: dse.Sequential) -> nn.Module:
     return to_torch(model, dtype="float64")
@@ -367,29 +369,14 @@ ACTIVATIONS = {
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 def test_each_activation(act):
     """Each activation after a conv (fused), after a pool, after a residual add, and on the vector."""
-    make = ACTIVATIONS[act]
-    scale = 3.0  # reach the saturated/clipped regions of ReLU6, HardSwish, ...
-    c1 = dse.Conv1d(2, 4, 3, seed=1)
-    c1.weight = c1.weight * scale
-    model = dse.Sequential([c1, make(), dse.MaxPool1d(2, stride=1), make(),
-                            dse.Residual([dse.Conv1d(4, 4, 2, seed=2)]), make(),
-                            dse.GlobalAvgPool(), dse.Linear(4, 3, seed=3), make()],
-                           in_features=2, window=9)
+    model = activation_model(ACTIVATIONS[act])
     check_model(model, seed=7, name=f"act-{act}")
 
 
 @pytest.mark.parametrize("head", ["none", "last", "avg", "max", "flatten"])
 @pytest.mark.parametrize("dims", [1, 2])
 def test_each_head(head, dims):
-    heads = {"none": [], "last": [dse.LastFrame()], "avg": [dse.GlobalAvgPool()],
-             "max": [dse.GlobalMaxPool()], "flatten": [dse.Flatten()]}
-    if dims == 1:
-        layers = [dse.Conv1d(3, 4, 3, dilation=2, seed=1), dse.ReLU(), dse.Conv1d(4, 3, 2, stride=2, seed=2)]
-        model = dse.Sequential(layers + heads[head], in_features=3, window=11)
-    else:
-        layers = [dse.Conv2d(2, 3, (2, 3), padding=(1, 0), seed=1), dse.Tanh(),
-                  dse.Conv2d(3, 2, (3, 2), stride=(1, 2), seed=2)]
-        model = dse.Sequential(layers + heads[head], in_features=(2, 5), window=9)
+    model = head_model(head, dims)
     check_model(model, seed=3, name=f"head-{head}-{dims}d")
 
 

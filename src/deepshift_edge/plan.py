@@ -113,27 +113,22 @@ class Plan:
         return float(sum(o.macs / o.period for o in self.ops))
 
 
+# Activations fused into an op's epilogue, by layer class (subclasses first: ReLU6 is not a ReLU,
+# but keep the most specific class first in case one ever subclasses another).
+_ACT_CODES = ((L.ReLU6, ACT_RELU6), (L.ReLU, ACT_RELU), (L.Sigmoid, ACT_SIGMOID), (L.Tanh, ACT_TANH),
+              (L.HardSwish, ACT_HARDSWISH), (L.SiLU, ACT_SILU), (L.Hardsigmoid, ACT_HARDSIGMOID),
+              (L.Mish, ACT_MISH))
+
+
 def _act_code(layer) -> tuple:
-    if isinstance(layer, L.ReLU6):
-        return ACT_RELU6, 0.0
-    if isinstance(layer, L.ReLU):
-        return ACT_RELU, 0.0
+    """(activation code, parameter) of an activation layer, or None."""
     if isinstance(layer, L.LeakyReLU):
         return ACT_LEAKY, layer.negative_slope
-    if isinstance(layer, L.Sigmoid):
-        return ACT_SIGMOID, 0.0
-    if isinstance(layer, L.Tanh):
-        return ACT_TANH, 0.0
-    if isinstance(layer, L.HardSwish):
-        return ACT_HARDSWISH, 0.0
-    if isinstance(layer, L.SiLU):
-        return ACT_SILU, 0.0
-    if isinstance(layer, L.Hardsigmoid):
-        return ACT_HARDSIGMOID, 0.0
-    if isinstance(layer, L.Mish):
-        return ACT_MISH, 0.0
     if isinstance(layer, L.GELU):
         return (ACT_GELU_TANH if layer.approximate == "tanh" else ACT_GELU_ERF), 0.0
+    for cls, code in _ACT_CODES:
+        if isinstance(layer, cls):
+            return code, 0.0
     return None
 
 

@@ -133,24 +133,13 @@ def to_torch(model, dtype: str = "float64"):
             return nn.Flatten(1)
         if isinstance(layer, dse.Softmax):
             return nn.Softmax(dim=1)
-        if isinstance(layer, dse.ReLU6):  # before ReLU, in case it ever subclasses it
-            return nn.ReLU6()
-        if isinstance(layer, dse.ReLU):
-            return nn.ReLU()
         if isinstance(layer, dse.LeakyReLU):
             return nn.LeakyReLU(layer.negative_slope)
-        if isinstance(layer, dse.Sigmoid):
-            return nn.Sigmoid()
-        if isinstance(layer, dse.Tanh):
-            return nn.Tanh()
-        if isinstance(layer, dse.HardSwish):
-            return nn.Hardswish()
-        if isinstance(layer, dse.SiLU):
-            return nn.SiLU()
-        if isinstance(layer, dse.Hardsigmoid):
-            return nn.Hardsigmoid()
-        if isinstance(layer, dse.Mish):
-            return nn.Mish()
+        simple = {dse.ReLU6: nn.ReLU6, dse.ReLU: nn.ReLU, dse.Sigmoid: nn.Sigmoid, dse.Tanh: nn.Tanh,
+                  dse.HardSwish: nn.Hardswish, dse.SiLU: nn.SiLU, dse.Hardsigmoid: nn.Hardsigmoid,
+                  dse.Mish: nn.Mish}
+        if type(layer) in simple:
+            return simple[type(layer)]()
         if isinstance(layer, dse.GELU):
             return nn.GELU(approximate=layer.approximate)
         if isinstance(layer, dse.Dropout):
