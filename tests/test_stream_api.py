@@ -92,7 +92,8 @@ def chunk_size(spec, model, block=64, n=None):
     return sizes.get(spec, spec) or 1
 
 
-CHUNKS = [1, 2, 7, "W", "W+1", "4*block+3", "all"]
+# 1..8 and 13 hit every frames-per-pass tail of the conv kernel (6, 4, 2, 1 frames per pass)
+CHUNKS = [1, 2, 3, 4, 5, 6, 7, 8, 13, "W", "W+1", "4*block+3", "all"]
 BLOCKS = [1, 3, 64]  # push_many runs up to `block` frames op by op (64 is the default)
 
 

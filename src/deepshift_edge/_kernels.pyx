@@ -23,9 +23,10 @@ cdef extern from "_gemv.h" nogil:
     void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
                           Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                           float* out)
-    void dse_gemv_blocked_x4(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
-                             Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
-                             float* const* out)
+    void dse_gemv_frames(const float* const* x, Py_ssize_t xstride, const Py_ssize_t* woff,
+                         Py_ssize_t n_chunks, Py_ssize_t cin, const float* w, Py_ssize_t nblk,
+                         Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf, float* const* out,
+                         float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -124,12 +125,14 @@ cdef struct Net:
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
-    float* fscratch        # padded conv outputs: 4 areas of fscratch_stride floats
-    Py_ssize_t fscratch_stride
+    float* fscratch        # padded conv outputs of push
     int64_t* node_period   # schedule of each node's producer (push_many lags)
     int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
     Py_ssize_t* woffs      # conv chunk weight offsets
+    Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
+    float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block)
+    Py_ssize_t block
     int out_node
     bint out_transpose
     Py_ssize_t out_c, out_f
@@ -523,63 +526,56 @@ cdef inline bint scheduled(const Op* op, int64_t t) noexcept nogil:
     return t >= op.phase and (t - op.phase) % op.period == 0
 
 
-cdef void run_conv_x4(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t* lags) noexcept nogil:
-    """A non-depthwise conv for four frames at once (weights read once for four frames)."""
+cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t* lags,
+                          Py_ssize_t nf) noexcept nogil:
+    """A non-depthwise conv for nf frames whose inputs are evenly spaced in the ring
+    (constant lags[f] - lags[f+1]): the kernel reads each weight once per six frames.
+    When the epilogue is only bias and/or ReLU, the kernel applies it and writes both
+    mirrored rows itself (no scratch copy, no second pass)."""
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef Py_ssize_t col = net.col[op.dst]
+    cdef Py_ssize_t xstride = (lags[0] - lags[1]) * net.col[op.src] if nf > 1 else 0
+    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef float** outs = net.optrs
+    cdef float** twins = net.optrs + net.block
     cdef Py_ssize_t f, i, k, fi, fo, g, c, n
-    cdef float* outs[4]
-    cdef float* scr[4]
-    cdef const float* rows[4]
-    cdef int64_t hs[4]
-    for f in range(4):
+    cdef const float* row
+    for f in range(nf):
         outs[f] = advance(net, op.dst, b)
-        hs[f] = net.state[b * net.state_stride + 1 + op.dst]
-        scr[f] = net.fscratch + f * net.fscratch_stride
+        twins[f] = ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
     for fo in range(op.fout):
-        # The chunks inside the (padded) frame are the same for the four frames.
         n = 0
         for i in range(op.ntaps):
-            for f in range(4):
-                rows[f] = tap_row(net, op.src, b, op, i, lags[f])
+            row = tap_row(net, op.src, b, op, i, lags[0])
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
                     continue
                 net.woffs[n] = (i * op.kf + k) * cin_g * DSE_BLK
-                for f in range(4):
-                    net.xptrs[f * op.ntaps * op.kf + n] = rows[f] + fi * op.cin
+                net.xptrs[n] = row + fi * op.cin
                 n += 1
-        # compact the four frames' pointer lists to stride n
-        for f in range(1, 4):
-            for c in range(n):
-                net.xptrs[f * n + c] = net.xptrs[f * op.ntaps * op.kf + c]
         for g in range(op.groups):
-            for c in range(4 * n):
-                net.xptrs[4 * op.ntaps * op.kf + c] = net.xptrs[c] + g * cin_g
-            dse_gemv_blocked_x4(net.xptrs + 4 * op.ntaps * op.kf, net.woffs, n, cin_g,
-                                op.weight + g * nblk * blk_stride, nblk, blk_stride, scr)
-            for f in range(4):
-                memcpy(outs[f] + fo * op.cout + g * cout_g, scr[f], cout_g * sizeof(float))
-    for f in range(4):
-        epilogue(op, outs[f])
-        mirror_at(net, op.dst, b, hs[f])
-
-
-cdef inline void mirror_at(Net* net, int node, Py_ssize_t b, int64_t h) noexcept nogil:
-    cdef Py_ssize_t L = net.ring_len[node]
-    cdef Py_ssize_t col = net.col[node]
-    cdef float* base = ring_base(net, node, b)
-    memcpy(base + h * col, base + (h + L) * col, col * sizeof(float))
+            for c in range(n):
+                net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+            dse_gemv_frames(net.xptrs + n, xstride, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
+                            nblk, blk_stride, cout_g, nf, outs, twins if fused else NULL,
+                            fo * op.cout + g * cout_g,
+                            op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                            fused and op.act == A_RELU)
+    if not fused:
+        for f in range(nf):
+            epilogue(op, outs[f])
+            memcpy(twins[f], outs[f], col * sizeof(float))
 
 
 cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_t n,
                           Py_ssize_t fstride, float* out, Py_ssize_t ostride, char* ready,
                           Py_ssize_t rstride, bint packed) noexcept nogil:
     """Push n frames (fstride floats apart) into stream b, running each op over the whole
-    block before the next (weights stay in cache; 1-D convs take four frames per pass).
+    block before the next (weights stay in cache; convs take up to six frames per pass).
     Equal to n calls of step(). packed: outputs go to consecutive rows of out, and the
     count is returned; otherwise frame j's output goes to row j (NaN and ready[j] = 0
     when it has none)."""
@@ -588,31 +584,32 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     cdef int64_t t_end = t0 + n - 1
     cdef int64_t t
     cdef Py_ssize_t j, k, cnt, m = 0, lag, lag2
-    cdef Py_ssize_t lags[4]
+    cdef Py_ssize_t* lags = net.lags
     cdef const Op* op
-    cdef bint x4
+    cdef bint gemv
     for j in range(n):
         write_input(net, b, frames + j * fstride)
     for k in range(net.n_ops):
         op = &net.ops[k]
-        x4 = op.kind == K_CONV and not (op.cin == op.groups and op.cout == op.groups)
+        gemv = op.kind == K_CONV and not (op.cin == op.groups and op.cout == op.groups)
         cnt = 0
         for j in range(n):
             t = t0 + j
             if not scheduled(op, t):
                 continue
             lag = lag_of(net, op.src, t, t_end)
-            if x4:
+            if gemv:
+                # a run of frames with evenly spaced inputs goes to the kernel in one call
+                if cnt >= 2 and lags[cnt - 1] - lag != lags[0] - lags[1]:
+                    run_conv_frames(net, op, b, lags, cnt)
+                    cnt = 0
                 lags[cnt] = lag
                 cnt += 1
-                if cnt == 4:
-                    run_conv_x4(net, op, b, lags)
-                    cnt = 0
             else:
                 lag2 = lag_of(net, op.src2, t, t_end) if op.kind == K_ADD else 0
                 run_op(net, op, b, lag, lag2, t)
-        for j in range(cnt):  # x4 leftovers (conv only: t is not used)
-            run_op(net, op, b, lags[j], 0, 0)
+        if cnt:
+            run_conv_frames(net, op, b, lags, cnt)
     for j in range(n):
         t = t0 + j
         if emits(net, t):
@@ -747,10 +744,17 @@ cdef class StreamCore:
         cdef double[::1] dview = scratch
         self.net.scratch = &dview[0]
         max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
-        fscratch = np.zeros(4 * max_out, dtype=np.float32)
-        self.net.fscratch_stride = max_out
+        fscratch = np.zeros(max_out, dtype=np.float32)
         max_chunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
-        xptrs = np.zeros(8 * max_chunks, dtype=np.uintp)   # 4 frames' chunk pointers, then per-group copies
+        xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then their per-group copies
+        self.net.block = plan.block
+        lags = np.zeros(plan.block, dtype=np.intp)
+        optrs = np.zeros(2 * plan.block, dtype=np.uintp)
+        keep += [lags, optrs]
+        cdef Py_ssize_t[::1] lview = lags
+        self.net.lags = &lview[0]
+        cdef size_t[::1] oview = optrs
+        self.net.optrs = <float**>&oview[0]
         periods = np.array([nd.period for nd in plan.nodes] + [1], dtype=np.int64)
         phases = np.array([nd.phase for nd in plan.nodes] + [0], dtype=np.int64)
         keep += [periods, phases]
