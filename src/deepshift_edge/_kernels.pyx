@@ -655,6 +655,23 @@ cdef const float* ndarray_float32_data(object x, int nd, const Py_ssize_t* shape
     return <const float*>a.data
 
 
+cdef char* ndarray_data(object x, char kind, char typ) noexcept:
+    """Data pointer of an exact, aligned, C-contiguous ndarray of native dtype
+    (kind, type), e.g. (b'f', b'f') float32 or (b'b', b'?') bool; else NULL."""
+    cdef dse_ndarray_head* a
+    cdef dse_descr_head* d
+    if NDARRAY_TYPE == NULL or Py_TYPE(x) != NDARRAY_TYPE:
+        return NULL
+    a = <dse_ndarray_head*><PyObject*>x
+    if (a.flags & NPY_C_CONTIGUOUS_ALIGNED) != NPY_C_CONTIGUOUS_ALIGNED:
+        return NULL
+    d = <dse_descr_head*>a.descr
+    if d.kind != kind or d.type != typ or not (d.byteorder == b'=' or d.byteorder == b'|'
+                                               or (d.byteorder == b'<' and LITTLE_ENDIAN)):
+        return NULL
+    return a.data
+
+
 cdef inline bint is_native_float32(const Py_buffer* view) noexcept:
     cdef const char* fmt = view.format
     if view.itemsize != 4 or fmt == NULL:
@@ -925,29 +942,44 @@ cdef class StreamCore:
                 PyBuffer_Release(&view)
         return any_ready
 
-    def _run_block(self, block, out, ready, bint guard=True):
+    def _run_block(self, block, out, ready, bint guard=True, bint check_finite=False):
         """Push a validated float32 C-contiguous block of shape (N, batch*frame).
 
-        Unbatched: outputs are packed into `out` (M, out) in order, returns M.
-        Batched: out is (N, batch, out) with NaN where no output, ready (N, batch).
-        Frames go through in chunks of at most `plan.block`, op by op.
-        guard=False: the caller already holds the busy guard (_acquire).
+        Unbatched: outputs are packed into `out` (M, out) in order, returns M; `ready`
+        is unused (may be None). Batched: out is (N, batch, out) with NaN where no
+        output, ready (N, batch). Either way the stream's `out`/`ready` then describe
+        the block's last frame. Frames go through in chunks of at most `plan.block`,
+        op by op. check_finite: a block holding NaN/Inf is refused before anything
+        runs (returns -1). guard=False: the caller already holds the busy guard.
         """
-        cdef const float[::1] xb = block.reshape(-1)
-        cdef float[::1] ob = out.reshape(-1) if out.size else None
-        cdef unsigned char[::1] rb = ready.reshape(-1).view('uint8') if ready.size else None
         cdef Py_ssize_t n = block.shape[0], m = 0
-        cdef float* optr = &ob[0] if out.size else NULL
-        cdef char* rptr = <char*>&rb[0] if ready.size else NULL
+        cdef const float[::1] xb
+        cdef float[::1] ob
+        cdef unsigned char[::1] rb
         if n == 0:
             return 0
+        # Arrays straight from NumPy: read the header (a memoryview costs ~1 µs each).
+        cdef const float* xptr = <const float*>ndarray_data(block, b'f', b'f')
+        cdef float* optr = <float*>ndarray_data(out, b'f', b'f')
+        cdef char* rptr = ndarray_data(ready, b'b', b'?') if self.batched else NULL
+        if xptr == NULL:
+            xb = block.reshape(-1)
+            xptr = &xb[0]
+        if optr == NULL and out.size:
+            ob = out.reshape(-1)
+            optr = &ob[0]
+        if rptr == NULL and self.batched:
+            rb = ready.reshape(-1).view('uint8')
+            rptr = <char*>&rb[0]
+        if check_finite and not all_finite(xptr, n * self.batch * self._frame_size):
+            return -1
         if not guard:
-            return self._run_chunks(&xb[0], n, optr, rptr)
+            return self._run_chunks(xptr, n, optr, rptr)
         if self._busy:
             self._raise_busy()
         self._busy = True
         try:
-            m = self._run_chunks(&xb[0], n, optr, rptr)
+            m = self._run_chunks(xptr, n, optr, rptr)
         finally:
             self._busy = False
         return m
@@ -968,6 +1000,14 @@ cdef class StreamCore:
                         m += run_block(&self.net, b, xb + i * fs, chunk, fs,
                                        optr + m * os if optr != NULL else NULL, os, NULL, 0, True)
                 i += chunk
+            # out/ready describe the last frame, as after a push (updated under the guard)
+            if batched:
+                memcpy(self._ready_ptr, rptr + (n - 1) * B, B)
+                memcpy(self._out_ptr, optr + (n - 1) * B * os, B * os * sizeof(float))
+            else:
+                self._ready_ptr[0] = emits(&self.net, self.net.state[0] - 1)
+                if m > 0 and optr != NULL:
+                    memcpy(self._out_ptr, optr + (m - 1) * os, os * sizeof(float))
         return m
 
     def _profile_block(self, block):
