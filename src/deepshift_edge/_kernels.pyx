@@ -13,7 +13,7 @@ Unsafe directives (boundscheck/wraparound off, C division) come from setup.py so
 debug build (DSE_DEBUG=1) turns the checks back on for the whole module.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT
-from libc.math cimport expf, tanhf, erff, isfinite, INFINITY, NAN
+from libc.math cimport expf, tanhf, erff, INFINITY, NAN
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
@@ -627,12 +627,23 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     return m
 
 
-cdef bint all_finite(const float* x, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef bint ok = True
-    for i in range(n):
-        ok &= isfinite(x[i]) != 0
-    return ok
+# NaN/Inf have an all-ones exponent. Testing the bits with an OR-reduction vectorises
+# (isfinite() per element did not: ~3.5 ns a float, 9 µs per 64-frame kws block).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static int dse_all_finite(const float *x, Py_ssize_t n)
+    {
+        uint32_t bad = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, sizeof(u));
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        return bad == 0;
+    }
+    """
+    bint all_finite "dse_all_finite"(const float* x, Py_ssize_t n) noexcept nogil
 
 
 cdef const float* ndarray_float32_data(object x, int nd, const Py_ssize_t* shape) noexcept:
