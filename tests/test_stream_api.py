@@ -51,6 +51,15 @@ MODELS = {
                        dse.Conv1d(3, 3, 2, dilation=2, padding="causal")], skip=dse.Conv1d(2, 3, 1)),
          dse.LastFrame()], 2, 6),
     "window1": lambda: dse.Sequential([dse.Linear(3, 2), dse.ReLU6()], 3),
+    # 16+ output channels: the conv kernel's full-block stores (bias + ReLU fused into them,
+    # or ReLU6 applied after), a partial last block (40 = 16 + 16 + 8), groups of 16
+    "1d-wide-blocks": lambda: dse.Sequential(
+        [dse.Conv1d(5, 40, 3), dse.ReLU(), dse.Conv1d(40, 32, 2, dilation=2, groups=2), dse.ReLU(),
+         dse.Conv1d(32, 32, 2, bias=False), dse.BatchNorm1d(32), dse.ReLU6(),
+         dse.Conv1d(32, 20, 1), dse.LastFrame(), dse.Linear(20, 18)], 5, 9),
+    "2d-wide-blocks": lambda: dse.Sequential(
+        [dse.Conv2d(2, 24, (2, 3), padding=(1, 0)), dse.ReLU(), dse.Conv2d(24, 16, (3, 2), stride=(2, 1)),
+         dse.LastFrame()], (2, 6), 6),
 }
 MODEL_NAMES = sorted(MODELS)
 

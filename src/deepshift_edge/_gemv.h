@@ -141,8 +141,8 @@ static inline DSE_INLINE void dse_store_blk(float *o, float *o2, const dse_v8 *a
         }
         if (relu) { /* v > 0 ? v : +0, NaN -> +0, like the scalar epilogue */
             const dse_v8 zero = {0};
-            v0 = (dse_v8)((dse_i8)v0 & (v0 > zero));
-            v1 = (dse_v8)((dse_i8)v1 & (v1 > zero));
+            v0 = (dse_v8)((dse_i8)v0 & (dse_i8)(v0 > zero));
+            v1 = (dse_v8)((dse_i8)v1 & (dse_i8)(v1 > zero));
         }
         memcpy(o, &v0, sizeof(v0));
         memcpy(o + 8, &v1, sizeof(v1));
