@@ -91,7 +91,9 @@ static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdi
 }
 
 /* push_many: the same product for nf frames whose chunk inputs are xstride floats apart
- * (frame f reads x[j] + f * xstride). Up to six frames per pass share each weight vector
+ * (frame f reads x[j] + f * xstride). Chunk j has clen[j] channels: the caller merges
+ * chunks that are adjacent both in the input row and in the weights (taps of dilation 1,
+ * neighbouring feature taps), which keeps the order of terms and lengthens the loops. Up to six frames per pass share each weight vector
  * loaded (12 accumulators + 2 weights + 1 broadcast fit the 16 vector registers of
  * AVX2), so a layer whose weights live in L2 costs a sixth of the traffic per frame and
  * the FMA units, not the loads, set the pace. Per output, the same order of terms as
@@ -100,14 +102,15 @@ static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdi
     static inline DSE_INLINE void dse_gemv_fr##NF(const float *const *x, ptrdiff_t xoff,       \
                                                   ptrdiff_t xstride,                          \
                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,  \
-                                                  ptrdiff_t cin, const float *wb, dse_v8 *out) \
+                                                  const ptrdiff_t *clen, const float *wb,     \
+                                                  dse_v8 *out)                                \
     {                                                                                        \
         dse_v8 acc[NF][2];                                                                   \
         for (int f = 0; f < NF; f++) acc[f][0] = acc[f][1] = (dse_v8){0};                    \
         for (ptrdiff_t j = 0; j < n_chunks; j++) {                                           \
             const float *xj = x[j] + xoff;                                                   \
             const dse_v8 *wv = (const dse_v8 *)(wb + woff[j]);                               \
-            for (ptrdiff_t c = 0; c < cin; c++, wv += 2) {                                   \
+            for (ptrdiff_t c = 0; c < clen[j]; c++, wv += 2) {                               \
                 const dse_v8 w0 = wv[0], w1 = wv[1];                                         \
                 for (int f = 0; f < NF; f++) {                                               \
                     const float xv = xj[f * xstride + c];                                    \
@@ -168,7 +171,7 @@ static inline DSE_INLINE void dse_store_blk(float *o, float *o2, const dse_v8 *a
  * into the store. */
 DSE_CLONES
 static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrdiff_t *woff,
-                            ptrdiff_t n_chunks, ptrdiff_t cin, const float *w, ptrdiff_t nblk,
+                            ptrdiff_t n_chunks, const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,
                             ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf, float *const *out,
                             float *const *out2, ptrdiff_t ooff, const float *shift, int relu)
 {
@@ -181,13 +184,13 @@ static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrd
         for (ptrdiff_t b = 0; b < nblk; b++) {
             const float *wb = w + b * blk_stride;
             if (k == 6)
-                dse_gemv_fr6(x, xoff, xstride, woff, n_chunks, cin, wb, &acc[0][0]);
+                dse_gemv_fr6(x, xoff, xstride, woff, n_chunks, clen, wb, &acc[0][0]);
             else if (k == 4)
-                dse_gemv_fr4(x, xoff, xstride, woff, n_chunks, cin, wb, &acc[0][0]);
+                dse_gemv_fr4(x, xoff, xstride, woff, n_chunks, clen, wb, &acc[0][0]);
             else if (k == 2)
-                dse_gemv_fr2(x, xoff, xstride, woff, n_chunks, cin, wb, &acc[0][0]);
+                dse_gemv_fr2(x, xoff, xstride, woff, n_chunks, clen, wb, &acc[0][0]);
             else
-                dse_gemv_fr1(x, xoff, xstride, woff, n_chunks, cin, wb, &acc[0][0]);
+                dse_gemv_fr1(x, xoff, xstride, woff, n_chunks, clen, wb, &acc[0][0]);
             for (int f = 0; f < k; f++) {
                 const ptrdiff_t at = ooff + b * DSE_BLK;
                 dse_store_blk(out[f0 + f] + at, out2 ? out2[f0 + f] + at : NULL, acc[f],

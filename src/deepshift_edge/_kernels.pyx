@@ -24,7 +24,7 @@ cdef extern from "_gemv.h" nogil:
                           Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                           float* out)
     void dse_gemv_frames(const float* const* x, Py_ssize_t xstride, const Py_ssize_t* woff,
-                         Py_ssize_t n_chunks, Py_ssize_t cin, const float* w, Py_ssize_t nblk,
+                         Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
                          Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf, float* const* out,
                          float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
 
@@ -130,6 +130,7 @@ cdef struct Net:
     int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
     Py_ssize_t* woffs      # conv chunk weight offsets
+    Py_ssize_t* clens      # push_many: channels per (merged) conv chunk
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block)
     Py_ssize_t block
@@ -544,8 +545,9 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + net.block
-    cdef Py_ssize_t f, i, k, fi, fo, g, c, n
+    cdef Py_ssize_t f, i, k, fi, fo, g, c, n, wo
     cdef const float* row
+    cdef const float* x
     for f in range(nf):
         outs[f] = advance(net, op.dst, b)
         twins[f] = ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
@@ -557,13 +559,22 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
                     continue
-                net.woffs[n] = (i * op.kf + k) * cin_g * DSE_BLK
-                net.xptrs[n] = row + fi * op.cin
+                x = row + fi * op.cin
+                wo = (i * op.kf + k) * cin_g * DSE_BLK
+                # a chunk that continues the previous one in the row and in the weights
+                # joins it: same terms in the same order, one longer loop
+                if n > 0 and x == net.xptrs[n - 1] + net.clens[n - 1] \
+                        and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
+                    net.clens[n - 1] += cin_g
+                    continue
+                net.woffs[n] = wo
+                net.xptrs[n] = x
+                net.clens[n] = cin_g
                 n += 1
         for g in range(op.groups):
             for c in range(n):
                 net.xptrs[n + c] = net.xptrs[c] + g * cin_g
-            dse_gemv_frames(net.xptrs + n, xstride, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
+            dse_gemv_frames(net.xptrs + n, xstride, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
                             nblk, blk_stride, cout_g, nf, outs, twins if fused else NULL,
                             fo * op.cout + g * cout_g,
                             op.shift + g * cout_g if fused and op.shift != NULL else NULL,
@@ -794,6 +805,10 @@ cdef class StreamCore:
         iview = phases
         self.net.node_phase = &iview[0]
         woffs = np.zeros(max_chunks, dtype=np.intp)
+        clens = np.zeros(max_chunks, dtype=np.intp)
+        keep.append(clens)
+        cdef Py_ssize_t[::1] cview = clens
+        self.net.clens = &cview[0]
         keep += [fscratch, xptrs, woffs]
         fview = fscratch
         self.net.fscratch = &fview[0]
