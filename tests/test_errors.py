@@ -113,6 +113,17 @@ def test_bad_block_is_refused_and_state_untouched(bad, expected):
         assert (x is None and y is None) or np.array_equal(x, y)
 
 
+def test_batched_non_finite_block_is_refused_and_state_untouched():
+    _, stream = _stream_with_history(batch=2)
+    _, twin = _stream_with_history(batch=2)
+    bad = np.zeros((4, 2, 3), np.float32)
+    bad[2, 1, 0] = np.inf
+    with pytest.raises(dse.StreamInputError, match=r"index \(2, 1, 0\) \(frame 2\)"):
+        stream.push_many(bad)
+    for x, y in zip(_continue(stream, (2, 3)), _continue(twin, (2, 3))):
+        assert (x is None and y is None) or np.array_equal(x, y)
+
+
 def test_batched_frame_shape_error_names_batch():
     _, stream = _stream_with_history(batch=2)
     with pytest.raises(dse.StreamInputError, match=r"\(2, 3\).*\(3,\)"):

@@ -51,6 +51,15 @@ MODELS = {
                        dse.Conv1d(3, 3, 2, dilation=2, padding="causal")], skip=dse.Conv1d(2, 3, 1)),
          dse.LastFrame()], 2, 6),
     "window1": lambda: dse.Sequential([dse.Linear(3, 2), dse.ReLU6()], 3),
+    # 16+ output channels: the conv kernel's full-block stores (bias + ReLU fused into them,
+    # or ReLU6 applied after), a partial last block (40 = 16 + 16 + 8), groups of 16
+    "1d-wide-blocks": lambda: dse.Sequential(
+        [dse.Conv1d(5, 40, 3), dse.ReLU(), dse.Conv1d(40, 32, 2, dilation=2, groups=2), dse.ReLU(),
+         dse.Conv1d(32, 32, 2, bias=False), dse.BatchNorm1d(32), dse.ReLU6(),
+         dse.Conv1d(32, 20, 1), dse.LastFrame(), dse.Linear(20, 18)], 5, 9),
+    "2d-wide-blocks": lambda: dse.Sequential(
+        [dse.Conv2d(2, 24, (2, 3), padding=(1, 0)), dse.ReLU(), dse.Conv2d(24, 16, (3, 2), stride=(2, 1)),
+         dse.LastFrame()], (2, 6), 6),
 }
 MODEL_NAMES = sorted(MODELS)
 
@@ -92,7 +101,8 @@ def chunk_size(spec, model, block=64, n=None):
     return sizes.get(spec, spec) or 1
 
 
-CHUNKS = [1, 2, 7, "W", "W+1", "4*block+3", "all"]
+# 1..8 and 13 hit every frames-per-pass tail of the conv kernel (6, 4, 2, 1 frames per pass)
+CHUNKS = [1, 2, 3, 4, 5, 6, 7, 8, 13, "W", "W+1", "4*block+3", "all"]
 BLOCKS = [1, 3, 64]  # push_many runs up to `block` frames op by op (64 is the default)
 
 

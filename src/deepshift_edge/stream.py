@@ -16,6 +16,8 @@ from .plan import build_plan
 
 __all__ = ["Stream"]
 
+_FLOAT32 = np.dtype(np.float32)
+
 # Below this many multiply-adds per push, releasing the GIL costs more than it frees.
 RELEASE_GIL_MACS = 20_000
 
@@ -96,36 +98,36 @@ class Stream(StreamCore):
         Batched: ``block`` is (N, B, *frame_shape); returns ``(outputs, ready)`` with
         outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
         """
-        arr = _as_float32(block, "a block of frames")
+        if type(block) is np.ndarray and block.dtype == _FLOAT32 and block.flags.c_contiguous:
+            arr = block  # the common case: skip the conversions (a few µs per call)
+        else:
+            arr = _as_float32(block, "a block of frames")
         want = self._expected
         if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
             raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, want))}), "
                                    f"got shape {arr.shape}")
-        if not np.isfinite(arr).all():
-            bad = np.argwhere(~np.isfinite(arr))[0]
-            raise StreamInputError(f"block contains a non-finite value at index "
-                                   f"{tuple(int(i) for i in bad)} (frame {int(bad[0])}); NaN/Inf are "
-                                   f"refused (the stream state is unchanged)")
         n = arr.shape[0]
         if self.batched:
             out = np.empty((n, self.batch) + self.output_shape, dtype=np.float32)
             ready = np.zeros((n, self.batch), dtype=np.bool_)
-            self._run_block(arr, out, ready)
-            if n:
-                self.ready[:] = ready[-1]
-                self.out[...] = out[-1]
+            if self._run_block(arr, out, ready, True, True) < 0:
+                self._reject_block(arr)
             return out, ready
         # Room for the most outputs n frames can have, not the count at the current frame:
         # another thread may push between here and _run_block's busy guard, and the kernel
         # would then write past (or, with no room, to NULL instead of) an exact-size array.
         out = np.empty((-(-n // self.hop),) + self.output_shape, dtype=np.float32)
-        got = self._run_block(arr, out, np.zeros(0, dtype=np.bool_))
-        out = out[:got]
-        if n:
-            self.ready[0] = self._emits(int(self._frames()[0]) - 1)
-            if got:
-                self.out[0] = out[-1]
-        return out
+        got = self._run_block(arr, out, None, True, True)
+        if got < 0:
+            self._reject_block(arr)
+        return out[:got]
+
+    @staticmethod
+    def _reject_block(arr):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise StreamInputError(f"block contains a non-finite value at index "
+                               f"{tuple(int(i) for i in bad)} (frame {int(bad[0])}); NaN/Inf are "
+                               f"refused (the stream state is unchanged)")
 
     def _emits(self, t: int) -> bool:
         w, hop = self.window, self.hop
@@ -204,7 +206,7 @@ class Stream(StreamCore):
         try:
             self._reset_rows_unguarded(range(self.batch))
             self._buffers()[1][0, 0] = n - keep
-            got = self._run_block(arr[n - keep:], out, np.zeros(0, dtype=np.bool_), False)
+            got = self._run_block(arr[n - keep:], out, None, False)
         finally:
             self._release()
         last = n - 1
