@@ -27,6 +27,7 @@ cdef extern from "_gemv.h" nogil:
                          Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
                          Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf, float* const* out,
                          float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
+    const char* dse_kernel_isa()
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -1114,3 +1115,8 @@ cdef class StreamCore:
 def debug_build():
     """True when this extension was compiled with DSE_DEBUG=1 (bounds checks on)."""
     return bool(DSE_DEBUG_BUILD)
+
+
+def kernel_isa():
+    """Which conv kernels run on this CPU, e.g. 'avx2+fma (8 floats)' or 'neon (4 floats)'."""
+    return dse_kernel_isa().decode()

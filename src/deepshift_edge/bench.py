@@ -34,6 +34,9 @@ def _cpu_name() -> str:
 
 
 def _isa() -> str:
+    """The CPU and the conv kernels the extension picked for it."""
+    from . import _kernels
+
     flags = set()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -43,14 +46,10 @@ def _isa() -> str:
     except OSError:
         pass
     machine = platform.machine()
-    if machine == "x86_64":
-        kernel = "avx2+fma clone" if {"avx2", "fma"} <= flags else "baseline sse2"
-        return f"x86-64 ({kernel}; avx512f={'avx512f' in flags})"
-    if machine in ("aarch64", "arm64"):
-        return "armv8-a (NEON)"
-    if machine.startswith("arm"):
-        return f"{machine} (neon={'neon' in flags})"
-    return machine
+    extra = f"; avx512f={'avx512f' in flags}" if machine == "x86_64" else ""
+    if machine.startswith("arm") and machine not in ("arm64",):
+        extra = f"; neon={'neon' in flags}"
+    return f"{machine} (kernels: {_kernels.kernel_isa()}{extra})"
 
 
 def machine_info() -> dict:
