@@ -71,7 +71,7 @@ def test_optional_runtimes_agree_when_installed(columns):
     assert col["max_abs_error_vs_streamed"] < 1e-4
 
 
-@pytest.mark.parametrize("name,layer", [("tiny", 0), ("spectrogram", -2)])
+@pytest.mark.parametrize("name,layer", [("tiny", 0), ("spectrogram", -2), ("kws", 0)])
 def test_litert_column_catches_a_wrong_export(monkeypatch, name, layer):
     """The LiteRT column checks its outputs before timing: a .tflite of a model with one
     output channel of a layer scaled by 5% is reported as disagreeing, not timed."""
@@ -92,6 +92,14 @@ def test_litert_column_catches_a_wrong_export(monkeypatch, name, layer):
     monkeypatch.setattr(tflite_export, "to_tflite", wrong)
     result = bench.bench_model(examples.EXAMPLES[name](), frames=20, recompute_frames=5, columns=["litert"])
     assert "disagrees" in result["columns"]["litert"]["skipped"]
+
+
+def test_agreement_is_judged_against_how_much_outputs_vary():
+    rng = np.random.default_rng(0)
+    want = 1 / 12 + 1e-4 * rng.standard_normal((30, 12))  # near-uniform probabilities
+    bench._agree("float32 rounding", want + 1e-9, want)  # passes
+    with pytest.raises(AssertionError, match="of how much the outputs vary"):
+        bench._agree("wrong by 1e-6", want + 1e-6 * rng.standard_normal(want.shape), want)
 
 
 def test_litert_column_skipped_without_the_runtime(monkeypatch):
