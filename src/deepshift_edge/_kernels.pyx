@@ -21,7 +21,7 @@ from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 cdef extern from "_gemv.h" nogil:
     enum: DSE_BLK
     void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
-                          Py_ssize_t cin, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
+                          const Py_ssize_t* clen, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                           float* out)
     void dse_gemv_frames(const float* const* x, Py_ssize_t xstride, const Py_ssize_t* woff,
                          Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
@@ -134,7 +134,7 @@ cdef struct Net:
     int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
     Py_ssize_t* woffs      # conv chunk weight offsets
-    Py_ssize_t* clens      # push_many: channels per (merged) conv chunk
+    Py_ssize_t* clens      # channels per (merged) conv chunk
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block)
     Py_ssize_t block
@@ -242,8 +242,9 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
-    cdef Py_ssize_t fo, i, k, fi, g, c, n
+    cdef Py_ssize_t fo, i, k, fi, g, c, n, wo
     cdef const float* x
+    cdef const float* xc
     cdef const float* w
     cdef float* o
     cdef bint depthwise = cin_g == 1 and cout_g == 1
@@ -263,15 +264,24 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
                     for c in range(op.cin):
                         o[c] += w[c] * x[fi * op.cin + c]
                 else:
-                    net.xptrs[n] = x + fi * op.cin
-                    net.woffs[n] = (i * op.kf + k) * cin_g * DSE_BLK
+                    xc = x + fi * op.cin
+                    wo = (i * op.kf + k) * cin_g * DSE_BLK
+                    # as in conv_frames: a chunk continuing the previous one in the row and in
+                    # the weights joins it (same terms, same order; few channels, fewer loops)
+                    if n > 0 and xc == net.xptrs[n - 1] + net.clens[n - 1] \
+                            and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
+                        net.clens[n - 1] += cin_g
+                        continue
+                    net.xptrs[n] = xc
+                    net.woffs[n] = wo
+                    net.clens[n] = cin_g
                     n += 1
         if depthwise:
             continue
         for g in range(op.groups):
             for c in range(n):
                 net.xptrs[n + c] = net.xptrs[c] + g * cin_g
-            dse_gemv_blocked(net.xptrs + n, net.woffs, n, cin_g, op.weight + g * nblk * blk_stride,
+            dse_gemv_blocked(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
                              nblk, blk_stride, net.fscratch)
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
     epilogue(op, out)
