@@ -136,7 +136,8 @@ cdef struct Net:
     Py_ssize_t* woffs      # conv chunk weight offsets
     Py_ssize_t* clens      # channels per (merged) conv chunk
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
-    float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block)
+    float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
+                           # push: a 2-D conv's output positions (max fout)
     Py_ssize_t block
     int out_node
     bint out_transpose
@@ -248,7 +249,19 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
     cdef const float* w
     cdef float* o
     cdef bint depthwise = cin_g == 1 and cout_g == 1
+    # Feature positions whose taps all lie inside the frame share one chunk list, their inputs
+    # op.sf * op.cin floats apart: one frames-kernel call runs them all (weights loaded once
+    # for several positions; per output the same terms in the same order as one at a time).
+    cdef Py_ssize_t fo_lo = 0, fo_hi = -1, num
+    if not depthwise and op.fout > 1:
+        fo_lo = (op.pf + op.sf - 1) // op.sf
+        num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
+        fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
+        if fo_hi - fo_lo < 1:
+            fo_lo, fo_hi = 0, -1
     for fo in range(op.fout):
+        if fo_lo < fo <= fo_hi:
+            continue  # computed with fo_lo
         o = out + fo * op.cout
         if depthwise:
             memset(o, 0, op.cout * sizeof(float))
@@ -277,6 +290,16 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
                     net.clens[n] = cin_g
                     n += 1
         if depthwise:
+            continue
+        if fo == fo_lo and fo_hi > fo_lo:
+            for c in range(fo_hi - fo_lo + 1):
+                net.optrs[c] = out + (fo_lo + c) * op.cout
+            for g in range(op.groups):
+                for c in range(n):
+                    net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+                dse_gemv_frames(net.xptrs + n, op.sf * op.cin, net.woffs, n, net.clens,
+                                op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g,
+                                fo_hi - fo_lo + 1, net.optrs, NULL, g * cout_g, NULL, 0)
             continue
         for g in range(op.groups):
             for c in range(n):
@@ -812,7 +835,8 @@ cdef class StreamCore:
         xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then their per-group copies
         self.net.block = plan.block
         lags = np.zeros(plan.block, dtype=np.intp)
-        optrs = np.zeros(2 * plan.block, dtype=np.uintp)
+        # push_many: a conv's output rows and their twins; push: a 2-D conv's feature positions
+        optrs = np.zeros(max([2 * plan.block] + [o.fout for o in plan.ops]), dtype=np.uintp)
         keep += [lags, optrs]
         cdef Py_ssize_t[::1] lview = lags
         self.net.lags = &lview[0]
