@@ -232,6 +232,28 @@ cdef void epilogue(const Op* op, float* out) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------- kernels
+cdef inline Py_ssize_t add_chunk(Net* net, Py_ssize_t n, const float* x, Py_ssize_t wo,
+                                 Py_ssize_t clen) noexcept nogil:
+    """Append a conv chunk (input x, weight offset wo, clen channels) to the n in net's lists;
+    return the new count. A chunk that continues the previous one both in the input row and
+    in the weights joins it: the same terms in the same order, one longer loop."""
+    if n > 0 and x == net.xptrs[n - 1] + net.clens[n - 1] \
+            and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
+        net.clens[n - 1] += clen
+        return n
+    net.xptrs[n] = x
+    net.woffs[n] = wo
+    net.clens[n] = clen
+    return n + 1
+
+
+cdef inline void group_chunks(Net* net, Py_ssize_t n, Py_ssize_t offset) noexcept nogil:
+    """xptrs[n:2n] = the n chunk inputs moved `offset` channels on (one group's channels)."""
+    cdef Py_ssize_t c
+    for c in range(n):
+        net.xptrs[n + c] = net.xptrs[c] + offset
+
+
 cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     """out[fo, o] = sum over time taps i, feature taps kf, input channels of the group.
 
@@ -243,9 +265,8 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
-    cdef Py_ssize_t fo, i, k, fi, g, c, n, wo
+    cdef Py_ssize_t fo, i, k, fi, g, c, n
     cdef const float* x
-    cdef const float* xc
     cdef const float* w
     cdef float* o
     cdef bint depthwise = cin_g == 1 and cout_g == 1
@@ -277,33 +298,20 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
                     for c in range(op.cin):
                         o[c] += w[c] * x[fi * op.cin + c]
                 else:
-                    xc = x + fi * op.cin
-                    wo = (i * op.kf + k) * cin_g * DSE_BLK
-                    # as in conv_frames: a chunk continuing the previous one in the row and in
-                    # the weights joins it (same terms, same order; few channels, fewer loops)
-                    if n > 0 and xc == net.xptrs[n - 1] + net.clens[n - 1] \
-                            and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
-                        net.clens[n - 1] += cin_g
-                        continue
-                    net.xptrs[n] = xc
-                    net.woffs[n] = wo
-                    net.clens[n] = cin_g
-                    n += 1
+                    n = add_chunk(net, n, x + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
         if depthwise:
             continue
         if fo == fo_lo and fo_hi > fo_lo:
             for c in range(fo_hi - fo_lo + 1):
                 net.optrs[c] = out + (fo_lo + c) * op.cout
             for g in range(op.groups):
-                for c in range(n):
-                    net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+                group_chunks(net, n, g * cin_g)
                 dse_gemv_frames(net.xptrs + n, op.sf * op.cin, net.woffs, n, net.clens,
                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g,
                                 fo_hi - fo_lo + 1, net.optrs, NULL, g * cout_g, NULL, 0)
             continue
         for g in range(op.groups):
-            for c in range(n):
-                net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+            group_chunks(net, n, g * cin_g)
             dse_gemv_blocked(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
                              nblk, blk_stride, net.fscratch)
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
@@ -589,9 +597,8 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + net.block
-    cdef Py_ssize_t f, i, k, fi, fo, g, c, n, wo
+    cdef Py_ssize_t f, i, k, fi, fo, g, n
     cdef const float* row
-    cdef const float* x
     for f in range(nf):
         outs[f] = advance(net, op.dst, b)
         twins[f] = ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
@@ -603,21 +610,9 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
                     continue
-                x = row + fi * op.cin
-                wo = (i * op.kf + k) * cin_g * DSE_BLK
-                # a chunk that continues the previous one in the row and in the weights
-                # joins it: same terms in the same order, one longer loop
-                if n > 0 and x == net.xptrs[n - 1] + net.clens[n - 1] \
-                        and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
-                    net.clens[n - 1] += cin_g
-                    continue
-                net.woffs[n] = wo
-                net.xptrs[n] = x
-                net.clens[n] = cin_g
-                n += 1
+                n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
         for g in range(op.groups):
-            for c in range(n):
-                net.xptrs[n + c] = net.xptrs[c] + g * cin_g
+            group_chunks(net, n, g * cin_g)
             dse_gemv_frames(net.xptrs + n, xstride, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
                             nblk, blk_stride, cout_g, nf, outs, twins if fused else NULL,
                             fo * op.cout + g * cout_g,
