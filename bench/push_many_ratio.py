@@ -16,14 +16,21 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import deepshift_edge as dse  # noqa: E402
+from deepshift_edge.bench import _time_frames  # noqa: E402  the bench's per-call timing loop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ["kws", "activity", "spectrogram", "tiny"]
+
+
+def _per_call_us(model, warm, method: str, items) -> np.ndarray:
+    """µs of each `stream.<method>(item)` call on a fresh stream warmed with `warm`."""
+    s = model.stream()
+    s.push_many(warm)
+    return _time_frames(getattr(s, method), items, rate=None)
 
 
 def measure(model, frames: int, block: int, repeats: int):
@@ -32,28 +39,10 @@ def measure(model, frames: int, block: int, repeats: int):
     x = rng.standard_normal((w + frames,) + tuple(model.frame_shape)).astype(np.float32)
     warm, timed = x[:w], x[w:]
     blocks = [np.ascontiguousarray(timed[i:i + block]) for i in range(0, frames - block + 1, block)]
-    clock = time.perf_counter_ns
     single, many = [], []
-    for _ in range(repeats):
-        s = model.stream()
-        s.push_many(warm)
-        push = s.push
-        per = np.empty(len(timed))
-        for k, f in enumerate(timed):
-            t0 = clock()
-            push(f)
-            per[k] = clock() - t0
-        single.append(np.median(per) / 1000)
-
-        s = model.stream()
-        s.push_many(warm)
-        pm = s.push_many
-        per = np.empty(len(blocks))
-        for k, b in enumerate(blocks):
-            t0 = clock()
-            pm(b)
-            per[k] = (clock() - t0) / len(b)
-        many.append(np.median(per) / 1000)
+    for _ in range(repeats):  # fresh warm streams each repeat; single pushes, then blocks
+        single.append(np.median(_per_call_us(model, warm, "push", timed)))
+        many.append(np.median(_per_call_us(model, warm, "push_many", blocks) / block))
     return float(np.median(single)), float(np.median(many))
 
 
