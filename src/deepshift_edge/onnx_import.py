@@ -266,8 +266,7 @@ def _fold_constant_nodes(proto, numpy_helper, opset, shapes) -> bool:
             if node.op_type == "Shape" and inputs and inputs[0] not in folder.consts:
                 shape = shapes.get(inputs[0])
                 if shape is not None and None not in shape:
-                    a = _attrs(node)
-                    folder.consts[node.output[0]] = np.array(shape, np.int64)[a.get("start", 0):a.get("end", len(shape))]
+                    folder.consts[node.output[0]] = _shape_value(node, shape)
                     folded.append(node.output[0])
                     continue
             elif node.op_type == "Constant" or (inputs and all(i in folder.consts for i in inputs)):
@@ -285,6 +284,12 @@ def _fold_constant_nodes(proto, numpy_helper, opset, shapes) -> bool:
     del graph.node[:]
     graph.node.extend(keep)
     return True
+
+
+def _shape_value(node, shape) -> np.ndarray:
+    """What an ONNX Shape node gives for a tensor of static `shape` (its start/end applied)."""
+    a = _attrs(node)
+    return np.array(shape, np.int64)[a.get("start", 0):a.get("end", len(shape))]
 
 
 def _check(seq, seed) -> str:
@@ -433,12 +438,10 @@ class _Converter:
 
     def op_Shape(self, node, vals, x):
         """The shape of a computed tensor is static here (batch 1, the window fixed)."""
-        a = _attrs(node)
-        shape = np.array(x.shape, np.int64)[a.get("start", 0):a.get("end", len(x.shape))]
-        self.consts[node.output[0]] = shape
+        self.consts[node.output[0]] = _shape_value(node, x.shape)
 
     # -- layout
-    def spatial(self, x: _Val, values, what, node):
+    def spatial(self, x: _Val, values):
         """ONNX spatial-axis values (kernel, strides, ...) of a Conv/Pool -> ours: (feature, time)
         for 2-D, (time,) for 1-D. A (1, C, T, F) tensor lists time first."""
         values = list(values)
@@ -486,10 +489,10 @@ class _Converter:
         if nd == 2 and x.t_axis == 2:  # (1, C, T, F): our kernels are (feature, time)
             w = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
         k = list(w.shape[2:])
-        strides = self.spatial(x, a.get("strides", [1] * nd), "strides", node)
-        dil = self.spatial(x, a.get("dilations", [1] * nd), "dilations", node)
+        strides = self.spatial(x, a.get("strides", [1] * nd))
+        dil = self.spatial(x, a.get("dilations", [1] * nd))
         pads = list(a.get("pads", [0] * (2 * nd)))
-        lo, hi = self.spatial(x, pads[:nd], "pads", node), self.spatial(x, pads[nd:], "pads", node)
+        lo, hi = self.spatial(x, pads[:nd]), self.spatial(x, pads[nd:])
         if x.pad is not None:  # a preceding zero Pad (F.pad(x, (k-1, 0)) before a causal conv)
             lo[-1] += x.pad[0]
             if nd == 2:
@@ -587,14 +590,14 @@ class _Converter:
             raise _fail(node, "pooling after the time axis was reduced")
         self.need_channels_first(node, x)
         a = _attrs(node)
-        k = self.spatial(x, a["kernel_shape"], "kernel_shape", node)
+        k = self.spatial(x, a["kernel_shape"])
         nd = len(k)
-        strides = self.spatial(x, a.get("strides", [1] * nd), "strides", node)
+        strides = self.spatial(x, a.get("strides", [1] * nd))
         if any(p for p in a.get("pads", [])) or a.get("ceil_mode", 0):
             raise _fail(node, "pooling with padding or ceil_mode=1 does not stream; use pads 0")
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
             raise _fail(node, "auto_pad is not supported")
-        dil = self.spatial(x, a.get("dilations", [1] * nd), "dilations", node)
+        dil = self.spatial(x, a.get("dilations", [1] * nd))
         if nd == 1:
             layer = (L.MaxPool1d(k[0], strides[0], dil[0]) if op == "max"
                      else L.AvgPool1d(k[0], strides[0]))

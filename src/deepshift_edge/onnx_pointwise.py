@@ -142,9 +142,9 @@ def _is_affine(e: Expr) -> bool:
     if e.op not in _LINEAR_OPS:
         return False
     exprs = [a for a in e.args if isinstance(a, Expr)]
-    if e.op in ("Mul",) and len(exprs) > 1:
+    if e.op in ("Mul", "Div") and len(exprs) > 1:  # a product of two terms in x
         return False
-    if e.op == "Div" and not isinstance(e.args[0], Expr) or e.op == "Div" and len(exprs) > 1:
+    if e.op == "Div" and not isinstance(e.args[0], Expr):  # constant / x
         return False
     return all(_is_affine(a) for a in exprs)
 
