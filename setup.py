@@ -36,10 +36,10 @@ directives = {
 
 extensions = [
     Extension(
-        "deepshift_edge._kernels",
-        ["src/deepshift_edge/_kernels.pyx"],
-        include_dirs=["src/deepshift_edge"],
-        depends=["src/deepshift_edge/_gemv.h"],
+        "deepshift_edge.engine._kernels",
+        ["src/deepshift_edge/engine/_kernels.pyx"],
+        include_dirs=["src/deepshift_edge/engine"],
+        depends=["src/deepshift_edge/engine/_gemv.h"],
         extra_compile_args=compile_args,
         define_macros=[("DSE_DEBUG_BUILD", "1" if DEBUG else "0")],
     )

@@ -22,7 +22,7 @@ echo "sdist: $OUT/$(basename "$SDIST")"
 
 echo "== check its contents"
 tar tzf "$SDIST" > "$WORK/files"
-for need in src/deepshift_edge/_kernels.pyx src/deepshift_edge/_gemv.h setup.py \
+for need in src/deepshift_edge/engine/_kernels.pyx src/deepshift_edge/engine/_gemv.h setup.py \
             pyproject.toml MANIFEST.in tests/strategies.py; do
   grep -q "^deepshift_edge-[^/]*/$need\$" "$WORK/files" || { echo "FAIL: sdist lacks $need"; exit 1; }
 done

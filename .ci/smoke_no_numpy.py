@@ -32,21 +32,21 @@ class _NoNumPy:
 
 def _find_extension():
     for entry in sys.path:
-        pkg = os.path.join(entry or os.curdir, "deepshift_edge")
+        pkg = os.path.join(entry or os.curdir, "deepshift_edge", "engine")
         if not os.path.isdir(pkg):
             continue
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             candidate = os.path.join(pkg, "_kernels" + suffix)
             if os.path.isfile(candidate):
                 return candidate
-    raise SystemExit("FAIL: no installed deepshift_edge/_kernels extension on sys.path")
+    raise SystemExit("FAIL: no installed deepshift_edge/engine/_kernels extension on sys.path")
 
 
 def main():
     sys.meta_path.insert(0, _NoNumPy())
     path = _find_extension()
-    loader = importlib.machinery.ExtensionFileLoader("deepshift_edge._kernels", path)
-    spec = importlib.util.spec_from_file_location("deepshift_edge._kernels", path, loader=loader)
+    loader = importlib.machinery.ExtensionFileLoader("deepshift_edge.engine._kernels", path)
+    spec = importlib.util.spec_from_file_location("deepshift_edge.engine._kernels", path, loader=loader)
     kernels = importlib.util.module_from_spec(spec)
     loader.exec_module(kernels)
 

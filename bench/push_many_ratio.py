@@ -20,7 +20,7 @@ import argparse  # noqa: E402
 import numpy as np  # noqa: E402
 
 import deepshift_edge as dse  # noqa: E402
-from deepshift_edge.bench import _time_frames  # noqa: E402  the bench's per-call timing loop
+from deepshift_edge.tools.bench import _time_frames  # noqa: E402  the bench's per-call timing loop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ["kws", "activity", "spectrogram", "tiny"]

@@ -23,8 +23,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import deepshift_edge as dse  # noqa: E402
-from deepshift_edge.bench import bench_model, format_table, machine_info  # noqa: E402
-from deepshift_edge.timing import summarize  # noqa: E402
+from deepshift_edge.tools.bench import bench_model, format_table, machine_info  # noqa: E402
+from deepshift_edge.tools.timing import summarize  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ["tiny", "kws", "activity", "spectrogram"]

@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 import deepshift_edge as dse
-from deepshift_edge import examples
-from deepshift_edge import stream as stream_mod
+from deepshift_edge.data import examples
+from deepshift_edge.engine import stream as stream_mod
 
 
 def make_stream(model, release):

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import deepshift_edge as dse
-from deepshift_edge import datasets
+from deepshift_edge.data import datasets
 
 ADDRESS = 0x68
 PWR_MGMT_1, GYRO_CONFIG, ACCEL_CONFIG, ACCEL_XOUT_H = 0x6B, 0x1B, 0x1C, 0x3B

@@ -17,8 +17,8 @@ import sys
 import numpy as np
 
 import deepshift_edge as dse
-from deepshift_edge import datasets
-from deepshift_edge.run import MalformedFrame, parse_frame
+from deepshift_edge.data import datasets
+from deepshift_edge.tools.run import MalformedFrame, parse_frame
 
 
 def predictions(port, model, labels=None, log=sys.stderr):

@@ -16,8 +16,8 @@ import platform
 import numpy as np
 
 import deepshift_edge as dse
-from deepshift_edge import datasets
-from deepshift_edge.timing import recompute_timer, summarize, time_calls
+from deepshift_edge.data import datasets
+from deepshift_edge.tools.timing import recompute_timer, summarize, time_calls
 
 
 def evaluate(model, recordings: np.ndarray, labels: np.ndarray) -> dict:

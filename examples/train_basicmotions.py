@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import deepshift_edge as dse
-from deepshift_edge.datasets import load_basicmotions
+from deepshift_edge.data.datasets import load_basicmotions
 
 WINDOW = 40
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src", "deepshift_edge",

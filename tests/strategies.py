@@ -30,7 +30,7 @@ from hypothesis import reject
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
-from deepshift_edge import layers as _L
+from deepshift_edge.nn import layers as _L
 
 MAX_HOP = 8
 MAX_RF = 40

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from deepshift_edge import bench, examples
+from deepshift_edge.tools import bench
+from deepshift_edge.data import examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,7 @@ def test_litert_column_catches_a_wrong_export(monkeypatch, name, layer):
     output channel of a layer scaled by 5% is reported as disagreeing, not timed."""
     pytest.importorskip("ai_edge_litert.interpreter")
     pytest.importorskip("flatbuffers")
-    from deepshift_edge import tflite_export
+    from deepshift_edge.convert import tflite_export
 
     real = tflite_export.to_tflite
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge import examples
-from deepshift_edge.__main__ import main, model_report
+from deepshift_edge.data import examples
+from deepshift_edge.tools.cli import main, model_report
 
 
 def test_inspect_table_and_numbers(tmp_path, capsys):

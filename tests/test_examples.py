@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge import datasets
+from deepshift_edge.data import datasets
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples")
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
-from deepshift_edge import examples
-from deepshift_edge import io as dio
-from deepshift_edge import layers as _L
+from deepshift_edge.data import examples
+from deepshift_edge.formats import npz as dio
+from deepshift_edge.nn import layers as _L
 
 import strategies
 

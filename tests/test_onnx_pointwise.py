@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge import onnx_pointwise as P
+from deepshift_edge.convert import onnx_pointwise as P
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

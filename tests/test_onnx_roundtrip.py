@@ -20,7 +20,7 @@ from strategies import models
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from deepshift_edge.torch_export import to_torch  # noqa: E402
+from deepshift_edge.convert.torch_export import to_torch  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

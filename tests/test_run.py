@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge import datasets, examples
-from deepshift_edge.__main__ import main
-from deepshift_edge.run import MalformedFrame, parse_frame
+from deepshift_edge.data import datasets
+from deepshift_edge.data import examples
+from deepshift_edge.tools.cli import main
+from deepshift_edge.tools.run import MalformedFrame, parse_frame
 
 SHIPPED = datasets.data_path("basicmotions_test.npy")
 

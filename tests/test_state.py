@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
-from deepshift_edge import state as dse_state
+from deepshift_edge.engine import state as dse_state
 
 from reliability_models import (CORE, NAMES, assert_outputs_equal, frames, make, push_each,
                                 same_state)

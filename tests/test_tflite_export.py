@@ -1,4 +1,4 @@
-"""The TFLite export (``deepshift_edge.tflite_export.to_tflite``) run by LiteRT equals the
+"""The TFLite export (``deepshift_edge.convert.tflite_export.to_tflite``) run by LiteRT equals the
 float64 NumPy reference ``model.forward`` on every window.
 
 The .tflite bytes are written without TensorFlow (flatbuffers + the schema code that
@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
-from deepshift_edge import examples, layers as L
-from deepshift_edge.tflite_export import to_tflite
+from deepshift_edge.data import examples
+from deepshift_edge.nn import layers as L
+from deepshift_edge.convert.tflite_export import to_tflite
 
 from strategies import HEADS, activation_model, cases, head_model, randomize
 
@@ -207,7 +208,7 @@ def test_schema_modules_write_the_same_bytes(monkeypatch):
     pytest.importorskip("flatbuffers")
     litert_schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
     tflite_schema = pytest.importorskip("tflite")
-    from deepshift_edge import tflite_export
+    from deepshift_edge.convert import tflite_export
     model = examples.spectrogram_cnn()
     monkeypatch.setattr(tflite_export, "_schema", lambda: litert_schema)
     a = to_tflite(model)

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge import examples
-from deepshift_edge import stream as stream_mod
+from deepshift_edge.data import examples
+from deepshift_edge.engine import stream as stream_mod
 
 from reliability_models import assert_outputs_equal, make, push_each, same_state
 
@@ -298,7 +298,7 @@ def test_reset_or_restore_racing_push_never_leaves_an_impossible_state(op):
     stop = [False]
     rng = np.random.default_rng(4)
     if op == "restore":   # restore first checks the snapshot, then copies: aim the push there
-        from deepshift_edge import state as dse_state
+        from deepshift_edge.engine import state as dse_state
         t0 = time.perf_counter()
         for _ in range(5):
             dse_state.check(s, fresh_snap)

@@ -52,7 +52,7 @@ _MAX_ERR: dict = {}
 
 
 # ----------------------------------------------------------------------------- torch twins
-from deepshift_edge.torch_export import to_torch  # noqa: E402
+from deepshift_edge.convert.torch_export import to_torch  # noqa: E402
 
 from strategies import activation_model, head_model  # noqa: E402
 

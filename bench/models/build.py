@@ -12,7 +12,7 @@ import os
 import sys
 
 import deepshift_edge as dse
-from deepshift_edge import examples
+from deepshift_edge.data import examples
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -5,10 +5,10 @@ a new frame costs only the new column of every layer, and the output for every f
 equals the network run offline on the window that ends there.
 """
 try:
-    from . import _kernels  # noqa: F401  the compiled core is required, never optional
+    from .engine import _kernels  # noqa: F401  the compiled core is required, never optional
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ImportError(
-        "deepshift_edge's compiled core (deepshift_edge._kernels) is missing or broken: the "
+        "deepshift_edge's compiled core (deepshift_edge.engine._kernels) is missing or broken: the "
         "package was not built for this Python/platform. Reinstall it with "
         "'pip install --force-reinstall deepshift-edge' (a C compiler is needed where no "
         f"wheel exists). Original error: {exc}") from exc
@@ -16,19 +16,20 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError, StateError,
                      StreamBusyError,
                      StreamInputError, StreamInputTypeError)
-from .layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
+from .nn.layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
                      Flatten, GELU, GlobalAvgPool, GlobalMaxPool, Hardsigmoid, HardSwish, Identity, LastFrame,
                      Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, ReLU6, Residual,
                      Mish, Sigmoid, SiLU, Softmax, Tanh)
-from .model import Sequential
-from .stream import Stream
-from .io import load, save  # model files (.npz format v1, docs/format.md)
-from .onnx_import import from_onnx  # imports `onnx` only when called
-from .torch_import import from_torch  # imports `torch` only when called
+from .nn.sequential import Sequential
+from .engine.stream import Stream
+from .formats.npz import load, save  # model files (.npz format v1, docs/format.md)
+from .convert.onnx_import import from_onnx  # imports `onnx` only when called
+from .convert.torch_import import from_torch  # imports `torch` only when called
+
+from ._version import __version__
 
 BatchNorm = BatchNorm1d
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Sequential", "Stream", "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d",

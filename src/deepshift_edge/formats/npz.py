@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import layers as L
-from ._atomic import atomic_write
-from .errors import ModelError, ModelFormatError
+from ..nn import layers as L
+from .._atomic import atomic_write
+from ..errors import ModelError, ModelFormatError
 
 __all__ = ["save", "load", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "LIMITS"]
 
@@ -151,8 +151,8 @@ def _layer_entry(layer: L.Layer, key: str, arrays: dict) -> dict:
 
 def describe(model) -> Tuple[dict, Dict[str, np.ndarray]]:
     """The JSON description and the named float32 arrays of ``model`` (format v1)."""
-    from . import __version__
-    from .model import Sequential
+    from .._version import __version__
+    from ..nn.sequential import Sequential
 
     if not isinstance(model, Sequential):
         raise ModelError(f"expected a deepshift_edge Sequential, got {type(model).__name__}")
@@ -582,7 +582,7 @@ def _load_file(f, limits, name):
 
 
 def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
-    from .model import Sequential
+    from ..nn.sequential import Sequential
 
     infos = zf.infolist()
     if len(infos) > limits["members"]:

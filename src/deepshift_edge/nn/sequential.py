@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import layers as L
-from .errors import ModelError, NotStreamableError, StreamInputError
+from ..errors import ModelError, NotStreamableError, StreamInputError
 
 __all__ = ["Sequential"]
 
@@ -196,7 +196,7 @@ class Sequential:
         to ``block`` frames layer by layer (more reuse of weights, ``block - 1`` more rows
         per ring buffer).
         """
-        from .stream import Stream  # local import: the stream module needs the compiled core
+        from ..engine.stream import Stream  # local import: the stream module needs the compiled core
 
         if self.equivalence != "window-exact":
             raise NotStreamableError(
@@ -204,11 +204,6 @@ class Sequential:
                 f"Use padding='valid', a head that reads only the newest position (LastFrame), "
                 f"or a window of at least the receptive field ({self.receptive_field}).")
         return Stream(self, batch=batch, mode=mode, block=block)
-
-    def save(self, path) -> None:
-        """Write the model to a .npz file (format v1, see docs/format.md)."""
-        from .io import save
-        save(self, path)
 
     # ------------------------------------------------------------------ info
     def __repr__(self):

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ._kernels import StreamCore
-from .errors import StreamInputError, StreamInputTypeError
+from ..errors import StreamInputError, StreamInputTypeError
 from .plan import build_plan
 
 __all__ = ["Stream"]

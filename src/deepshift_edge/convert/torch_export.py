@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import layers as dse_layers
+from ..nn import layers as dse_layers
 
 
 def _torch():

@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["data_path", "load_basicmotions", "BasicMotions", "MODELS", "RECORDINGS", "LABELS",
            "resolve_model", "resolve_recording", "labels_for"]
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: shipped model name -> file in ``data/``
 MODELS = {"basicmotions": "basicmotions_cnn.npz"}

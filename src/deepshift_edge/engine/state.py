@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from ._atomic import atomic_write
-from .errors import StateError
+from .._atomic import atomic_write
+from ..errors import StateError
 
 FORMAT = "deepshift_edge.state"
 VERSION = 1

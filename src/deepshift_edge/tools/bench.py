@@ -37,7 +37,7 @@ def _cpu_name() -> str:
 
 def _isa() -> str:
     """The CPU and the conv kernels the extension picked for it."""
-    from . import _kernels
+    from ..engine import _kernels
 
     flags = set()
     try:
@@ -55,7 +55,7 @@ def _isa() -> str:
 
 
 def machine_info() -> dict:
-    from . import __version__
+    from .._version import __version__
     return {"deepshift_edge": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "machine": platform.machine(), "cpu": _cpu_name(),
             "isa": _isa(), "cores": os.cpu_count(), "system": platform.platform(),
@@ -63,7 +63,7 @@ def machine_info() -> dict:
 
 
 def _debug() -> bool:
-    from . import debug_build
+    from .. import debug_build
     return debug_build()
 
 
@@ -111,7 +111,7 @@ def _agree(name: str, got: np.ndarray, want: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- columns
 def _torch_module(model):
     import torch  # noqa: F401  optional
-    from .torch_export import to_torch
+    from ..convert.torch_export import to_torch
     return to_torch(model, dtype="float32")
 
 
@@ -159,7 +159,7 @@ def _column_onnxruntime(model, x, check_idx, streamed):
 
 def _column_litert(model, x, check_idx, streamed):
     from ai_edge_litert.interpreter import Interpreter  # optional
-    from .tflite_export import to_tflite
+    from ..convert.tflite_export import to_tflite
     interp = Interpreter(model_content=to_tflite(model), num_threads=1)
     interp.allocate_tensors()  # once: every window reuses the same tensors
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import layers as L
+from ..nn import layers as L
 
 __all__ = ["Expr", "ELEMENTWISE", "bind", "identify", "Unidentified", "TOLERANCE"]
 

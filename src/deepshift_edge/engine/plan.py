@@ -22,8 +22,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import layers as L
-from .errors import ModelError
+from ..nn import layers as L
+from ..errors import ModelError
 
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
 CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN = range(10)

@@ -17,9 +17,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import layers as L
+from ..nn import layers as L
 from . import onnx_pointwise as P
-from .errors import ModelError, ModelFormatError
+from ..errors import ModelError, ModelFormatError
 
 __all__ = ["from_onnx", "SUPPORTED_OPS"]
 
@@ -145,14 +145,14 @@ def _input_time_axis(inp, dims, names, time_axis) -> int:
 
 
 def _from_onnx(model, window, time_axis, *, check, return_report, seed):
-    from .io import LIMITS
+    from ..formats.npz import LIMITS
 
     try:
         import onnx
         from onnx import numpy_helper, shape_inference
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("from_onnx needs the 'onnx' package: pip install onnx") from exc
-    from .model import Sequential
+    from ..nn.sequential import Sequential
 
     if isinstance(model, (bytes, bytearray)):
         proto = onnx.load_from_string(bytes(model))

@@ -211,7 +211,7 @@ def _nested(y: np.ndarray):
 
 
 def _output_kind(model, requested: str) -> str:
-    from . import layers as L
+    from ..nn import layers as L
 
     if requested != "auto":
         return requested
@@ -244,9 +244,9 @@ def add_arguments(p) -> None:
 
 def run(args, stdin=None, stdout=None, stderr=None) -> int:
     """Run ``deepshift-edge run`` with parsed ``args``; returns the exit status."""
-    from . import datasets
-    from .errors import StreamInputError
-    from .io import load
+    from ..data import datasets
+    from ..errors import StreamInputError
+    from ..formats.npz import load
 
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout

@@ -5,8 +5,8 @@ random, so the outputs mean nothing, but the cost and the exactness are real.
 """
 from __future__ import annotations
 
-from . import layers as L
-from .model import Sequential
+from ..nn import layers as L
+from ..nn.sequential import Sequential
 
 __all__ = ["tiny", "kws_tcn", "activity_cnn", "spectrogram_cnn", "EXAMPLES"]
 

@@ -1097,7 +1097,7 @@ cdef class StreamCore:
         return self._state[:, 0].copy()
 
     def _raise_busy(self):
-        from .errors import StreamBusyError
+        from ..errors import StreamBusyError
         raise StreamBusyError(
             "this stream is already running a push in another thread; a stream is not "
             "thread-safe: use one stream per thread (or a lock around it); its state is unchanged")

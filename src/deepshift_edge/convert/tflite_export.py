@@ -47,7 +47,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import layers as L
+from ..nn import layers as L
 
 __all__ = ["to_tflite"]
 
@@ -509,5 +509,5 @@ def to_tflite(model) -> bytes:
     exporter = _Exporter(model)
     x, y = exporter.build()  # before the imports: an unsupported layer is reported even without them
     S = _schema()
-    from . import __version__
+    from .._version import __version__
     return _serialize(S, exporter.g, [x], [y], f"deepshift_edge {__version__}")

@@ -1,0 +1,1 @@
+"""Model files: the ``.npz`` format and its validation (``npz``)."""

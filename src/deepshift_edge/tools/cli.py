@@ -1,0 +1,377 @@
+"""Command line: ``deepshift-edge demo | inspect | convert | bench | run`` (also ``python -m deepshift_edge``).
+
+* ``demo``: stream a built-in example model, check it against the offline reference, time it.
+* ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
+  the cost of streaming versus recomputing the whole window every frame.
+* ``convert model.onnx|model.pt model.npz [--window W] [--time-axis AXIS] [--in-features C[,F]]``: import an ONNX graph, check it, save it.
+* ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
+* ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
+
+Where a model file is expected, the name of a model shipped with the package
+(``basicmotions``) works too; see :mod:`deepshift_edge.datasets`.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import numpy as np
+
+
+def _demo(args) -> int:
+    from .._version import __version__
+    from ..data import examples
+    from .timing import recompute_timer, summarize, time_calls
+
+    model = examples.EXAMPLES[args.model]()
+    rng = np.random.default_rng(0)
+    # A synthetic "sensor": slow oscillations plus noise, one frame per step.
+    t = np.arange(args.frames)[:, None]
+    shape = model.frame_shape
+    n_feat = int(np.prod(shape))
+    phases = rng.uniform(0, 2 * np.pi, n_feat)
+    signal = np.sin(0.05 * t * (1 + np.arange(n_feat)) / n_feat + phases) + 0.3 * rng.standard_normal((args.frames, n_feat))
+    x = np.ascontiguousarray(signal.reshape((args.frames,) + shape), dtype=np.float32)
+
+    print(f"deepshift_edge {__version__} demo on Python {platform.python_version()} ({platform.machine()})")
+    print(f"model '{args.model}': frame {shape} -> output {model.output_shape}, window {model.window}, "
+          f"receptive field {model.receptive_field}, hop {model.hop}")
+    stream = model.stream()
+    plan = stream.plan
+    print(f"streamed multiply-adds per frame: {plan.macs_per_frame():,.0f}; stream buffers: "
+          f"{stream.buffer_bytes:,} bytes")
+
+    # 1. The stream equals the offline network on the window ending at every frame.
+    n_check = min(args.frames, model.window + 50)
+    ref = model.forward(x[:n_check])
+    got = []
+    for frame in x[:n_check]:
+        y = stream.push(frame)
+        if y is not None:
+            got.append(y.copy())
+    err = float(np.max(np.abs(np.array(got) - ref)))
+    print(f"streamed vs offline reference on {len(got)} windows: max |error| = {err:.2e}")
+    if not err <= 1e-4:
+        print("ERROR: streamed outputs differ from the offline network", file=sys.stderr)
+        return 1
+
+    # 2. Per-frame latency, streamed vs recomputing the whole window, in one run.
+    stream.reset()
+    for frame in x[:model.window]:
+        stream.push(frame)
+    frames = x[model.window:]
+    streamed = summarize(time_calls(stream.push, frames))
+    idx = np.arange(model.window, min(args.frames, model.window + args.recompute_frames))
+    recompute = summarize(time_calls(recompute_timer(model, x), idx))
+    print(f"\nper-frame latency (µs), {len(frames)} streamed frames, {len(idx)} recomputed windows:")
+    print(f"  {'':24s}{'p50':>10s}{'p90':>10s}{'p99':>10s}{'max':>10s}")
+    for name, s in (("streamed (push)", streamed), ("full-window recompute", recompute)):
+        print(f"  {name:24s}{s['p50_us']:10.2f}{s['p90_us']:10.2f}{s['p99_us']:10.2f}{s['max_us']:10.1f}")
+    print(f"  speed-up of streaming (median): {recompute['p50_us'] / streamed['p50_us']:.1f}x")
+    return 0
+
+
+# ----------------------------------------------------------------------------- inspect
+def _short(layer) -> str:
+    """'Conv1d 3->8 k=3 d=2 causal' style description (non-default hyper-parameters)."""
+    from ..formats import npz as dio
+
+    kind = type(layer).__name__
+    cfg = layer.config()
+    schema = dio._SCHEMA.get(kind, {})
+    parts = []
+    if "in_channels" in cfg:
+        parts.append(f"{cfg['in_channels']}->{cfg['out_channels']}")
+    elif "in_features" in cfg:
+        parts.append(f"{cfg['in_features']}->{cfg['out_features']}")
+    elif "num_features" in cfg:
+        parts.append(str(cfg["num_features"]))
+    abbrev = {"kernel_size": "k", "stride": "s", "dilation": "d", "groups": "g"}
+    for key, value in cfg.items():
+        if key in ("in_channels", "out_channels", "in_features", "out_features", "num_features"):
+            continue
+        default = schema.get(key, (None, None))[1]
+        norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+        if key in ("stride",) and default is None and norm(value) == norm(cfg.get("kernel_size")):
+            continue
+        if norm(value) == norm(default) or (isinstance(default, list) and isinstance(value, int)
+                                            and [value, value] == default):
+            continue
+        if key == "padding":
+            parts.append(str(value) if isinstance(value, str) else f"pad={list(value)}")
+        elif key == "bias":
+            parts.append("no bias" if not value else "bias")
+        else:
+            v = "x".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            parts.append(f"{abbrev.get(key, key)}={v}")
+    return " ".join([kind] + parts)
+
+
+def _layer_macs(layer, spec_in, spec_out) -> int:
+    """Multiply-adds of one layer over one whole window (the plan's per-op counts x positions)."""
+    from ..nn import layers as L
+
+    positions = 1 if spec_out.length is None else spec_out.length
+    if isinstance(layer, (L.Conv1d, L.Conv2d)):
+        f_out = spec_out.features or 1
+        return layer.k_t * layer.k_f * (layer.in_channels // layer.groups) * layer.out_channels \
+            * f_out * positions
+    if isinstance(layer, L.Linear):
+        return layer.in_features * layer.out_features * positions
+    if isinstance(layer, L._Pool):
+        return layer.k_t * layer.k_f * spec_out.channels * (spec_out.features or 1) * positions
+    if isinstance(layer, (L.GlobalAvgPool, L.GlobalMaxPool)) and not spec_in.is_vector:
+        return spec_in.channels * (spec_in.features or 1) * spec_in.length
+    return 0
+
+
+def _rows(model):
+    """(name, description, output shape, step, rf, params, macs per window) per layer."""
+    from ..nn import layers as L
+
+    rows = []
+    for i, layer in enumerate(model.layers):
+        spec_in, spec_out = model.specs[i], model.specs[i + 1]
+        if isinstance(layer, L.Residual):
+            sub_rows, macs, spec = [], 0, spec_in
+            for j, sub in enumerate(layer.body):
+                nxt = sub.out_spec(spec, f"layer {i}.body[{j}]")
+                m = _layer_macs(sub, spec, nxt)
+                macs += m
+                sub_rows.append((f"{i}.body.{j}", "  " + _short(sub), nxt, _nparams(sub), m))
+                spec = nxt
+            if layer.skip is not None:
+                nxt = layer.skip.out_spec(spec_in, f"layer {i}.skip")
+                m = _layer_macs(layer.skip, spec_in, nxt)
+                macs += m
+                sub_rows.append((f"{i}.skip", "  " + _short(layer.skip), nxt, _nparams(layer.skip), m))
+            rows.append((str(i), "Residual (body + skip, newest frames aligned)", spec_out,
+                         _nparams(layer), macs))
+            rows += sub_rows
+        else:
+            rows.append((str(i), _short(layer), spec_out, _nparams(layer),
+                         _layer_macs(layer, spec_in, spec_out)))
+    if not model.layers or not any(layer.is_head for layer in model.layers):
+        rows.append(("-", "(implicit LastFrame)", model.specs[-1], 0, 0))
+    return rows
+
+
+def _nparams(layer) -> int:
+    from ..nn import layers as L
+
+    if isinstance(layer, L.Residual):
+        return sum(_nparams(s) for s in layer.body) + (0 if layer.skip is None else _nparams(layer.skip))
+    return int(sum(a.size for a in layer.params().values()))
+
+
+def _fmt_shape(spec) -> str:
+    return str(tuple(int(v) for v in spec.shape))
+
+
+def model_report(model) -> str:
+    """The text printed by ``deepshift-edge inspect``."""
+    from ..errors import NotStreamableError
+
+    lines = []
+    frame = "x".join(map(str, model.frame_shape))
+    lines.append(f"input frames ({frame}) -> output {tuple(model.output_shape)}; window {model.window} "
+                 f"frames; layout of shapes: (channels[, features], time positions) before the head")
+    rows = _rows(model)
+    head = f"{'#':>8}  {'layer':44s} {'output shape':>16} {'step':>5} {'rf':>6} {'params':>10} {'MACs/window':>12}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for name, desc, spec, params, macs in rows:
+        step = "-" if spec.is_vector else str(spec.step)
+        rf = "-" if spec.is_vector else str(spec.rf)
+        lines.append(f"{name:>8}  {desc[:44]:44s} {_fmt_shape(spec):>16} {step:>5} {rf:>6} "
+                     f"{params:>10,} {macs:>12,}")
+    total_params = sum(r[3] for r in rows if "." not in r[0])
+    recompute = sum(r[4] for r in rows if "." not in r[0])
+    lines.append("-" * len(head))
+    lines.append(f"parameters: {total_params:,} ({4 * total_params:,} bytes float32)")
+    lines.append(f"receptive field: {model.receptive_field} frames; window: {model.window}; "
+                 f"hop: {model.hop}; delay: {model.delay} frames; equivalence: {model.equivalence}")
+    lines.append(f"full-window recompute: {recompute:,} multiply-adds per output "
+                 f"(sum over layers of MACs per position x positions in the window)")
+    try:
+        dense = model.stream()
+        deci = model.stream(mode="decimated")
+    except NotStreamableError as exc:
+        lines.append(f"streaming: not possible: {exc}")
+        return "\n".join(lines)
+    d_macs, x_macs = dense.plan.macs_per_frame(), deci.plan.macs_per_frame()
+    lines.append(f"streamed, mode='dense' (an output every frame): {d_macs:,.0f} MACs/frame vs "
+                 f"{recompute:,} recomputing every frame: {_saving(recompute, d_macs)}; "
+                 f"buffers {dense.buffer_bytes:,} bytes")
+    if model.hop > 1:
+        lines.append(f"streamed, mode='decimated' (an output every {model.hop} frames): "
+                     f"{x_macs:,.0f} MACs/frame vs {recompute / model.hop:,.0f} recomputing every "
+                     f"{model.hop} frames: {_saving(recompute / model.hop, x_macs)}; buffers "
+                     f"{deci.buffer_bytes:,} bytes")
+    return "\n".join(lines)
+
+
+def _saving(recompute, streamed) -> str:
+    if streamed <= 0:
+        return "no multiply-adds"
+    return f"{recompute / streamed:,.1f}x fewer"
+
+
+def _inspect(args) -> int:
+    from ..data.datasets import resolve_model
+    from ..formats.npz import load
+
+    model = load(resolve_model(args.model))
+    print(f"{args.model}:")
+    print(model_report(model))
+    return 0
+
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
+
+
+def _from_torchscript(args, time_axis):
+    """A TorchScript file (``torch.jit.script(module).save(path)``) straight to a model."""
+    from ..errors import ModelFormatError
+    from ..convert.torch_import import from_torch
+
+    if args.window is None or args.in_features is None:
+        raise ModelFormatError(f"{args.source}: a TorchScript model needs --window and --in-features "
+                               f"(e.g. --in-features 40, or 1,64 for 2-D frames)")
+    try:
+        import torch
+    except ImportError:
+        raise ModelFormatError("converting a TorchScript file needs PyTorch: pip install torch onnx") from None
+    try:  # torch.jit.load reads TorchScript archives only (no arbitrary pickled classes)
+        module = torch.jit.load(args.source, map_location="cpu")
+    except Exception as exc:
+        raise ModelFormatError(f"{args.source}: not a TorchScript archive ({type(exc).__name__}); save "
+                               f"the model with torch.jit.script(model).save(path), or export it to "
+                               f"ONNX") from None
+    dims = tuple(int(v) for v in str(args.in_features).split(","))
+    if time_axis is not None and not isinstance(time_axis, int):
+        raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
+    return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
+                      time_axis=-1 if time_axis is None else time_axis, return_report=True)
+
+
+def _convert(args) -> int:
+    from ..formats.npz import save
+    from ..convert.onnx_import import from_onnx
+
+    time_axis = args.time_axis
+    if time_axis is not None and time_axis.lstrip("-").isdigit():
+        time_axis = int(time_axis)
+    if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
+        model, report = _from_torchscript(args, time_axis)
+    else:
+        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
+    save(model, args.target)
+    print(report)
+    print(f"wrote {args.target}")
+    return 0
+
+
+def _bench(args) -> int:
+    import json
+
+    from ..data import examples
+    from .bench import COLUMNS, bench_model, format_table
+
+    if args.model in examples.EXAMPLES:
+        model = examples.EXAMPLES[args.model]()
+    else:
+        from ..data.datasets import resolve_model
+        from ..formats.npz import load
+        model = load(resolve_model(args.model))
+    columns = list(COLUMNS) if args.columns is None else args.columns.split(",")
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        print(f"deepshift-edge bench: unknown column(s) {unknown}; choose from {list(COLUMNS)}",
+              file=sys.stderr)
+        return 2
+    result = bench_model(model, frames=args.frames, recompute_frames=args.recompute_frames,
+                         rate=args.rate, columns=columns, mode=args.mode, per_layer=args.per_layer)
+    result["model"]["name"] = args.model
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    print(format_table(result))
+    return 0
+
+
+def _run(args) -> int:
+    from .run import run
+
+    try:
+        return run(args)
+    except ValueError as exc:  # an unreadable .npy input and the like (DeepShiftError is handled by main)
+        from ..errors import DeepShiftError
+        if isinstance(exc, DeepShiftError):
+            raise
+        print(f"deepshift-edge run: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it")
+    demo.add_argument("--model", default="activity", choices=["tiny", "kws", "activity", "spectrogram"])
+    demo.add_argument("--frames", type=int, default=3000, help="synthetic frames to stream")
+    demo.add_argument("--recompute-frames", type=int, default=300,
+                      help="windows to recompute for the comparison")
+    insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
+    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
+                                    "shipped model: basicmotions")
+    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
+    conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
+                                     "or a TorchScript .pt file (with --in-features, --window)")
+    conv.add_argument("target", help="the .npz file to write")
+    conv.add_argument("--window", type=int, default=None,
+                      help="window W in frames (default: the time length of the ONNX input)")
+    conv.add_argument("--in-features", default=None, metavar="C[,F]",
+                      help="TorchScript sources only: channels per frame (C, or C,F for 2-D frames)")
+    conv.add_argument("--time-axis", default=None, metavar="AXIS",
+                      help="the input's time axis, an index or a symbolic dimension name (default: "
+                           "the axis named like time, e.g. 'time' or 'frames', else the last)")
+    bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
+                                         "other runtimes, side by side")
+    bench.add_argument("model", help="a .npz model file, a built-in example: tiny, kws, activity, "
+                                     "spectrogram, or a shipped model: basicmotions")
+    bench.add_argument("--frames", type=int, default=3000, help="streamed frames to time")
+    bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
+    bench.add_argument("--rate", type=float, default=None,
+                       help="sensor cadence in Hz (sleep between frames); default back-to-back")
+    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"])
+    bench.add_argument("--columns", default=None,
+                       help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
+    bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
+    bench.add_argument("--json", default=None, help="also write the full result as JSON here")
+    from . import run as _run_module
+    _run_module.add_arguments(sub.add_parser(
+        "run", help="stream frames from stdin, a CSV or a .npy file: one prediction per output line",
+        description=_run_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    from ..errors import DeepShiftError
+
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "convert":
+            return _convert(args)
+        if args.command == "bench":
+            return _bench(args)
+        if args.command == "run":
+            return _run(args)
+    except (DeepShiftError, OSError, ImportError) as exc:
+        print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
