@@ -8,7 +8,8 @@ import pytest
 
 import deepshift_edge as dse
 from deepshift_edge.data import examples
-from deepshift_edge.tools.cli import main, model_report
+from deepshift_edge.tools.cli import main
+from deepshift_edge.tools.inspect import model_report
 
 
 def test_inspect_table_and_numbers(tmp_path, capsys):
@@ -47,14 +48,16 @@ def test_inspect_every_example(name, tmp_path, capsys):
         assert "mode='decimated'" in out
 
 
-def test_inspect_residual_and_not_streamable(tmp_path, capsys):
+def test_inspect_residual_with_strips(tmp_path, capsys):
     model = dse.Sequential([dse.Residual([dse.Conv1d(2, 3, 3, padding="causal")], skip=dse.Conv1d(2, 3, 1)),
                             dse.GlobalAvgPool()], in_features=2, window=10)
     dse.save(model, tmp_path / "m.npz")
     assert main(["inspect", str(tmp_path / "m.npz")]) == 0
     out = capsys.readouterr().out
-    assert "0.body.0" in out and "0.skip" in out and "stream-exact" in out
-    assert "streaming: not possible" in out
+    assert "layers.0.body.0" in out and "layers.0.skip" in out and "window-exact" in out
+    row = next(line for line in out.splitlines() if "layers.0.body.0" in line)
+    assert " 2|0 " in row  # causal k3: the first two positions of each window read its zeros
+    assert "without the strips" in out
 
 
 def test_inspect_errors_are_reported_not_raised(tmp_path, capsys):

@@ -140,15 +140,19 @@ def test_reset_index_out_of_range():
     (lambda: dse.Sequential([dse.Conv1d(4, 4, 3)], in_features=3), "expects 4 input channels, got 3"),
     (lambda: dse.Sequential([dse.Conv1d(3, 4, 5)], in_features=3, window=4), "spans 5 positions"),
     (lambda: dse.Conv1d(3, 4, 3, groups=2), "groups=2 must divide"),
-    (lambda: dse.Conv1d(3, 4, 3, padding=1), "time padding must be 'valid'"),
+    (lambda: dse.Conv1d(3, 4, 3, padding="full"), "time padding must be 'valid', 'causal', 'same'"),
+    (lambda: dse.Conv1d(3, 4, 3, padding=(1, 2, 3)), r"must be \(left, right\), got \(1, 2, 3\)"),
+    (lambda: dse.Conv1d(3, 4, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
+    (lambda: dse.MaxPool1d(2, padding=2), "at most half the kernel"),
     (lambda: dse.Conv1d(3, 4, 0), "kernel_size must be an integer >= 1"),
     (lambda: dse.Sequential([dse.Conv2d(3, 4, 3)], in_features=3), "needs 2-D frames"),
     (lambda: dse.Sequential([dse.Conv1d(3, 4, 1)], in_features=(3, 4)), "needs 1-D frames"),
-    (lambda: dse.Sequential([dse.GlobalAvgPool(), dse.LastFrame()], in_features=3), "already has a head"),
+    (lambda: dse.Sequential([dse.GlobalAvgPool(), dse.LastFrame()], in_features=3), r"its input already has no time axis \(a second head\)"),
     (lambda: dse.Sequential([dse.LastFrame(), dse.Conv1d(3, 3, 1)], in_features=3), "after the head"),
     (lambda: dse.Sequential([dse.Residual([dse.Conv1d(3, 3, 3, stride=2)])], in_features=3, window=9),
-     "strides inside a residual"),
-    (lambda: dse.Sequential([dse.Residual([dse.Conv1d(3, 4, 3)])], in_features=3), "add a 1x1 conv"),
+     r"different strides \(2, 1 frames per position\)"),
+    (lambda: dse.Sequential([dse.Residual([dse.Conv1d(3, 4, 3)])], in_features=3),
+     r"Add needs inputs of one per-frame shape, got \(4,\), \(3,\)"),
     (lambda: dse.Sequential([dse.Flatten(), dse.Linear(5, 2)], in_features=3, window=2),
      "Linear expects 5 features, got 6"),
 ])
@@ -165,16 +169,21 @@ def test_weight_assignment_checks_shape():
     assert conv.weight.dtype == np.float32
 
 
-def test_window_padding_the_head_can_see_is_not_streamable():
-    model = dse.Sequential([dse.Conv1d(3, 4, 3, padding="causal"), dse.GlobalAvgPool()],
-                           in_features=3, window=8)
-    assert model.equivalence == "stream-exact"
-    with pytest.raises(dse.NotStreamableError, match="zero padding"):
-        model.stream()
-    # The same layers with a LastFrame head never see the padding: window-exact.
-    ok = dse.Sequential([dse.Conv1d(3, 4, 3, padding="causal"), dse.LastFrame()], in_features=3, window=8)
-    assert ok.equivalence == "window-exact"
-    ok.stream()
+def test_graph_errors_name_the_node():
+    x = dse.Input(3)
+    with pytest.raises(dse.ModelError, match="joins two or more tensors, got 1"):
+        dse.Add()(x)
+    with pytest.raises(dse.ModelError, match="takes 1 input, got 2"):
+        dse.ReLU()(x, x)
+    with pytest.raises(dse.ModelError, match="expected graph tensors"):
+        dse.ReLU()(np.zeros(3))
+    a = dse.Conv1d(3, 4, 1)(x, name="a")
+    with pytest.raises(dse.ModelError, match=r"node add_2 \(Add\): Add needs inputs of one per-frame shape"):
+        dse.Model(x, dse.Add()(a, x, name="add_2"))
+    with pytest.raises(dse.ModelError, match="two nodes are named 'a'"):
+        dse.Model(x, dse.ReLU()(dse.Conv1d(4, 4, 1)(a, name="a")))
+    with pytest.raises(dse.ModelError, match="exactly one input"):
+        dse.Model(x, dse.Add()(a, dse.Conv1d(3, 4, 1)(dse.Input(3))))
 
 
 def test_bad_mode_and_batch():

@@ -46,8 +46,9 @@ def _all_layer_models():
             dse.Conv1d(4, 6, 5, stride=2, groups=2, seed=1), dse.LeakyReLU(0.2),
             dse.MaxPool1d(3, stride=2, dilation=2), dse.Conv1d(6, 6, 3, groups=6, bias=False, seed=2),
             dse.HardSwish(), dse.AvgPool1d(2), dse.SiLU(), dse.Sigmoid(), dse.Hardsigmoid(), dse.Mish(),
-            dse.GlobalMaxPool(),
-            dse.Linear(6, 3, bias=False, seed=3), dse.ReLU6()], in_features=4, window=60),
+            dse.ELU(0.5), dse.CELU(2.0), dse.SELU(), dse.Softsign(), dse.Softplus(2.0, 10.0),
+            dse.Hardtanh(-2.0, 3.0), dse.PReLU(6), dse.GlobalMaxPool(),
+            dse.Linear(6, 3, bias=False, seed=3), dse.ReLU6(), dse.PReLU()], in_features=4, window=60),
         "two_d": dse.Sequential([
             dse.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), seed=1),
             bn(4, True), dse.ReLU(), dse.MaxPool2d((2, 2)),
@@ -357,7 +358,7 @@ BROKEN = {
     "window zero": (lambda: _edit(lambda d, a: _deep(d, ["window"], 0)), r"window: expected an integer"),
     "huge window": (lambda: _edit(lambda d, a: _deep(d, ["window"], 10 ** 9)), r"window"),
     "window too short": (lambda: _edit(lambda d, a: _deep(d, ["window"], 2)),
-                         r"layer 0.*make the window longer"),
+                         r"node layers\.0 \(Conv1d\).*make the window longer"),
     "window needs gigabytes": (lambda: _file(
         {"format": "deepshift-edge-model", "format_version": 1, "producer": "x", "in_features": 256,
          "window": 1 << 20, "layers": [{"type": "Conv1d", "in_channels": 256, "out_channels": 256,
@@ -397,7 +398,7 @@ BROKEN = {
                       r"layers\.3\.body\.0\.kernel_size.*extent"),
     "channel mismatch": (lambda: _edit(lambda d, a: (_deep(d, ["layers", 5, "in_features"], 5),
                                                      _deep(a, ["layers.5.weight"], np.zeros((3, 5), np.float32)))),
-                         r"layer 5 \(Linear\): Linear expects 5 features, got 4"),
+                         r"node layers\.5 \(Linear\): Linear expects 5 features, got 4"),
     "nested residual": (lambda: _edit(lambda d, a: _deep(d, ["layers", 3, "body"],
                                                          [{"type": "Residual", "body": [{"type": "ReLU"}]}])),
                         r"layers\.3\.body\.0: a Residual block cannot hold another Residual"),
@@ -405,7 +406,7 @@ BROKEN = {
                                                          a.pop("layers.3.body.0.weight"), a.pop("layers.3.body.0.bias"))),
                              r"layers\.3 \(Residual\): Residual: LastFrame is not allowed"),
     "stride in residual": (lambda: _edit(lambda d, a: _deep(d, ["layers", 3, "body", 0, "stride"], 2)),
-                           r"layer 3.*body\[0\]: strides inside a residual block"),
+                           r"node layers\.3\.add \(Add\): Add joins branches that advance at different strides"),
     "empty residual": (lambda: _edit(lambda d, a: _deep(d, ["layers", 3, "body"], [])),
                        r"layers\.3\.body: expected a non-empty list"),
     # --- arrays

@@ -16,10 +16,12 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
 from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError, StateError,
                      StreamBusyError,
                      StreamInputError, StreamInputTypeError)
-from .nn.layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout,
-                     Flatten, GELU, GlobalAvgPool, GlobalMaxPool, Hardsigmoid, HardSwish, Identity, LastFrame,
-                     Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d, ReLU, ReLU6, Residual,
-                     Mish, Sigmoid, SiLU, Softmax, Tanh)
+from .nn.layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, CELU, Conv1d, Conv2d, Dropout,
+                        ELU, Flatten, GELU, GlobalAvgPool, GlobalMaxPool, Hardsigmoid, HardSwish,
+                        Hardtanh, Identity, LastFrame, Layer, LeakyReLU, Linear, MaxPool1d, MaxPool2d,
+                        Mish, PReLU, ReLU, ReLU6, SELU, Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
+from .nn.merge import Add, ChannelSlice, Concat, Crop, FrameFlatten, Mul, Pad, Residual
+from .nn.graph import Input, Model
 from .nn.sequential import Sequential
 from .engine.stream import Stream
 from .formats.npz import load, save  # model files (.npz format v1, docs/format.md)
@@ -32,13 +34,22 @@ BatchNorm = BatchNorm1d
 
 
 __all__ = [
-    "Sequential", "Stream", "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d",
-    "AvgPool2d", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU",
-    "Sigmoid", "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "Softmax", "Identity",
-    "Dropout", "LastFrame",
-    "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "DeepShiftError", "ModelError",
-    "NotStreamableError", "StreamInputError", "StreamInputTypeError", "StateError", "StreamBusyError", "debug_build",
-    "ModelFormatError", "load", "save", "from_onnx", "from_torch",
+    "Input", "Model", "Sequential", "Stream", "Layer",
+    # time layers
+    "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d", "Pad", "Crop",
+    # per frame
+    "BatchNorm", "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid",
+    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "ELU", "CELU", "SELU", "PReLU",
+    "Softplus", "Softsign", "Hardtanh", "Softmax", "Identity", "Dropout", "ChannelSlice",
+    "FrameFlatten",
+    # branches
+    "Add", "Mul", "Concat", "Residual",
+    # heads
+    "LastFrame", "GlobalAvgPool", "GlobalMaxPool", "Flatten",
+    # errors, files, converters
+    "DeepShiftError", "ModelError", "NotStreamableError", "StreamInputError", "StreamInputTypeError",
+    "StateError", "StreamBusyError", "ModelFormatError", "debug_build", "load", "save", "from_onnx",
+    "from_torch",
 ]
 
 

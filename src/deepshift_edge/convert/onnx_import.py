@@ -18,6 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..nn import layers as L
+from ..nn import merge as M
 from . import onnx_pointwise as P
 from ..errors import ModelError, ModelFormatError
 
@@ -946,7 +947,7 @@ class _Converter:
             raise _fail(node, "residual Add of a tensor with itself is not supported")
         skip = _fold_into_first(strip(skip))
         try:
-            block = L.Residual(body, skip[0] if skip else None)
+            block = M.Residual(body, skip[0] if skip else None)
         except ModelError as exc:
             raise _fail(node, str(exc)) from None
         out = self.shape(node.output[0])

@@ -48,6 +48,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..nn import layers as L
+from ..nn import merge as M
 
 __all__ = ["to_tflite"]
 
@@ -314,7 +315,7 @@ class _Exporter:
                 if out is None:
                     raise NotImplementedError(f"to_tflite: no TFLite mapping for layer {type(layer).__name__}")
                 v.t = out
-            elif isinstance(layer, L.Residual):
+            elif isinstance(layer, M.Residual):
                 v.t, op = self.residual(v, layer)
             elif isinstance(layer, (L.LastFrame, L.GlobalAvgPool, L.Flatten)):
                 self.head(v, layer)

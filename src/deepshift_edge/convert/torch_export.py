@@ -21,46 +21,26 @@ def _torch():
 
 
 def to_torch(model, dtype: str = "float64"):
-    """A ``torch.nn.Module`` computing ``model`` on a batch of windows, in ``dtype``."""
+    """A ``torch.nn.Module`` computing ``model`` on a batch of windows, in ``dtype``.
+
+    Graph models become a module that evaluates the node list in order; every layer maps
+    to PyTorch's own op with PyTorch's own padding (F.pad where the zeros are asymmetric).
+    """
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
     tdtype = getattr(torch, dtype)
+    dse = dse_layers
+    from ..nn import merge as M
 
-    class CausalPad(nn.Module):
-        """Left zero padding of the time (last) axis."""
-
-        def __init__(self, amount):
+    class Lambda(nn.Module):
+        def __init__(self, fn, *mods):
             super().__init__()
-            self.amount = amount
+            self.fn = fn
+            self.mods = nn.ModuleList(mods)
 
-        def forward(self, x):
-            return F.pad(x, (self.amount, 0))
-
-    class TakeLast(nn.Module):
-        def forward(self, x):
-            return x[..., -1]
-
-    class PerFrameLinear(nn.Module):
-        """nn.Linear applied to the channels of every frame of (N, C, T)."""
-
-        def __init__(self, lin):
-            super().__init__()
-            self.lin = lin
-
-        def forward(self, x):
-            return self.lin(x.transpose(1, -1)).transpose(1, -1)
-
-    class TorchResidual(nn.Module):
-        def __init__(self, body, skip):
-            super().__init__()
-            self.body = body
-            self.skip = skip
-
-        def forward(self, x):
-            y = self.body(x)
-            s = x if self.skip is None else self.skip(x)
-            return y + s[..., s.shape[-1] - y.shape[-1]:]
+        def forward(self, *xs):
+            return self.fn(*xs)
 
     def _param(a):
         return nn.Parameter(torch.from_numpy(np.asarray(a, dtype=np.float32)).to(tdtype), requires_grad=False)
@@ -68,47 +48,57 @@ def to_torch(model, dtype: str = "float64"):
     def _buffer(a):
         return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(tdtype)
 
-    dse = dse_layers
+    def _aligned(xs, vector):
+        if vector:
+            return xs
+        n = min(x.shape[-1] for x in xs)
+        return [x[..., x.shape[-1] - n:] for x in xs]
 
-    def _torch_layer(layer, after_head: bool, two_d: bool):
-        """The PyTorch equivalent of one deepshift_edge layer (float64)."""
-        if isinstance(layer, dse.Residual):
-            body = nn.Sequential(*[_torch_layer(sub, False, two_d) for sub in layer.body])
-            skip = None if layer.skip is None else _torch_layer(layer.skip, False, two_d)
-            return TorchResidual(body, skip)
-        if isinstance(layer, dse.Conv1d):
+    def _conv(layer, two_d):
+        pf, pt = layer.pad_f, layer.pad_t
+        sym_f = pf[0] == pf[1]
+        if two_d:
+            conv = nn.Conv2d(layer.in_channels, layer.out_channels, tuple(layer.kernel_size),
+                             stride=tuple(layer.stride), padding=(pf[0] if sym_f else 0, 0),
+                             dilation=tuple(layer.dilation), groups=layer.groups,
+                             bias=layer.bias is not None)
+        else:
             conv = nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                              padding=0, dilation=layer.dilation, groups=layer.groups,
-                             bias=layer.bias is not None).to(tdtype)
-            conv.weight = _param(layer.weight)
-            if layer.bias is not None:
-                conv.bias = _param(layer.bias)
-            if layer.padding == "causal":
-                return nn.Sequential(CausalPad((layer.kernel_size - 1) * layer.dilation), conv)
-            assert layer.padding == "valid"
-            return conv
-        if isinstance(layer, dse.Conv2d):
-            p_f, p_t = layer.padding
-            conv = nn.Conv2d(layer.in_channels, layer.out_channels, tuple(layer.kernel_size),
-                             stride=tuple(layer.stride), padding=(p_f, 0), dilation=tuple(layer.dilation),
-                             groups=layer.groups, bias=layer.bias is not None).to(tdtype)
-            conv.weight = _param(layer.weight)
-            if layer.bias is not None:
-                conv.bias = _param(layer.bias)
-            if p_t == "causal":
-                return nn.Sequential(CausalPad((layer.kernel_size[1] - 1) * layer.dilation[1]), conv)
-            assert p_t == 0
-            return conv
-        if isinstance(layer, dse.MaxPool1d):
-            return nn.MaxPool1d(layer.kernel_size, stride=layer.stride, dilation=layer.dilation)
-        if isinstance(layer, dse.AvgPool1d):
-            return nn.AvgPool1d(layer.kernel_size, stride=layer.stride)
-        if isinstance(layer, dse.AvgPool2d):  # before MaxPool2d: AvgPool2d subclasses it
-            return nn.AvgPool2d(tuple(layer.kernel_size), stride=tuple(layer.stride))
-        if isinstance(layer, dse.MaxPool2d):
-            return nn.MaxPool2d(tuple(layer.kernel_size), stride=tuple(layer.stride))
+                             bias=layer.bias is not None)
+        conv = conv.to(tdtype)
+        conv.weight = _param(layer.weight)
+        if layer.bias is not None:
+            conv.bias = _param(layer.bias)
+        pads = (pt[0], pt[1]) + ((0, 0) if sym_f else (pf[0], pf[1])) if two_d else (pt[0], pt[1])
+        if any(pads):
+            return Lambda(lambda x: conv(F.pad(x, pads)), conv)
+        return conv
+
+    def _pool(layer, two_d):
+        pf, pt = layer.pad_f, layer.pad_t
+        if pf[0] != pf[1] or pt[0] != pt[1]:
+            raise NotImplementedError(f"{type(layer).__name__} with asymmetric padding has no PyTorch module")
+        if two_d:
+            if layer.op == "max":
+                return nn.MaxPool2d(tuple(layer.kernel_size), stride=tuple(layer.stride),
+                                    padding=(pf[0], pt[0]), ceil_mode=layer.ceil_mode)
+            return nn.AvgPool2d(tuple(layer.kernel_size), stride=tuple(layer.stride), padding=(pf[0], pt[0]),
+                                ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
+        if layer.op == "max":
+            return nn.MaxPool1d(layer.kernel_size, stride=layer.stride, padding=pt[0],
+                                dilation=layer.dilation, ceil_mode=layer.ceil_mode)
+        return nn.AvgPool1d(layer.kernel_size, stride=layer.stride, padding=pt[0],
+                            ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
+
+    def _torch_layer(layer, vector: bool, two_d: bool):
+        """The PyTorch equivalent of one deepshift_edge layer, on (N, C[, F], T) or (N, C[, F])."""
+        if isinstance(layer, dse._Conv):
+            return _conv(layer, isinstance(layer, dse.Conv2d))
+        if isinstance(layer, dse._Pool):
+            return _pool(layer, layer.two_d)
         if isinstance(layer, (dse.BatchNorm1d, dse.BatchNorm2d)):
-            cls = nn.BatchNorm2d if isinstance(layer, dse.BatchNorm2d) and not after_head else nn.BatchNorm1d
+            cls = nn.BatchNorm2d if isinstance(layer, dse.BatchNorm2d) and not vector else nn.BatchNorm1d
             bn = cls(layer.num_features, eps=layer.eps).to(tdtype).eval()
             bn.weight = _param(layer.weight)
             bn.bias = _param(layer.bias)
@@ -120,9 +110,11 @@ def to_torch(model, dtype: str = "float64"):
             lin.weight = _param(layer.weight)
             if layer.bias is not None:
                 lin.bias = _param(layer.bias)
-            return lin if after_head else PerFrameLinear(lin)
+            if vector:
+                return lin
+            return Lambda(lambda x: lin(x.transpose(1, -1)).transpose(1, -1), lin)
         if isinstance(layer, dse.LastFrame):
-            return TakeLast()
+            return Lambda(lambda x: x[..., -1])
         if isinstance(layer, dse.GlobalMaxPool):  # before GlobalAvgPool: it subclasses it
             pool = nn.AdaptiveMaxPool2d(1) if two_d else nn.AdaptiveMaxPool1d(1)
             return nn.Sequential(pool, nn.Flatten(1))
@@ -135,9 +127,21 @@ def to_torch(model, dtype: str = "float64"):
             return nn.Softmax(dim=1)
         if isinstance(layer, dse.LeakyReLU):
             return nn.LeakyReLU(layer.negative_slope)
+        if isinstance(layer, dse.ELU):
+            return nn.ELU(layer.alpha)
+        if isinstance(layer, dse.CELU):
+            return nn.CELU(layer.alpha)
+        if isinstance(layer, dse.Softplus):
+            return nn.Softplus(layer.beta, layer.threshold)
+        if isinstance(layer, dse.Hardtanh):
+            return nn.Hardtanh(layer.min_val, layer.max_val)
+        if isinstance(layer, dse.PReLU):
+            act = nn.PReLU(layer.num_parameters).to(tdtype)
+            act.weight = _param(layer.weight)
+            return act
         simple = {dse.ReLU6: nn.ReLU6, dse.ReLU: nn.ReLU, dse.Sigmoid: nn.Sigmoid, dse.Tanh: nn.Tanh,
                   dse.HardSwish: nn.Hardswish, dse.SiLU: nn.SiLU, dse.Hardsigmoid: nn.Hardsigmoid,
-                  dse.Mish: nn.Mish}
+                  dse.Mish: nn.Mish, dse.SELU: nn.SELU, dse.Softsign: nn.Softsign}
         if type(layer) in simple:
             return simple[type(layer)]()
         if isinstance(layer, dse.GELU):
@@ -146,14 +150,43 @@ def to_torch(model, dtype: str = "float64"):
             return nn.Dropout(layer.p).eval()
         if isinstance(layer, dse.Identity):
             return nn.Identity()
+        if isinstance(layer, M.Add):
+            return Lambda(lambda *xs: sum(_aligned(list(xs), vector)[1:], _aligned(list(xs), vector)[0]))
+        if isinstance(layer, M.Mul):
+            def mul(*xs):
+                ys = _aligned(list(xs), vector)
+                out = ys[0]
+                for y in ys[1:]:
+                    out = out * y
+                return out
+            return Lambda(mul)
+        if isinstance(layer, M.Concat):
+            return Lambda(lambda *xs: torch.cat(_aligned(list(xs), vector), dim=1))
+        if isinstance(layer, M.ChannelSlice):
+            return Lambda(lambda x: x[:, layer.start:layer.stop])
+        if isinstance(layer, M.FrameFlatten):
+            return Lambda(lambda x: x.flatten(1, 2) if x.dim() == 4 else x)
+        if isinstance(layer, M.Pad):
+            return Lambda(lambda x: F.pad(x, (layer.left, layer.right)))
+        if isinstance(layer, M.Crop):
+            return Lambda(lambda x: x[..., layer.left:x.shape[-1] - layer.right])
         raise NotImplementedError(type(layer).__name__)
 
+    class GraphModule(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inputs = [node.inputs for node in model.nodes[1:]]
+            mods = []
+            for i, node in enumerate(model.nodes[1:], start=1):
+                vector = model.specs[node.inputs[0]].is_vector
+                two_d = model.specs[node.inputs[0]].features is not None
+                mods.append(_torch_layer(node.layer, vector, two_d))
+            self.mods = nn.ModuleList(mods)
 
-    two_d = len(model.frame_shape) == 2
-    mods, after_head = [], False
-    for layer in model.layers:
-        mods.append(_torch_layer(layer, after_head, two_d))
-        after_head = after_head or layer.is_head
-    if not after_head:
-        mods.append(TakeLast())  # the implicit LastFrame
-    return nn.Sequential(*mods).to(tdtype).eval()
+        def forward(self, x):
+            values = [x]
+            for mod, ins in zip(self.mods, self.inputs):
+                values.append(mod(*[values[j] for j in ins]))
+            return values[-1]
+
+    return GraphModule().to(tdtype).eval()

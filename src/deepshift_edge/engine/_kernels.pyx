@@ -13,7 +13,7 @@ Unsafe directives (boundscheck/wraparound off, C division) come from setup.py so
 debug build (DSE_DEBUG=1) turns the checks back on for the whole module.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT
-from libc.math cimport expf, tanhf, erff, log1pf, fabsf, INFINITY, NAN
+from libc.math cimport expf, expm1f, tanhf, erff, log1pf, fabsf, INFINITY, NAN
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
@@ -84,6 +84,10 @@ cdef enum:
     K_GMAX = 7
     K_SOFTMAX = 8
     K_RMEAN = 9
+    K_MUL = 10
+    K_CONCAT = 11
+    K_SLICE = 12
+    K_GAPMIX = 13
     A_NONE = 0
     A_RELU = 1
     A_RELU6 = 2
@@ -96,23 +100,40 @@ cdef enum:
     A_SILU = 9
     A_HARDSIGMOID = 10
     A_MISH = 11
+    A_ELU = 12
+    A_CELU = 13
+    A_SELU = 14
+    A_PRELU = 15
+    A_SOFTPLUS = 16
+    A_SOFTSIGN = 17
+    A_HARDTANH = 18
+    REF_PAD = -1      # a tap on padding: convs skip it, max pools ignore it
+    REF_ZERO = -2     # a tap on the shared zero column (the zeros of a Pad layer)
 
-N_INT_FIELDS = 22
+N_INT_FIELDS = 24
 
 cdef struct Op:
     int kind
-    int src, src2, dst
+    int dst
     int64_t period, phase
-    Py_ssize_t ntaps, tap_step, tap_offset
-    Py_ssize_t cin, cout, groups, fin, fout, kf, sf, pf, df
+    Py_ssize_t ntaps, tap_step
+    Py_ssize_t cin, cout, groups, fin, fout, kf, sf, pf, pfr, df
     int act
-    float act_param
+    float act_param, act_param2
+    Py_ssize_t nslots, npos   # K_RMEAN: running sums per element, positions averaged
+    int64_t delay             # K_GAPMIX: positions of the window (the divisor's count)
+    Py_ssize_t nin            # inputs
+    Py_ssize_t nrows          # output positions per run (strip ops: the strip rows)
+    Py_ssize_t cip, coff      # avg pools: count_include_pad; K_SLICE: first channel
+    Py_ssize_t poscol         # floats per output position
+    const int64_t* ins        # (nin, 3): node, lag in rows, channels
+    const int64_t* table      # NULL, or (nrows, nin*ntaps, 3): node|REF_PAD|REF_ZERO, lag, offset
     const float* weight
     const float* scale
     const float* shift
+    const float* act_w        # A_PRELU: per-channel slopes
+    const float* rowdiv       # K_POOL_AVG strip rows: the time part of each row's divisor
     const int64_t* index
-    Py_ssize_t nslots, npos   # K_RMEAN: running sums per element, positions averaged
-    int64_t delay             # K_RMEAN: output = sums of the column at t - delay
     double* aux               # K_RMEAN: (batch, nslots, cin) running sums
     int64_t* auxn             # K_RMEAN: (batch, nslots) updates since the last exact re-sum
 
@@ -123,13 +144,15 @@ cdef struct Net:
     int n_nodes
     float** rings          # per node: base of batch element 0; element b at + b * 2L * col
     Py_ssize_t* ring_len   # L per node
-    Py_ssize_t* col        # floats per column per node
+    Py_ssize_t* col        # floats per row per node
     int64_t* state         # per element: [t, h_0 .. h_{n_nodes-1}]
     Py_ssize_t state_stride
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
     float* fscratch        # padded conv outputs of push
+    const float* zeros     # the shared zero column (REF_ZERO)
+    const float** taps     # one run's input columns, resolved (max nin * ntaps)
     int64_t* node_period   # schedule of each node's producer (push_many lags)
     int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
@@ -144,22 +167,20 @@ cdef struct Net:
     Py_ssize_t out_c, out_f
 
 
-# ---------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------- rings
 cdef inline float* ring_base(Net* net, int node, Py_ssize_t b) noexcept nogil:
     return net.rings[node] + b * 2 * net.ring_len[node] * net.col[node]
 
 
-cdef inline const float* tap_row(Net* net, int node, Py_ssize_t b, const Op* op,
-                                 Py_ssize_t i, Py_ssize_t lag) noexcept nogil:
-    """Column read by tap i (0 = oldest) of op from node's ring, `lag` columns before
-    the newest (push_many runs an op for earlier frames after its input moved on)."""
+cdef inline const float* ring_row(Net* net, int node, Py_ssize_t b, Py_ssize_t lag) noexcept nogil:
+    """The row of node written `lag` runs before its newest one."""
     cdef Py_ssize_t L = net.ring_len[node]
     cdef int64_t h = net.state[b * net.state_stride + 1 + node]
-    return ring_base(net, node, b) + (h + L - lag - op.tap_offset - (op.ntaps - 1 - i) * op.tap_step) * net.col[node]
+    return ring_base(net, node, b) + (h + L - lag) * net.col[node]
 
 
 cdef inline float* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
-    """Advance node's ring by one row and return where the new column goes (row h + L)."""
+    """Advance node's ring by one row and return where the new row goes (row h + L)."""
     cdef Py_ssize_t L = net.ring_len[node]
     cdef int64_t* h = &net.state[b * net.state_stride + 1 + node]
     h[0] = h[0] + 1
@@ -180,13 +201,58 @@ cdef inline void mirror(Net* net, int node, Py_ssize_t b) noexcept nogil:
         memcpy(base, base + col, col * sizeof(float))
 
 
-cdef inline float activate(float v, int act, float param) noexcept nogil:
+cdef inline int64_t runs_upto(int64_t t, int64_t period, int64_t phase) noexcept nogil:
+    """How many times an op of this schedule ran at frames <= t."""
+    if t < phase:
+        return 0
+    if period == 1:  # every op of a dense plan: no 64-bit division (~40 cycles each)
+        return t - phase + 1
+    return (t - phase) // period + 1
+
+
+cdef inline Py_ssize_t lag_of(Net* net, int node, int64_t t, int64_t t_end) noexcept nogil:
+    """Rows the node gained after frame t, up to the block's last frame t_end (0 in push)."""
+    if t == t_end:
+        return 0
+    return <Py_ssize_t>(runs_upto(t_end, net.node_period[node], net.node_phase[node])
+                        - runs_upto(t, net.node_period[node], net.node_phase[node]))
+
+
+cdef void resolve_taps(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t row, int64_t t,
+                       int64_t t_end) noexcept nogil:
+    """net.taps[s * ntaps + i] = the column tap i (0 = oldest) of input s reads, for output
+    row `row` of a run at frame t (push_many: the block ends at t_end). NULL = padding."""
+    cdef Py_ssize_t s, i, r, nrefs = op.nin * op.ntaps
+    cdef int node
+    cdef Py_ssize_t lag
+    cdef const int64_t* ref
+    if op.table == NULL:
+        for s in range(op.nin):
+            node = <int>op.ins[3 * s]
+            lag = <Py_ssize_t>op.ins[3 * s + 1] + lag_of(net, node, t, t_end)
+            for i in range(op.ntaps):
+                net.taps[s * op.ntaps + i] = ring_row(net, node, b, lag + (op.ntaps - 1 - i) * op.tap_step)
+        return
+    ref = op.table + row * nrefs * 3
+    for r in range(nrefs):
+        node = <int>ref[3 * r]
+        if node == REF_PAD:
+            net.taps[r] = NULL
+        elif node == REF_ZERO:
+            net.taps[r] = net.zeros
+        else:
+            net.taps[r] = ring_row(net, node, b, <Py_ssize_t>ref[3 * r + 1] + lag_of(net, node, t, t_end)) \
+                + ref[3 * r + 2]
+
+
+# ---------------------------------------------------------------------------- epilogue
+cdef inline float activate(float v, int act, float p1, float p2) noexcept nogil:
     if act == A_RELU:
         return v if v > 0.0 else 0.0
     if act == A_RELU6:
         return 0.0 if v < 0.0 else (6.0 if v > 6.0 else v)
     if act == A_LEAKY:
-        return v if v >= 0.0 else v * param
+        return v if v >= 0.0 else v * p1
     if act == A_SIGMOID:
         return 1.0 / (1.0 + expf(-v))
     if act == A_TANH:
@@ -204,11 +270,23 @@ cdef inline float activate(float v, int act, float param) noexcept nogil:
         return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
     if act == A_MISH:  # softplus(v) = max(v, 0) + log1p(exp(-|v|)): no overflow
         return v * tanhf((v if v > 0.0 else <float>0.0) + log1pf(expf(-fabsf(v))))
+    if act == A_ELU:
+        return v if v > 0.0 else p1 * expm1f(v)
+    if act == A_CELU:
+        return v if v > 0.0 else p1 * expm1f(v / p1)
+    if act == A_SELU:
+        return <float>1.0507009873554805 * (v if v > 0.0 else <float>1.6732632423543772 * expm1f(v))
+    if act == A_SOFTPLUS:  # PyTorch: linear above the threshold
+        return v if p1 * v > p2 else log1pf(expf(p1 * v)) / p1
+    if act == A_SOFTSIGN:
+        return v / (1.0 + fabsf(v))
+    if act == A_HARDTANH:
+        return p1 if v < p1 else (p2 if v > p2 else v)
     return v
 
 
 cdef void epilogue(const Op* op, float* out) noexcept nogil:
-    """Per-channel scale/shift then activation, over an (fout, cout) column."""
+    """Per-channel scale/shift then activation, over one (fout, cout) position."""
     cdef Py_ssize_t f, c
     cdef float* o
     cdef float v
@@ -226,9 +304,13 @@ cdef void epilogue(const Op* op, float* out) noexcept nogil:
             for c in range(op.cout):
                 v = o[c]
                 o[c] = v if v > 0.0 else 0.0
+        elif op.act == A_PRELU:
+            for c in range(op.cout):
+                v = o[c]
+                o[c] = v if v >= 0.0 else v * op.act_w[c]
         elif op.act != A_NONE:
             for c in range(op.cout):
-                o[c] = activate(o[c], op.act, op.act_param)
+                o[c] = activate(o[c], op.act, op.act_param, op.act_param2)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -254,8 +336,9 @@ cdef inline void group_chunks(Net* net, Py_ssize_t n, Py_ssize_t offset) noexcep
         net.xptrs[n + c] = net.xptrs[c] + offset
 
 
-cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    """out[fo, o] = sum over time taps i, feature taps kf, input channels of the group.
+cdef void run_conv(Net* net, const Op* op, const float** taps, float* out) noexcept nogil:
+    """out[fo, o] = sum over time taps i (NULL: padding, skipped), feature taps kf, input
+    channels of the group.
 
     General case: the register-blocked matrix-vector product of _gemv.h over the
     (tap, feature tap) chunks that fall inside the (zero padded) frame. Depthwise:
@@ -288,7 +371,9 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
             memset(o, 0, op.cout * sizeof(float))
         n = 0
         for i in range(op.ntaps):
-            x = tap_row(net, op.src, b, op, i, lag)
+            x = taps[i]
+            if x == NULL:
+                continue
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
@@ -315,22 +400,29 @@ cdef void run_conv(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
             dse_gemv_blocked(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
                              nblk, blk_stride, net.fscratch)
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
-    epilogue(op, out)
 
 
-cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    cdef Py_ssize_t fo, i, k, c
+cdef void run_pool(const Op* op, const float** taps, float* out, float tdiv) noexcept nogil:
+    """Max or mean over the time taps (NULL: padding) and the feature window of each output
+    feature position. Averages divide by tdiv (the time taps PyTorch counts) times the
+    feature count by the same rule."""
+    cdef Py_ssize_t fo, i, k, c, fi, fstart, fend, fcount
     cdef const float* x
     cdef float* o
     cdef bint is_max = op.kind == K_POOL_MAX
-    cdef float inv = 1.0 / <float>(op.ntaps * op.kf)
+    cdef float inv
     for fo in range(op.fout):
         o = out + fo * op.cout
         for c in range(op.cout):
             o[c] = -INFINITY if is_max else 0.0
         for i in range(op.ntaps):
+            if taps[i] == NULL:
+                continue
             for k in range(op.kf):
-                x = tap_row(net, op.src, b, op, i, lag) + (fo * op.sf + k) * op.cin
+                fi = fo * op.sf - op.pf + k
+                if fi < 0 or fi >= op.fin:
+                    continue
+                x = taps[i] + fi * op.cin
                 if is_max:
                     for c in range(op.cout):  # a select, so it vectorises (inputs are finite)
                         o[c] = x[c] if x[c] > o[c] else o[c]
@@ -338,21 +430,36 @@ cdef void run_pool(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t 
                     for c in range(op.cout):
                         o[c] += x[c]
         if not is_max:
+            # PyTorch's divisor: the window clipped to the padded frame, or the real inputs.
+            fstart = fo * op.sf - op.pf
+            fend = min(fstart + op.kf, op.fin + op.pfr)
+            fcount = fend - fstart
+            if not op.cip:
+                fcount = min(fend, op.fin) - max(fstart, 0)
+            inv = 1.0 / (tdiv * <float>fcount)
             for c in range(op.cout):
                 o[c] = o[c] * inv
-    epilogue(op, out)
 
 
-cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    """Mean or max over ntaps positions (and features) per channel; double accumulators."""
-    cdef Py_ssize_t i, f, c
+cdef void run_global(Net* net, const Op* op, const float** taps, float* out) noexcept nogil:
+    """Mean or max over ntaps positions (and features) per channel; double accumulators.
+    K_GAPMIX: tap 0 is the interior's running mean over npos positions (one value per
+    channel), the others the remaining positions of the window, `delay` in all."""
+    cdef Py_ssize_t i, f, c, i0 = 0
     cdef const float* x
     cdef double* acc = net.scratch
     cdef bint is_max = op.kind == K_GMAX
+    cdef double count = <double>(op.ntaps * op.fin)
     for c in range(op.cin):
         acc[c] = -INFINITY if is_max else 0.0
-    for i in range(op.ntaps):
-        x = tap_row(net, op.src, b, op, i, lag)
+    if op.kind == K_GAPMIX:
+        x = taps[0]
+        for c in range(op.cin):
+            acc[c] = <double>x[c] * <double>(op.npos * op.fin)
+        i0 = 1
+        count = <double>(op.delay * op.fin)
+    for i in range(i0, op.ntaps):
+        x = taps[i]
         for f in range(op.fin):
             if is_max:
                 for c in range(op.cin):
@@ -362,28 +469,26 @@ cdef void run_global(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_
                 for c in range(op.cin):
                     acc[c] += x[f * op.cin + c]
     for c in range(op.cin):
-        out[c] = <float>(acc[c] if is_max else acc[c] / <double>(op.ntaps * op.fin))
-    epilogue(op, out)
+        out[c] = <float>(acc[c] if is_max else acc[c] / count)
 
 
-cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag,
-                    int64_t t) noexcept nogil:
-    """Global average as running sums: add the new column, subtract the one leaving.
+cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, int64_t t,
+                    int64_t t_end) noexcept nogil:
+    """Global average as running sums: add the new column, subtract the one leaving; the
+    output is the mean of the npos columns ending at frame t (one sum per stride phase).
 
-    One sum per stride phase (slot); every npos updates a slot is re-summed exactly from
-    the ring, so rounding cannot accumulate over millions of frames."""
+    Every npos updates a slot is re-summed exactly from the ring, so rounding cannot
+    accumulate over millions of frames."""
+    cdef int node = <int>op.ins[0]
+    cdef Py_ssize_t lag = <Py_ssize_t>op.ins[1] + lag_of(net, node, t, t_end)
     cdef Py_ssize_t P = op.nslots, C = op.cin, F = op.fin, n = op.npos
-    cdef Py_ssize_t L = net.ring_len[op.src], col = net.col[op.src]
-    cdef int64_t h = net.state[b * net.state_stride + 1 + op.src]
-    cdef const float* base = ring_base(net, op.src, b)
-    cdef const float* new = base + (h + L - lag) * col
-    cdef const float* old = base + (h + L - lag - n * P) * col
+    cdef const float* new = ring_row(net, node, b, lag)
+    cdef const float* old = ring_row(net, node, b, lag + n * P)
     cdef Py_ssize_t slot = (t // op.period) % P
     cdef double* sums = op.aux + (b * P + slot) * C
     cdef int64_t* count = op.auxn + b * P + slot
     cdef Py_ssize_t f, c, j
     cdef const float* x
-    cdef int64_t oslot
     for f in range(F):
         for c in range(C):
             sums[c] += <double>new[f * C + c] - <double>old[f * C + c]
@@ -393,21 +498,15 @@ cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t
         for c in range(C):
             sums[c] = 0.0
         for j in range(n):
-            x = base + (h + L - lag - j * P) * col
+            x = ring_row(net, node, b, lag + j * P)
             for f in range(F):
                 for c in range(C):
                     sums[c] += x[f * C + c]
-    oslot = ((t - op.delay) // op.period) % P
-    if oslot < 0:
-        oslot += P
-    sums = op.aux + (b * P + oslot) * C
     for c in range(C):
         out[c] = <float>(sums[c] / <double>(n * F))
-    epilogue(op, out)
 
 
-cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    cdef const float* x = tap_row(net, op.src, b, op, 0, lag)
+cdef void run_softmax(const Op* op, const float* x, float* out) noexcept nogil:
     cdef Py_ssize_t f, c
     cdef float mx
     cdef double total
@@ -422,41 +521,64 @@ cdef void run_softmax(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize
             total += out[f * op.cin + c]
         for c in range(op.cin):
             out[f * op.cin + c] = <float>(out[f * op.cin + c] / total)
-    epilogue(op, out)
 
 
-cdef void run_op(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag, Py_ssize_t lag2,
-                 int64_t t) noexcept nogil:
-    """Run op once for stream b; its inputs are lag (src) and lag2 (src2) columns back."""
-    cdef float* out = advance(net, op.dst, b)
-    cdef Py_ssize_t j, n
+cdef void run_elementwise(const Op* op, const float** taps, float* out) noexcept nogil:
+    """ADD / MUL of nin inputs, CONCAT along channels, SLICE of channels, COPY, GATHER."""
+    cdef Py_ssize_t j, s, f, n = op.poscol, ch, off
     cdef const float* x
-    cdef const float* y
-    if op.kind == K_CONV:
-        run_conv(net, op, b, out, lag)
-    elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
-        run_pool(net, op, b, out, lag)
-    elif op.kind == K_GMEAN or op.kind == K_GMAX:
-        run_global(net, op, b, out, lag)
-    elif op.kind == K_SOFTMAX:
-        run_softmax(net, op, b, out, lag)
-    elif op.kind == K_RMEAN:
-        run_rmean(net, op, b, out, lag, t)
-    elif op.kind == K_ADD:
-        n = net.col[op.dst]
-        x = tap_row(net, op.src, b, op, 0, lag)
-        y = ring_base(net, op.src2, b) + (net.state[b * net.state_stride + 1 + op.src2]
-                                          + net.ring_len[op.src2] - lag2) * net.col[op.src2]
-        for j in range(n):
-            out[j] = x[j] + y[j]
-        epilogue(op, out)
+    if op.kind == K_ADD or op.kind == K_MUL:
+        memcpy(out, taps[0], n * sizeof(float))
+        for s in range(1, op.nin):
+            x = taps[s]
+            if op.kind == K_ADD:
+                for j in range(n):
+                    out[j] = out[j] + x[j]
+            else:
+                for j in range(n):
+                    out[j] = out[j] * x[j]
+    elif op.kind == K_CONCAT:
+        for f in range(op.fout):
+            off = 0
+            for s in range(op.nin):
+                ch = <Py_ssize_t>op.ins[3 * s + 2]
+                memcpy(out + f * op.cout + off, taps[s] + f * ch, ch * sizeof(float))
+                off += ch
+    elif op.kind == K_SLICE:
+        for f in range(op.fout):
+            memcpy(out + f * op.cout, taps[0] + f * op.cin + op.coff, op.cout * sizeof(float))
     elif op.kind == K_COPY:
-        memcpy(out, tap_row(net, op.src, b, op, 0, lag), net.col[op.dst] * sizeof(float))
-        epilogue(op, out)
+        memcpy(out, taps[0], n * sizeof(float))
     elif op.kind == K_GATHER:
-        n = net.col[op.dst]
         for j in range(n):
-            out[j] = tap_row(net, op.src, b, op, op.index[2 * j], lag)[op.index[2 * j + 1]]
+            out[j] = taps[op.index[2 * j]][op.index[2 * j + 1]]
+
+
+cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end) noexcept nogil:
+    """Run op once for stream b at frame t; in push_many the block ends at t_end (inputs
+    have moved on by then: lag_of)."""
+    cdef float* out = advance(net, op.dst, b)
+    cdef Py_ssize_t row
+    cdef float* o
+    if op.kind == K_RMEAN:
+        run_rmean(net, op, b, out, t, t_end)
+        epilogue(op, out)
+        mirror(net, op.dst, b)
+        return
+    for row in range(op.nrows):
+        resolve_taps(net, op, b, row, t, t_end)
+        o = out + row * op.poscol
+        if op.kind == K_CONV:
+            run_conv(net, op, net.taps, o)
+        elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
+            run_pool(op, net.taps, o, op.rowdiv[row] if op.rowdiv != NULL else <float>op.ntaps)
+        elif op.kind == K_GMEAN or op.kind == K_GMAX or op.kind == K_GAPMIX:
+            run_global(net, op, net.taps, o)
+        elif op.kind == K_SOFTMAX:
+            run_softmax(op, net.taps[0], o)
+        else:
+            run_elementwise(op, net.taps, o)
+        epilogue(op, o)
     mirror(net, op.dst, b)
 
 
@@ -493,7 +615,7 @@ cdef bint step(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
     for k in range(net.n_ops):
         op = &net.ops[k]
         if scheduled(op, t):
-            run_op(net, op, b, 0, 0, t)
+            run_op(net, op, b, t, t)
     st[0] = t + 1
     return emits(net, t)
 
@@ -525,15 +647,14 @@ cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_n
         op = &net.ops[k]
         if scheduled(op, t):
             t0 = now_ns()
-            run_op(net, op, b, 0, 0, t)
+            run_op(net, op, b, t, t)
             op_ns[k] += now_ns() - t0
     st[0] = t + 1
     return emits(net, t)
 
 
 cdef void write_output(Net* net, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    cdef const float* src = ring_base(net, net.out_node, b) + (
-        net.state[b * net.state_stride + 1 + net.out_node] + net.ring_len[net.out_node] - lag) * net.col[net.out_node]
+    cdef const float* src = ring_row(net, net.out_node, b, lag)
     cdef Py_ssize_t c, f
     if net.out_transpose:
         for c in range(net.out_c):
@@ -567,33 +688,20 @@ cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t
 
 
 # ---------------------------------------------------------------------------- push_many: op by op
-cdef inline int64_t runs_upto(int64_t t, int64_t period, int64_t phase) noexcept nogil:
-    """How many times an op of this schedule ran at frames <= t."""
-    if t < phase:
-        return 0
-    if period == 1:  # every op of a dense plan: no 64-bit division (~40 cycles each)
-        return t - phase + 1
-    return (t - phase) // period + 1
-
-
-cdef inline Py_ssize_t lag_of(Net* net, int node, int64_t t, int64_t t_end) noexcept nogil:
-    """Columns the node gained after frame t, up to the block's last frame t_end."""
-    return <Py_ssize_t>(runs_upto(t_end, net.node_period[node], net.node_phase[node])
-                        - runs_upto(t, net.node_period[node], net.node_phase[node]))
-
-
 cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t* lags,
                           Py_ssize_t nf) noexcept nogil:
-    """A non-depthwise conv for nf frames whose inputs are evenly spaced in the ring
-    (constant lags[f] - lags[f+1]): the kernel reads each weight once per six frames.
+    """An interior, non-depthwise conv for nf frames whose inputs are evenly spaced in the
+    ring (constant lags[f] - lags[f+1]): the kernel reads each weight once per six frames.
     When the epilogue is only bias and/or ReLU, the kernel applies it and writes both
     mirrored rows itself (no scratch copy, no second pass)."""
+    cdef int src = <int>op.ins[0]
+    cdef Py_ssize_t lag0 = <Py_ssize_t>op.ins[1] + lags[0]
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
     cdef Py_ssize_t col = net.col[op.dst]
-    cdef Py_ssize_t xstride = (lags[0] - lags[1]) * net.col[op.src] if nf > 1 else 0
+    cdef Py_ssize_t xstride = (lags[0] - lags[1]) * net.col[src] if nf > 1 else 0
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + net.block
@@ -605,7 +713,7 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     for fo in range(op.fout):
         n = 0
         for i in range(op.ntaps):
-            row = tap_row(net, op.src, b, op, i, lags[0])
+            row = ring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
@@ -636,7 +744,7 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     cdef int64_t t0 = st[0]
     cdef int64_t t_end = t0 + n - 1
     cdef int64_t t
-    cdef Py_ssize_t j, k, cnt, m = 0, lag, lag2
+    cdef Py_ssize_t j, k, cnt, m = 0, lag
     cdef Py_ssize_t* lags = net.lags
     cdef const Op* op
     cdef bint gemv
@@ -644,23 +752,22 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
         write_input(net, b, frames + j * fstride)
     for k in range(net.n_ops):
         op = &net.ops[k]
-        gemv = op.kind == K_CONV and not (op.cin == op.groups and op.cout == op.groups)
+        gemv = op.kind == K_CONV and op.table == NULL and not (op.cin == op.groups and op.cout == op.groups)
         cnt = 0
         for j in range(n):
             t = t0 + j
             if not scheduled(op, t):
                 continue
-            lag = lag_of(net, op.src, t, t_end)
             if gemv:
                 # a run of frames with evenly spaced inputs goes to the kernel in one call
+                lag = lag_of(net, <int>op.ins[0], t, t_end)
                 if cnt >= 2 and lags[cnt - 1] - lag != lags[0] - lags[1]:
                     run_conv_frames(net, op, b, lags, cnt)
                     cnt = 0
                 lags[cnt] = lag
                 cnt += 1
             else:
-                lag2 = lag_of(net, op.src2, t, t_end) if op.kind == K_ADD else 0
-                run_op(net, op, b, lag, lag2, t)
+                run_op(net, op, b, t, t_end)
         if cnt:
             run_conv_frames(net, op, b, lags, cnt)
     for j in range(n):
@@ -826,6 +933,15 @@ cdef class StreamCore:
         self.net.scratch = &dview[0]
         max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
         fscratch = np.zeros(max_out, dtype=np.float32)
+        zeros = np.zeros(plan.zero_col, dtype=np.float32)
+        keep.append(zeros)
+        fview = zeros
+        self.net.zeros = &fview[0]
+        max_refs = max([max(1, len(o.inputs)) * o.ntaps for o in plan.ops] + [1])
+        taps = np.zeros(max_refs, dtype=np.uintp)
+        keep.append(taps)
+        cdef size_t[::1] tview = taps
+        self.net.taps = <const float**>&tview[0]
         max_chunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
         xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then their per-group copies
         self.net.block = plan.block
@@ -858,57 +974,62 @@ cdef class StreamCore:
         self.net.woffs = &wview[0]
         table = plan.int_table()
         itab = table if n_ops else np.zeros((1, N_INT_FIELDS), dtype=np.int64)
+        cdef Op* cop
         for i in range(n_ops):
-            self.net.ops[i].kind = itab[i, 0]
-            self.net.ops[i].src = itab[i, 1]
-            self.net.ops[i].src2 = itab[i, 2]
-            self.net.ops[i].dst = itab[i, 3]
-            self.net.ops[i].period = itab[i, 4]
-            self.net.ops[i].phase = itab[i, 5]
-            self.net.ops[i].ntaps = itab[i, 6]
-            self.net.ops[i].tap_step = itab[i, 7]
-            self.net.ops[i].tap_offset = itab[i, 8]
-            self.net.ops[i].cin = itab[i, 9]
-            self.net.ops[i].cout = itab[i, 10]
-            self.net.ops[i].groups = itab[i, 11]
-            self.net.ops[i].fin = itab[i, 12]
-            self.net.ops[i].fout = itab[i, 13]
-            self.net.ops[i].kf = itab[i, 14]
-            self.net.ops[i].sf = itab[i, 15]
-            self.net.ops[i].pf = itab[i, 16]
-            self.net.ops[i].df = itab[i, 17]
-            self.net.ops[i].act = itab[i, 18]
-            self.net.ops[i].nslots = itab[i, 19]
-            self.net.ops[i].npos = itab[i, 20]
-            self.net.ops[i].delay = itab[i, 21]
-            self.net.ops[i].aux = NULL
-            self.net.ops[i].auxn = NULL
-            if itab[i, 0] == K_RMEAN:
-                sums = np.zeros((batch, itab[i, 19], itab[i, 9]), dtype=np.float64)
-                counts = np.zeros((batch, itab[i, 19]), dtype=np.int64)
+            cop = &self.net.ops[i]
+            cop.kind = itab[i, 0]
+            cop.dst = itab[i, 1]
+            cop.period = itab[i, 2]
+            cop.phase = itab[i, 3]
+            cop.ntaps = itab[i, 4]
+            cop.tap_step = itab[i, 5]
+            cop.cin = itab[i, 6]
+            cop.cout = itab[i, 7]
+            cop.groups = itab[i, 8]
+            cop.fin = itab[i, 9]
+            cop.fout = itab[i, 10]
+            cop.kf = itab[i, 11]
+            cop.sf = itab[i, 12]
+            cop.pf = itab[i, 13]
+            cop.pfr = itab[i, 14]
+            cop.df = itab[i, 15]
+            cop.act = itab[i, 16]
+            cop.nslots = itab[i, 17]
+            cop.npos = itab[i, 18]
+            cop.delay = itab[i, 19]
+            cop.nin = itab[i, 20]
+            cop.nrows = itab[i, 21]
+            cop.cip = itab[i, 22]
+            cop.coff = itab[i, 23]
+            cop.poscol = plan.nodes[cop.dst].col // cop.nrows
+            cop.aux = NULL
+            cop.auxn = NULL
+            op = plan.ops[i]
+            ins = np.ascontiguousarray(np.asarray(op.inputs, dtype=np.int64).reshape(-1, 3)).reshape(-1)
+            cop.ins = self._int_ptr(ins if ins.size else np.zeros(3, np.int64), keep)
+            cop.table = NULL if op.table is None else self._int_ptr(op.table, keep)
+            cop.index = NULL if op.index is None else self._int_ptr(op.index, keep)
+            if cop.kind == K_RMEAN:
+                sums = np.zeros((batch, cop.nslots, cop.cin), dtype=np.float64)
+                counts = np.zeros((batch, cop.nslots), dtype=np.int64)
                 self._aux += [sums, counts]
                 dview = sums.reshape(-1)
-                self.net.ops[i].aux = &dview[0]
+                cop.aux = &dview[0]
                 iview = counts.reshape(-1)
-                self.net.ops[i].auxn = &iview[0]
-            op = plan.ops[i]
-            self.net.ops[i].act_param = op.act_param
-            self.net.ops[i].weight = self._float_ptr(plan.kernel_weight(op), keep)
-            self.net.ops[i].scale = self._float_ptr(op.scale, keep)
-            self.net.ops[i].shift = self._float_ptr(op.shift, keep)
-            if op.index is not None:
-                idx = np.ascontiguousarray(op.index, dtype=np.int64).reshape(-1)
-                keep.append(idx)
-                iview = idx
-                self.net.ops[i].index = &iview[0]
-            else:
-                self.net.ops[i].index = NULL
+                cop.auxn = &iview[0]
+            cop.act_param = op.act_param
+            cop.act_param2 = op.act_param2
+            cop.weight = self._float_ptr(plan.kernel_weight(op), keep)
+            cop.scale = self._float_ptr(op.scale, keep)
+            cop.shift = self._float_ptr(op.shift, keep)
+            cop.act_w = self._float_ptr(op.act_w, keep)
+            cop.rowdiv = self._float_ptr(op.rowdiv, keep)
         self._ints = table
         self._keep = keep
         self.net.in_c = frame_shape[0]
         self.net.in_f = frame_shape[1] if len(frame_shape) == 2 else 1
         self.net.window, self.net.hop = plan.window, plan.hop
-        self.net.out_node = plan.ops[n_ops - 1].dst if n_ops else 0
+        self.net.out_node = plan.out_node
         self.net.out_transpose = plan.out_transpose
         out_shape = tuple(plan.output_shape)
         self.net.out_c = out_shape[0]
@@ -935,6 +1056,14 @@ cdef class StreamCore:
         self._out_single = self.out[0]
         self._release_gil = plan.macs_per_frame() * batch >= release_gil_macs
         self._block = plan.block
+
+    cdef const int64_t* _int_ptr(self, arr, list keep) except? NULL:
+        import numpy as np
+        cdef int64_t[::1] v
+        a = np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+        keep.append(a)
+        v = a
+        return &v[0]
 
     cdef const float* _float_ptr(self, arr, list keep) except? NULL:
         import numpy as np

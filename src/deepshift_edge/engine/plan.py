@@ -1,63 +1,84 @@
-"""Compile a window network into a streaming plan for the compiled core.
+"""Compile a window network (a graph model) into a streaming plan for the compiled core.
 
-The plan is a list of *nodes* (time series of columns, each kept in a ring buffer
-just long enough for its readers) and *ops* (one per kernel call per frame). The
-compiled core runs the ops in order for every frame; an op runs at frame ``t`` when
-``t >= phase`` and ``(t - phase) % period == 0``.
+The plan is a list of *nodes* (time series of rows, each kept in a ring buffer just
+long enough for its readers) and *ops* (one kernel call per run). The compiled core runs
+the ops in order for every frame; an op runs at frame ``t`` when ``t >= phase`` and
+``(t - phase) % period == 0``. Columns are channels-last: a 2-D column of C channels and F
+features is stored as (F, C), so the innermost loops run over contiguous channels.
 
-Columns are channels-last: a 2-D column of C channels and F features is stored as
-(F, C), so the innermost kernel loops run over contiguous channels.
+Every model node whose positions are time-valued is split in two (docs/semantics.md):
 
-Time bookkeeping (DESIGN.md section 1): position ``j`` of a layer's output in the
-window ending at ``t`` is the column computed at frame ``t - W + 1 + first + j*step``
-(``first``/``step`` from :class:`~deepshift_edge.layers.Spec`). A conv therefore reads
-its input ``dilation * step_in`` frames apart in dense mode; in decimated mode each
-node holds only the columns computed at its own rate, so it reads ``dilation`` rows
-apart and runs every ``step_out`` frames.
+* its **interior**, the shift-invariant positions: one column per frame (dense mode) or
+  per ``step`` frames (decimated), computed once by an *interior op* and shared by every
+  window that contains it. Position ``j`` of the window ending at ``t`` is the column
+  computed at frame ``t - W + 1 + first + j*step``.
+* its two **edge strips**, the positions that zero padding at the window's edges reaches:
+  recomputed for every emitted window by a *strip op*, whose row holds all strip
+  positions. A strip op reads each tap through a table of references: a strip row of its
+  input, an interior column ``lag`` rows back, or padding.
+
+Heads (LastFrame, pools over the window, Flatten) are window ops of the same kind.
+Operators that only move positions (Pad, Crop, Identity, a size-1 feature squeeze) get no
+op: reading them resolves to their input (or to a zero column for Pad's zeros).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..nn import layers as L
 from ..errors import ModelError
+from ..nn import layers as L
+from ..nn import merge as M
 
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
-CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN = range(10)
-ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, \
-    ACT_GELU_ERF, ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID, ACT_MISH = range(12)
+(CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN, MUL, CONCAT, SLICE,
+ GAPMIX) = range(14)
+(ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, ACT_GELU_ERF,
+ ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID, ACT_MISH, ACT_ELU, ACT_CELU, ACT_SELU, ACT_PRELU,
+ ACT_SOFTPLUS, ACT_SOFTSIGN, ACT_HARDTANH) = range(19)
 
 OP_NAMES = ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max",
-            "softmax", "running-mean"]
+            "softmax", "running-mean", "mul", "concat", "slice", "global-mean-mix"]
+
+#: A reference to padding (no value: a conv skips it, a max pool ignores it).
+PAD = -1
+#: A reference to the shared zero column (a real zero, e.g. the zeros of a Pad layer).
+ZERO = -2
+
+N_INT_FIELDS = 24
+BLOCK = 16  # output channels per register block: DSE_BLK in _gemv.h
 
 
 @dataclass
 class Node:
     channels: int
     features: int  # 1 for 1-D data and vectors
+    rows: int = 1  # positions per row: 1 for interior columns and vectors, the strip count else
     ring: int = 1  # rows of history kept (set after all readers are known)
     period: int = 1  # schedule of the op that writes this node (the input: every frame)
     phase: int = 0
+    label: str = ""
+
+    @property
+    def poscol(self) -> int:
+        return self.channels * self.features
 
     @property
     def col(self) -> int:
-        return self.channels * self.features
+        return self.rows * self.poscol
 
 
 @dataclass
 class Op:
     kind: int
-    src: int
     dst: int
     period: int
     phase: int
-    src2: int = -1
+    inputs: List[Tuple[int, int, int]] = field(default_factory=list)  # (node, lag rows, channels)
     ntaps: int = 1
     tap_step: int = 1
-    tap_offset: int = 0
     cin: int = 0
     cout: int = 0
     groups: int = 1
@@ -66,33 +87,47 @@ class Op:
     kf: int = 1
     sf: int = 1
     pf: int = 0
+    pfr: int = 0  # right feature padding (average pools' divisor)
     df: int = 1
     act: int = ACT_NONE
     act_param: float = 0.0
+    act_param2: float = 0.0
+    act_w: Optional[np.ndarray] = None  # PReLU: per output channel slopes
     weight: Optional[np.ndarray] = None  # float32, kernel layout (ntaps, kf, cin, cout/groups)
     scale: Optional[np.ndarray] = None  # per output channel, float32
     shift: Optional[np.ndarray] = None
     index: Optional[np.ndarray] = None  # int64 (n, 2): (tap, offset in column) for GATHER
+    table: Optional[np.ndarray] = None  # int64 (nrows, nrefs, 3): (node|PAD|ZERO, lag, offset)
+    rowdiv: Optional[np.ndarray] = None  # float32 (nrows,): average pools' time divisor per row
+    cip: int = 1  # average pools: count_include_pad
+    coff: int = 0  # SLICE: first channel taken
+    nrows: int = 1
     label: str = ""
     macs: int = 0  # multiply-adds per run, for inspect/bench
     nslots: int = 1  # RMEAN: running sums kept (one per stride phase in dense mode)
-    npos: int = 1  # RMEAN: positions averaged (n)
-    delay: int = 0  # RMEAN: frames between the newest column and the newest one averaged
+    npos: int = 0  # RMEAN: positions averaged; GAPMIX: interior positions behind ref 0
+    delay: int = 0  # GAPMIX: positions in all (the divisor's count)
+    model_node: int = -1  # the model node this op computes (inspect)
+    part: str = ""  # 'interior', 'strip', 'window' (heads) or 'vector'
 
     def fusable(self) -> bool:
-        return self.act == ACT_NONE and self.kind != GATHER
+        """Whether an activation or affine may still go into this op's epilogue."""
+        return self.act == ACT_NONE and self.kind not in (GATHER, SLICE, CONCAT)
 
 
 @dataclass
 class Plan:
-    mode: str
-    window: int
-    hop: int
     nodes: List[Node] = field(default_factory=list)
     ops: List[Op] = field(default_factory=list)
-    out_transpose: bool = False  # final column is (F, C) but the output is (C, F)
+    mode: str = "dense"
+    window: int = 1
+    hop: int = 1
+    block: int = 64
     output_shape: tuple = ()
-    block: int = 1  # frames push_many runs op by op; every ring keeps block - 1 extra rows
+    out_transpose: bool = False  # 2-D vector output stored (F, C), returned (C, F)
+    zero_col: int = 1  # floats of the shared zero column (ZERO references)
+    out_node: int = 0  # the node holding the output vector
+    fingerprint: str = ""
 
     def kernel_weight(self, op: Op) -> np.ndarray:
         """Weights in the layout the compiled conv reads: blocked, except depthwise."""
@@ -102,37 +137,43 @@ class Plan:
 
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
-        rows = [[o.kind, o.src, o.src2, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.tap_offset,
-                 o.cin, o.cout, o.groups, o.fin, o.fout, o.kf, o.sf, o.pf, o.df, o.act,
-                 o.nslots, o.npos, o.delay]
+        rows = [[o.kind, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.cin, o.cout, o.groups,
+                 o.fin, o.fout, o.kf, o.sf, o.pf, o.pfr, o.df, o.act, o.nslots, o.npos, o.delay,
+                 len(o.inputs), o.nrows, o.cip, o.coff]
                 for o in self.ops]
-        return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), 22)
+        return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), N_INT_FIELDS)
 
     def macs_per_frame(self) -> float:
         """Average multiply-adds per frame (ops that run every `period` frames count 1/period)."""
         return float(sum(o.macs / o.period for o in self.ops))
 
 
-# Activations fused into an op's epilogue, by layer class (subclasses first: ReLU6 is not a ReLU,
-# but keep the most specific class first in case one ever subclasses another).
+# Activations fused into an op's epilogue, by layer class (the most specific class first).
 _ACT_CODES = ((L.ReLU6, ACT_RELU6), (L.ReLU, ACT_RELU), (L.Sigmoid, ACT_SIGMOID), (L.Tanh, ACT_TANH),
               (L.HardSwish, ACT_HARDSWISH), (L.SiLU, ACT_SILU), (L.Hardsigmoid, ACT_HARDSIGMOID),
-              (L.Mish, ACT_MISH))
+              (L.Mish, ACT_MISH), (L.SELU, ACT_SELU), (L.Softsign, ACT_SOFTSIGN))
 
 
-def _act_code(layer) -> tuple:
-    """(activation code, parameter) of an activation layer, or None."""
+def act_code(layer) -> Optional[tuple]:
+    """(activation code, parameter, second parameter) of an activation layer, or None."""
     if isinstance(layer, L.LeakyReLU):
-        return ACT_LEAKY, layer.negative_slope
+        return ACT_LEAKY, layer.negative_slope, 0.0
     if isinstance(layer, L.GELU):
-        return (ACT_GELU_TANH if layer.approximate == "tanh" else ACT_GELU_ERF), 0.0
+        return (ACT_GELU_TANH if layer.approximate == "tanh" else ACT_GELU_ERF), 0.0, 0.0
+    if isinstance(layer, L.ELU):
+        return ACT_ELU, layer.alpha, 0.0
+    if isinstance(layer, L.CELU):
+        return ACT_CELU, layer.alpha, 0.0
+    if isinstance(layer, L.Softplus):
+        return ACT_SOFTPLUS, layer.beta, layer.threshold
+    if isinstance(layer, L.Hardtanh):
+        return ACT_HARDTANH, layer.min_val, layer.max_val
+    if isinstance(layer, L.PReLU):
+        return ACT_PRELU, 0.0, 0.0
     for cls, code in _ACT_CODES:
         if isinstance(layer, cls):
-            return code, 0.0
+            return code, 0.0, 0.0
     return None
-
-
-BLOCK = 16  # output channels per register block: DSE_BLK in _gemv.h
 
 
 def _conv_weight(weight4: np.ndarray, groups: int) -> np.ndarray:
@@ -157,137 +198,193 @@ def blocked_weight(kernel_weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(padded.transpose(1, 3, 0, 2, 4), dtype=np.float32)
 
 
+def _runs_upto(t: int, period: int, phase: int) -> int:
+    """How many times an op of this schedule ran at frames <= t."""
+    return 0 if t < phase else (t - phase) // period + 1
+
+
+def _avg_divisors(spec_in, layer, rows: List[int]) -> np.ndarray:
+    """PyTorch's time divisor of an average pool at output positions ``rows``."""
+    out = []
+    n, (pl, pr) = spec_in.length, layer.pad_t
+    for q in rows:
+        start = q * layer.s_t - pl
+        taps = [start + i for i in range(layer.k_t)]
+        end = min(start + layer.k_t, n + pr)
+        inside = sum(1 for p in taps if 0 <= p < n)
+        out.append((end - start) if layer.count_include_pad else inside)
+    return np.asarray(out, dtype=np.float32)
+
+
+_ALIASES = (L.Identity,)  # Dropout is an Identity
+
+
 class _Builder:
-    def __init__(self, model, mode: str):
+    """Walks the model's nodes in order and emits interior, strip and window ops."""
+
+    def __init__(self, model, mode: str, block: int):
         self.model = model
         self.mode = mode
         self.dense = mode == "dense"
-        self.plan = Plan(mode=mode, window=model.window, hop=1 if self.dense else model.hop)
+        self.W = model.window
+        hop = 1 if self.dense else model.hop
+        self.plan = Plan(mode=mode, window=model.window, hop=hop, block=block)
+        self.specs = model.specs
+        self.consumers = model.consumers()
+        n = len(model.nodes)
+        self.interior: List[Optional[int]] = [None] * n  # plan node of each model node's interior
+        self.strip: List[Optional[int]] = [None] * n     # plan node of its strip rows
+        self.alias: List[Optional[tuple]] = [None] * n   # (source node, position shift) or None
+        self.ops_of: Dict[int, List[Op]] = {}            # ops that compute a model node
+        self.emit = (1, self.W - 1) if self.dense else (hop, self.W - 1)
+        self.t_ref = self.W - 1 + 1000 * hop * model.hop  # a representative emission frame
 
-    # -- helpers
-    def node(self, channels, features) -> int:
-        self.plan.nodes.append(Node(channels, features or 1))
+    # ------------------------------------------------------------------ helpers
+    def new_node(self, channels, features, rows=1, label="") -> int:
+        self.plan.nodes.append(Node(channels, features or 1, rows=rows, label=label))
         return len(self.plan.nodes) - 1
 
-    def schedule(self, spec: L.Spec) -> tuple:
-        """(period, phase) of an op producing positions of `spec`."""
+    def add(self, op: Op, model_node: int, part: str, final: bool = True) -> Op:
+        """Append op; `final` ops produce the model node's value (fusion may extend them)."""
+        op.model_node, op.part = model_node, part
+        self.plan.ops.append(op)
+        node = self.plan.nodes[op.dst]
+        node.period, node.phase = op.period, op.phase
+        if final:
+            self.ops_of.setdefault(model_node, []).append(op)
+        return op
+
+    def schedule(self, spec) -> tuple:
+        """(period, phase) of the interior op producing positions of `spec`."""
         if self.dense:
             return 1, 0
         return spec.step, spec.first % spec.step
 
-    def add(self, op: Op) -> Op:
-        self.plan.ops.append(op)
-        self.plan.nodes[op.dst].period, self.plan.nodes[op.dst].phase = op.period, op.phase
-        return op
+    def col_time(self, i: int, p: int, t: int) -> int:
+        """Frame at which the interior column of node i's position p (window ending t) is made."""
+        s = self.specs[i]
+        return t - (self.W - 1) + s.first + p * s.step
 
-    def copy_op(self, src, spec, label) -> Op:
-        node = self.plan.nodes[src]
-        period, phase = self.schedule(spec) if not spec.is_vector else self.head_schedule()
-        dst = self.node(node.channels, node.features)
-        return self.add(Op(COPY, src, dst, period, phase, cin=node.channels, cout=node.channels,
-                           fin=node.features, fout=node.features, label=label))
+    def rows_between(self, plan_node: int, col_time: int, run_time: int) -> int:
+        nd = self.plan.nodes[plan_node]
+        return _runs_upto(run_time, nd.period, nd.phase) - _runs_upto(col_time, nd.period, nd.phase)
 
-    def head_schedule(self) -> tuple:
-        w = self.plan.window
-        return (1, w - 1) if self.dense else (self.plan.hop, w - 1)
+    def base(self, i: int) -> int:
+        """The model node whose buffers hold alias node i's values."""
+        while self.alias[i] is not None:
+            i = self.alias[i][1]
+        return i
 
-    # -- layers
-    def run(self):
+    def source(self, i: int, p: int) -> tuple:
+        """Follow aliases: (model node, position) that holds node i's position p, or (ZERO, 0)."""
+        while self.alias[i] is not None:
+            kind, src, shift, length = self.alias[i]
+            if kind == "zero" and not 0 <= p - shift < length:
+                return ZERO, 0
+            i, p = src, p - shift
+        return i, p
+
+    def ref(self, i: int, p: int, t: int) -> tuple:
+        """Reference to node i's window position p for a window op running at frame t."""
+        spec = self.specs[i]
+        if not 0 <= p < spec.length:
+            return (PAD, 0, 0)
+        j, q = self.source(i, p)
+        if j == ZERO:
+            return (ZERO, 0, 0)
+        s = self.specs[j]
+        if q < s.left or q >= s.length - s.right:
+            row = q if q < s.left else s.left + (q - (s.length - s.right))
+            return (self.strip[j], 0, row * s.channels * (s.features or 1))
+        node = self.interior[j]
+        return (node, self.rows_between(node, self.col_time(j, q, t), t), 0)
+
+    def interior_input(self, i: int, lag_frames: int, run_time: int) -> tuple:
+        """(plan node, lag rows, channels) of node i's interior read lag_frames before run_time."""
+        node = self.interior[self.base(i)]
+        if node is None:
+            raise ModelError(f"internal: node {self.model.nodes[i].name} has no interior")
+        return (node, self.rows_between(node, run_time - lag_frames, run_time), self.specs[i].channels)
+
+    # ------------------------------------------------------------------ the walk
+    def run(self) -> Plan:
         m = self.model
-        spec = m.specs[0]
-        cur = self.node(spec.channels, spec.features)
-        fuse = None  # op whose epilogue may still absorb an affine/activation
-        end = m._body_end()
-        for i, layer in enumerate(m.layers[:end]):
-            cur, spec, fuse = self.layer(layer, cur, spec, fuse, f"layer {i}")
-        head = m.layers[end] if end < len(m.layers) else L.LastFrame()
-        cur, spec, fuse = self.head(head, cur, spec, f"layer {end}")
-        for i, layer in enumerate(m.layers[end + 1:], start=end + 1):
-            cur, spec, fuse = self.layer(layer, cur, spec, fuse, f"layer {i}")
+        spec0 = self.specs[0]
+        self.interior[0] = self.new_node(spec0.channels, spec0.features, label="input")
+        for i in range(1, len(m.nodes)):
+            self.node(i)
         self.plan.output_shape = tuple(m.output_shape)
         self.plan.out_transpose = len(m.output_shape) == 2
+        if not self.ops_of.get(len(m.nodes) - 1):  # an output that is an alias (Identity after the head)
+            self.copy_vector(len(m.nodes) - 1)
+        self.plan.out_node = self.interior[self.base(len(m.nodes) - 1)]
         self.size_rings()
         return self.plan
 
-    def layer(self, layer, cur, spec, fuse, where):
-        out_spec = layer.out_spec(spec, where)
-        name = type(layer).__name__
-        if isinstance(layer, (L.Identity,)) and not isinstance(layer, L.Softmax) \
-                and _act_code(layer) is None:
-            return cur, out_spec, fuse
-        act = _act_code(layer)
-        if act is not None:
-            if fuse is None or not fuse.fusable():
-                fuse = self.copy_op(cur, spec, f"{where} {name}")
-                cur = fuse.dst
-            fuse.act, fuse.act_param = act
-            fuse.label += f"+{name}"
-            return cur, out_spec, fuse
-        if isinstance(layer, L._BatchNorm):
-            scale, shift = layer.scale_shift()
-            if fuse is None or not fuse.fusable() or fuse.kind == SOFTMAX:
-                fuse = self.copy_op(cur, spec, f"{where} {name}")
-                cur = fuse.dst
-            self.fold_affine(fuse, scale, shift)
-            fuse.label += f"+{name}"
-            return cur, out_spec, fuse
-        if isinstance(layer, L.Softmax):
-            node = self.plan.nodes[cur]
-            period, phase = self.schedule(spec) if not spec.is_vector else self.head_schedule()
-            dst = self.node(node.channels, node.features)
-            op = self.add(Op(SOFTMAX, cur, dst, period, phase, cin=node.channels,
-                             cout=node.channels, fin=node.features, fout=node.features,
-                             label=f"{where} Softmax"))
-            return dst, out_spec, op
-        if isinstance(layer, L.Linear):
-            w4 = layer.weight[:, :, None, None]
-            return self.conv_like(cur, spec, out_spec, w4, layer.bias, 1, 1, 1, 1, 0, 1,
-                                  1, 0, f"{where} Linear")
-        if isinstance(layer, L.Flatten):  # after the head: (F, C) column -> (C*F) in C order
-            node = self.plan.nodes[cur]
-            c, f = node.channels, node.features
-            index = np.array([[0, fi * c + ci] for ci in range(c) for fi in range(f)], dtype=np.int64)
-            period, phase = self.head_schedule()
-            dst = self.node(c * f, 1)
-            op = self.add(Op(GATHER, cur, dst, period, phase, cin=c, cout=c * f, index=index,
-                             label=f"{where} Flatten"))
-            return dst, out_spec, op
-        if isinstance(layer, (L.Conv1d, L.Conv2d)):
-            w4 = layer.weight[:, :, None, :] if isinstance(layer, L.Conv1d) else layer.weight
-            return self.conv_like(cur, spec, out_spec, w4, layer.bias, layer.groups, layer.k_f,
-                                  layer.s_f, layer.d_f, layer.p_f, layer.k_t, layer.d_t,
-                                  layer.causal, f"{where} {name}")
-        if isinstance(layer, L._Pool):
-            node = self.plan.nodes[cur]
-            period, phase = self.schedule(out_spec)
-            step = layer.d_t * (spec.step if self.dense else 1)
-            dst = self.node(out_spec.channels, out_spec.features)
-            op = self.add(Op(POOL_MAX if layer.op == "max" else POOL_AVG, cur, dst, period, phase,
-                             ntaps=layer.k_t, tap_step=step, cin=node.channels,
-                             cout=node.channels, fin=node.features,
-                             fout=out_spec.features or 1, kf=layer.k_f, sf=layer.s_f,
-                             label=f"{where} {name}"))
-            op.macs = layer.k_t * layer.k_f * op.fout * op.cout
-            return dst, out_spec, op
-        if isinstance(layer, L.Residual):
-            return self.residual(layer, cur, spec, out_spec, where)
-        raise ModelError(f"{where}: {name} has no streaming kernel")
+    def node(self, i: int):
+        node = self.model.nodes[i]
+        layer, spec = node.layer, self.specs[i]
+        ins = list(node.inputs)
+        in_spec = self.specs[ins[0]]
+        where = f"node {node.name} ({type(layer).__name__})"
+        if isinstance(layer, (M.Pad, M.Crop)) or (
+                isinstance(layer, _ALIASES) and not isinstance(layer, L.Softmax)
+                and act_code(layer) is None) or (
+                isinstance(layer, M.FrameFlatten) and (in_spec.features or 1) == 1):
+            self.make_alias(i, layer, ins[0])
+            return
+        if spec.is_vector and not in_spec.is_vector or (layer.is_head and not in_spec.is_vector):
+            self.head(i, layer, ins[0], where)
+            return
+        if self.try_fuse(i, layer, ins[0]):
+            return
+        if spec.is_vector:
+            self.vector_op(i, layer, ins, where)
+            return
+        self.time_ops(i, layer, ins, where)
 
-    def conv_like(self, cur, spec, out_spec, w4, bias, groups, k_f, s_f, d_f, p_f, k_t, d_t,
-                  causal, label):
-        node = self.plan.nodes[cur]
-        period, phase = self.schedule(out_spec) if not spec.is_vector else self.head_schedule()
-        step = d_t * (spec.step if (self.dense and not spec.is_vector) else 1)
-        c_out = w4.shape[0]
-        dst = self.node(c_out, out_spec.features)
-        fout = out_spec.features or 1
-        op = self.add(Op(CONV, cur, dst, period, phase, ntaps=k_t, tap_step=step, cin=node.channels,
-                         cout=c_out, groups=groups, fin=node.features, fout=fout, kf=k_f, sf=s_f,
-                         pf=p_f, df=d_f, weight=_conv_weight(np.asarray(w4, np.float32), groups),
-                         shift=None if bias is None else np.asarray(bias, np.float32).copy(),
-                         label=label))
-        op.macs = k_t * k_f * (node.channels // groups) * c_out * fout
-        return dst, out_spec, op
+    def make_alias(self, i, layer, src):
+        spec_in = self.specs[src]
+        if spec_in.is_vector:
+            self.alias[i] = ("copy", src, 0, None)
+        elif isinstance(layer, M.Pad):
+            self.alias[i] = ("zero", src, layer.left, spec_in.length)
+        elif isinstance(layer, M.Crop):
+            self.alias[i] = ("copy", src, -layer.left, None)
+        else:
+            self.alias[i] = ("copy", src, 0, None)
+
+    # ------------------------------------------------------------------ fusion
+    def try_fuse(self, i, layer, src) -> bool:
+        """Fold a per-frame activation or BatchNorm into the ops of its only producer."""
+        act = act_code(layer)
+        if act is None and not isinstance(layer, L._BatchNorm):
+            return False
+        j = src
+        if self.alias[j] is not None or j == 0 or len(self.consumers[j]) != 1:
+            return False
+        ops = self.ops_of.get(j, [])
+        if not ops or not all(op.fusable() for op in ops):
+            return False
+        if isinstance(layer, L._BatchNorm):
+            if any(op.kind == SOFTMAX for op in ops):
+                return False
+            scale, shift = layer.scale_shift()
+            for op in ops:
+                self.fold_affine(op, scale, shift)
+                op.label += f"+{type(layer).__name__}"
+        else:
+            for op in ops:
+                self.set_act(op, layer, act)
+        self.interior[i], self.strip[i] = self.interior[j], self.strip[j]
+        self.ops_of[i] = ops
+        return True
+
+    def set_act(self, op: Op, layer, act):
+        op.act, op.act_param, op.act_param2 = act
+        if op.act == ACT_PRELU:
+            op.act_w = layer.slopes(op.cout)
+        op.label += f"+{type(layer).__name__}"
 
     @staticmethod
     def fold_affine(op: Op, scale: np.ndarray, shift: np.ndarray):
@@ -305,81 +402,263 @@ class _Builder:
             op.scale = (old_scale * scale).astype(np.float32)
         op.shift = (old_shift * scale + shift).astype(np.float32)
 
-    def residual(self, layer, cur, spec, out_spec, where):
-        body, body_spec = cur, spec
-        fuse = None  # the block's input is also read by the skip: nothing may fuse into it
-        for i, sub in enumerate(layer.body):
-            body, body_spec, fuse = self.layer(sub, body, body_spec, fuse, f"{where}.body[{i}]")
-        if body == cur:  # identity-only body: still needs its own node
-            body = self.copy_op(cur, spec, f"{where}.body").dst
-        skip = cur
-        if layer.skip is not None:
-            skip, _, _ = self.layer(layer.skip, cur, spec, None, f"{where}.skip")
-        node = self.plan.nodes[body]
-        period, phase = self.schedule(out_spec)
-        dst = self.node(node.channels, node.features)
-        op = self.add(Op(ADD, body, dst, period, phase, src2=skip, cin=node.channels,
-                         cout=node.channels, fin=node.features, fout=node.features,
-                         label=f"{where} Residual add"))
-        return dst, out_spec, op
+    # ------------------------------------------------------------------ op templates
+    def template(self, i, layer, ins, where) -> Op:
+        """An op computing one position of node i (no schedule, inputs or table yet)."""
+        spec = self.specs[i]
+        in_spec = self.specs[ins[0]]
+        c_in = in_spec.channels
+        f_in = in_spec.features or 1
+        f_out = spec.features or 1
+        name = type(layer).__name__
+        act = act_code(layer)
+        if act is not None:
+            op = Op(COPY, -1, 1, 0, cin=c_in, cout=c_in, fin=f_in, fout=f_out)
+            self.set_act(op, layer, act)
+            return op
+        if isinstance(layer, L._BatchNorm):
+            op = Op(COPY, -1, 1, 0, cin=c_in, cout=c_in, fin=f_in, fout=f_out, label=name)
+            self.fold_affine(op, *layer.scale_shift())
+            return op
+        if isinstance(layer, L.Softmax):
+            return Op(SOFTMAX, -1, 1, 0, cin=c_in, cout=c_in, fin=f_in, fout=f_out)
+        if isinstance(layer, L.Linear):
+            return self.conv_op(layer.weight[:, :, None, None], layer.bias, 1, 1, 1, 1, 0, 1, 1,
+                                c_in, f_in, f_out)
+        if isinstance(layer, L._Conv):
+            return self.conv_op(layer._weight4(), layer.bias, layer.groups, layer.k_f, layer.s_f,
+                                layer.d_f, layer.pad_f[0], layer.k_t, layer.d_t, c_in, f_in, f_out)
+        if isinstance(layer, L._Pool):
+            op = Op(POOL_MAX if layer.op == "max" else POOL_AVG, -1, 1, 0, ntaps=layer.k_t,
+                    cin=c_in, cout=c_in, fin=f_in, fout=f_out, kf=layer.k_f, sf=layer.s_f,
+                    pf=layer.pad_f[0], pfr=layer.pad_f[1], cip=int(layer.count_include_pad))
+            op.macs = layer.k_t * layer.k_f * f_out * c_in
+            return op
+        if isinstance(layer, (M.Add, M.Mul)):
+            return Op(ADD if isinstance(layer, M.Add) else MUL, -1, 1, 0, cin=spec.channels,
+                      cout=spec.channels, fin=f_in, fout=f_out)
+        if isinstance(layer, M.Concat):
+            return Op(CONCAT, -1, 1, 0, cin=spec.channels, cout=spec.channels, fin=f_in, fout=f_out)
+        if isinstance(layer, M.ChannelSlice):
+            return Op(SLICE, -1, 1, 0, cin=c_in, cout=spec.channels, fin=f_in, fout=f_out,
+                      coff=layer.start)
+        if isinstance(layer, (M.FrameFlatten, L.Flatten)):  # per frame (C, F) -> C*F in C order
+            index = np.array([[0, fi * c_in + ci] for ci in range(c_in) for fi in range(f_in)],
+                             dtype=np.int64)
+            return Op(GATHER, -1, 1, 0, cin=c_in, cout=c_in * f_in, index=index)
+        raise ModelError(f"{where}: {name} has no streaming kernel")
 
-    def head(self, head, cur, spec, where):
-        out_spec = head.out_spec(spec, where)
-        node = self.plan.nodes[cur]
-        period, phase = self.head_schedule()
-        delay = self.model.delay
-        step, offset = (spec.step, delay) if self.dense else (1, 0)
-        name = type(head).__name__
-        c, f = node.channels, node.features
-        if isinstance(head, L.LastFrame):
-            dst = self.node(c, f)
-            op = Op(COPY, cur, dst, period, phase, tap_offset=offset, cin=c, cout=c, fin=f, fout=f)
-        elif isinstance(head, L.GlobalMaxPool):
-            dst = self.node(c, 1)
-            op = Op(GMAX, cur, dst, period, phase, ntaps=spec.length, tap_step=step,
-                    tap_offset=offset, cin=c, cout=c, fin=f, fout=1)
-            op.macs = spec.length * c * f
-        elif isinstance(head, L.GlobalAvgPool):
-            # Running sums (float64, one per stride phase), updated as each column is
-            # produced: the column entering and the one leaving, O(C) per frame whatever
-            # the window; re-summed exactly every n updates so nothing drifts. It runs on
-            # the body's schedule and its output is the sum for position t - delay.
-            n = spec.length
-            dst = self.node(c, 1)
-            op = Op(RMEAN, cur, dst, node.period, node.phase, ntaps=2, tap_step=n * step,
-                    cin=c, cout=c, fin=f, fout=1, nslots=step, npos=n,
-                    delay=delay if self.dense else 0)
-            op.macs = 3 * c * f
-        elif isinstance(head, L.Flatten):  # window (C, F, n) flattened in C order
-            n = spec.length
+    @staticmethod
+    def conv_op(w4, bias, groups, k_f, s_f, d_f, p_f, k_t, d_t, c_in, f_in, f_out) -> Op:
+        c_out = w4.shape[0]
+        op = Op(CONV, -1, 1, 0, ntaps=k_t, cin=c_in, cout=c_out, groups=groups, fin=f_in,
+                fout=f_out, kf=k_f, sf=s_f, pf=p_f, df=d_f,
+                weight=_conv_weight(np.asarray(w4, np.float32), groups),
+                shift=None if bias is None else np.asarray(bias, np.float32).copy())
+        op.macs = k_t * k_f * (c_in // groups) * c_out * f_out
+        return op
+
+    @staticmethod
+    def taps_of(layer, i_spec) -> Tuple[int, int]:
+        """(kernel, dilation) in time of a sliding layer; (1, 1) for per-frame ones."""
+        if isinstance(layer, L._TimeLayer):
+            return layer.k_t, layer.d_t
+        return 1, 1
+
+    def clone(self, op: Op) -> Op:
+        new = Op(**{k: getattr(op, k) for k in op.__dataclass_fields__})
+        new.inputs = list(op.inputs)
+        return new
+
+    # ------------------------------------------------------------------ time-valued nodes
+    def time_ops(self, i, layer, ins, where):
+        spec = self.specs[i]
+        name = type(layer).__name__
+        tmpl = self.template(i, layer, ins, where)
+        k, d = self.taps_of(layer, spec)
+        stride = layer.s_t if isinstance(layer, L._TimeLayer) else 1
+        pad_left = layer.pad_t[0] if isinstance(layer, L._TimeLayer) else 0
+        crops = [self.specs[j].length - spec.length for j in ins] if len(ins) > 1 else [0]
+        f = spec.features or 1
+        self.interior[i] = self.strip[i] = None
+        if len(spec.interior):
+            op = self.clone(tmpl)
+            op.period, op.phase = self.schedule(spec)
+            op.dst = self.new_node(spec.channels, f, label=f"{node_label(self.model, i)} interior")
+            t = self.t_ref + op.phase  # a representative run frame of this schedule
+            if not self.dense:
+                t = op.phase + op.period * 1000 * self.model.hop
+            if len(ins) == 1:
+                in_spec = self.specs[ins[0]]
+                newest = (k - 1) * d * in_spec.step  # frames from the output's column to its newest tap
+                # the newest tap of an output column is read at lag 0 ... oldest (k-1)*d*step back
+                node, lag0, ch = self.interior_input(ins[0], 0, t)
+                _, lag_old, _ = self.interior_input(ins[0], newest, t) if k > 1 else (0, lag0, 0)
+                op.inputs = [(node, lag0, ch)]
+                op.ntaps = k
+                op.tap_step = (lag_old - lag0) // (k - 1) if k > 1 else 1
+            else:
+                first = spec.first
+                op.inputs = []
+                for j, c in zip(ins, crops):
+                    s = self.specs[j]
+                    delta = first - s.first - c * s.step
+                    op.inputs.append(self.interior_input(j, delta, t))
+            op.label = f"{where}"
+            self.add(op, i, "interior")
+            self.interior[i] = op.dst
+        rows = spec.strip_positions
+        if rows:
+            op = self.clone(tmpl)
+            op.period, op.phase = self.emit
+            op.nrows = len(rows)
+            op.dst = self.new_node(spec.channels, f, rows=len(rows),
+                                   label=f"{node_label(self.model, i)} strips")
+            t = self.t_ref
+            table = []
+            for q in rows:
+                refs = []
+                if len(ins) == 1:
+                    for tap in range(k):
+                        refs.append(self.ref(ins[0], q * stride - pad_left + tap * d, t))
+                else:
+                    for j, c in zip(ins, crops):
+                        refs.append(self.ref(j, q + c, t))
+                table.append(refs)
+            op.table = np.asarray(table, dtype=np.int64).reshape(len(rows), -1, 3)
+            op.inputs = [(-1, 0, self.specs[j].channels) for j in ins]
+            if op.kind == POOL_AVG:
+                op.rowdiv = _avg_divisors(self.specs[ins[0]], layer, rows)
+            op.macs *= len(rows)
+            op.label = f"{where} strips"
+            self.add(op, i, "strip")
+            self.strip[i] = op.dst
+        del name
+
+    # ------------------------------------------------------------------ after the head
+    def vector_op(self, i, layer, ins, where):
+        tmpl = self.template(i, layer, ins, where)
+        tmpl.period, tmpl.phase = self.emit
+        spec = self.specs[i]
+        tmpl.dst = self.new_node(spec.channels, spec.features, label=f"{node_label(self.model, i)}")
+        tmpl.inputs = [self.vector_input(j) for j in ins]
+        tmpl.label = where
+        self.add(tmpl, i, "vector")
+        self.interior[i] = tmpl.dst
+
+    def vector_input(self, j) -> tuple:
+        return (self.interior[self.base(j)], 0, self.specs[j].channels)
+
+    def copy_vector(self, i):
+        spec = self.specs[i]
+        op = Op(COPY, self.new_node(spec.channels, spec.features), self.emit[0], self.emit[1],
+                inputs=[self.vector_input(i)], cin=spec.channels, cout=spec.channels,
+                fin=spec.features or 1, fout=spec.features or 1, label="output")
+        self.add(op, i, "vector")
+        self.alias[i], self.interior[i] = None, op.dst
+
+    # ------------------------------------------------------------------ heads
+    def head(self, i, layer, src, where):
+        spec_in = self.specs[src]
+        n = spec_in.length
+        c, f = spec_in.channels, spec_in.features or 1
+        period, phase = self.emit
+        t = self.t_ref
+        name = type(layer).__name__
+        all_refs = [self.ref(src, p, t) for p in range(n)]
+        if isinstance(layer, L.LastFrame):
+            dst = self.new_node(c, f)
+            op = Op(COPY, dst, period, phase, cin=c, cout=c, fin=f, fout=f,
+                    table=np.asarray([[all_refs[-1]]], dtype=np.int64))
+        elif isinstance(layer, L.GlobalMaxPool):
+            dst = self.new_node(c, 1)
+            op = Op(GMAX, dst, period, phase, ntaps=n, cin=c, cout=c, fin=f, fout=1,
+                    table=np.asarray([all_refs], dtype=np.int64))
+            op.macs = n * c * f
+        elif isinstance(layer, L.GlobalAvgPool):
+            op = self.global_mean(i, src, c, f, where)
+            dst = op.dst
+        elif isinstance(layer, L.Flatten):  # window (C, F, n) flattened in C order
             index = np.array([[j, fi * c + ci] for ci in range(c) for fi in range(f) for j in range(n)],
                              dtype=np.int64)
-            dst = self.node(c * f * n, 1)
-            op = Op(GATHER, cur, dst, period, phase, ntaps=n, tap_step=step, tap_offset=offset,
-                    cin=c, cout=c * f * n, index=index)
+            dst = self.new_node(c * f * n, 1)
+            op = Op(GATHER, dst, period, phase, ntaps=n, cin=c, cout=c * f * n, index=index,
+                    table=np.asarray([all_refs], dtype=np.int64))
         else:
             raise ModelError(f"{where}: {name} has no streaming kernel")
-        op.label = f"{where} {name}"
-        self.add(op)
-        return dst, out_spec, op
+        op.inputs = [(-1, 0, c)]
+        op.label = f"{where}"
+        self.add(op, i, "window")
+        self.interior[i] = dst
 
+    def global_mean(self, i, src, c, f, where) -> Op:
+        """GlobalAvgPool: running sums over the interior (O(C) per frame whatever the window,
+        re-summed exactly every n updates so nothing drifts) plus the strips of each window."""
+        spec_in = self.specs[src]
+        period, phase = self.emit
+        t = self.t_ref
+        j = self.base(src)
+        # Positions of src that are interior columns of j (aliases shift positions, Pad adds zeros).
+        inner = [p for p in range(spec_in.length) if self.ref(src, p, t)[0] == self.interior[j]
+                 and self.interior[j] is not None]
+        if len(inner) < 4 or inner != list(range(inner[0], inner[-1] + 1)):
+            # Short interior (or none): a plain mean over every position of the window.
+            dst = self.new_node(c, 1)
+            return Op(GMEAN, dst, period, phase, ntaps=spec_in.length, cin=c, cout=c, fin=f,
+                      fout=1, table=np.asarray([[self.ref(src, p, t) for p in range(spec_in.length)]],
+                                               dtype=np.int64),
+                      macs=spec_in.length * c * f)
+        node = self.interior[j]
+        nd = self.plan.nodes[node]
+        step = self.specs[j].step
+        slots = step if self.dense else 1
+        n_in = len(inner)
+        sums = self.new_node(c, 1, label=f"{node_label(self.model, i)} running sums")
+        rm = Op(RMEAN, sums, nd.period, nd.phase, inputs=[(node, 0, c)], ntaps=2,
+                tap_step=n_in * slots, cin=c, cout=c, fin=f, fout=1, nslots=slots, npos=n_in,
+                macs=3 * c * f, label=f"{where} running sums")
+        self.add(rm, i, "interior", final=False)
+        # The sums' node has the interior's schedule: the mean made with the interior's newest
+        # position of this window is as many rows back as that column.
+        lag = self.ref(src, inner[-1], t)[1]
+        refs = [(sums, lag, 0)] + [self.ref(src, p, t) for p in range(spec_in.length)
+                                   if p not in set(inner)]
+        dst = self.new_node(c, 1)
+        return Op(GAPMIX, dst, period, phase, ntaps=len(refs), cin=c, cout=c, fin=f, fout=1,
+                  npos=n_in, delay=spec_in.length, table=np.asarray([refs], dtype=np.int64),
+                  macs=(len(refs) - 1) * c * f + c)
+
+    # ------------------------------------------------------------------ ring sizes
     def size_rings(self):
         """Each node keeps what its readers need, plus block - 1 rows so that push_many
         can run one op over a whole block of frames before the next op reads it."""
         need = [1] * len(self.plan.nodes)
         for op in self.plan.ops:
-            need[op.src] = max(need[op.src], op.tap_offset + (op.ntaps - 1) * op.tap_step + 1)
+            if op.table is not None:
+                for node, lag, _ in op.table.reshape(-1, 3):
+                    if node >= 0:
+                        need[node] = max(need[node], int(lag) + 1)
+            else:
+                for s, (node, lag, _) in enumerate(op.inputs):
+                    extent = lag + ((op.ntaps - 1) * op.tap_step if len(op.inputs) == 1 else 0)
+                    need[node] = max(need[node], extent + 1)
+            if op.kind == RMEAN:
+                node = op.inputs[0][0]
+                need[node] = max(need[node], op.tap_step + 1)
         for node, rows in zip(self.plan.nodes, need):
             node.ring = rows + self.plan.block - 1
+        self.plan.zero_col = max([nd.poscol for nd in self.plan.nodes] + [1])
+
+
+def node_label(model, i) -> str:
+    return model.nodes[i].name
 
 
 def build_plan(model, mode: str = "dense", block: int = 64) -> Plan:
-    """Compile ``model`` (a :class:`~deepshift_edge.model.Sequential`) for streaming;
+    """Compile ``model`` (a :class:`~deepshift_edge.Model` or Sequential) for streaming;
     ``push_many`` processes up to ``block`` frames per op call."""
     if mode not in ("dense", "decimated"):
         raise ModelError(f"mode must be 'dense' or 'decimated', got {mode!r}")
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 1 <= block <= 4096:
         raise ModelError(f"block must be an integer in 1..4096, got {block!r}")
-    builder = _Builder(model, mode)
-    builder.plan.block = int(block)
-    return builder.run()
+    return _Builder(model, mode, int(block)).run()

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..nn import layers as L
+from ..nn import merge as M
 from .._atomic import atomic_write
 from ..errors import ModelError, ModelFormatError
 
@@ -89,13 +90,17 @@ _SCHEMA: Dict[str, Dict[str, tuple]] = {
     "Softmax": {},
     "Identity": {},
     "LeakyReLU": {"negative_slope": ("float", 0.01)},
+    "ELU": {"alpha": ("float", 1.0)}, "CELU": {"alpha": ("pos_float", 1.0)}, "SELU": {},
+    "Softsign": {}, "Softplus": {"beta": ("pos_float", 1.0), "threshold": ("float", 20.0)},
+    "Hardtanh": {"min_val": ("float", -1.0), "max_val": ("float", 1.0)},
+    "PReLU": {"num_parameters": ("chan", 1)},
     "GELU": {"approximate": (("none", "tanh"), "none")},
     "Dropout": {"p": ("unit_float", 0.5)},
     "LastFrame": {}, "GlobalAvgPool": {}, "GlobalMaxPool": {}, "Flatten": {},
     "Residual": {},  # body / skip are handled structurally
 }
 
-_CLASSES = {name: getattr(L, name) for name in _SCHEMA}
+_CLASSES = {name: getattr(L, name, None) or getattr(M, name) for name in _SCHEMA}
 
 
 def _param_shapes(kind: str, cfg: dict) -> Dict[str, tuple]:
@@ -111,6 +116,8 @@ def _param_shapes(kind: str, cfg: dict) -> Dict[str, tuple]:
         return {name: (n,) for name in ("weight", "bias", "running_mean", "running_var")}
     elif kind == "Linear":
         shapes = {"weight": (cfg["out_features"], cfg["in_features"])}
+    elif kind == "PReLU":
+        return {"weight": (cfg["num_parameters"],)}
     else:
         return {}
     if cfg["bias"]:
@@ -130,7 +137,7 @@ def _layer_entry(layer: L.Layer, key: str, arrays: dict) -> dict:
                          f"{type(layer).__qualname__}; format v1 holds only the built-in layers "
                          f"({', '.join(sorted(_SCHEMA))})")
     entry = {"type": kind}
-    if isinstance(layer, L.Residual):
+    if isinstance(layer, M.Residual):
         entry["body"] = [_layer_entry(sub, f"{key}.body.{j}", arrays)
                          for j, sub in enumerate(layer.body)]
         entry["skip"] = None if layer.skip is None else _layer_entry(layer.skip, f"{key}.skip", arrays)

@@ -1,12 +1,11 @@
 """Layers of a window network, each with its offline NumPy reference.
 
-A model is a stack of these layers applied to one *window* of frames. Every layer
-knows three things:
+A model applies these layers to one *window* of frames. Every layer knows three things:
 
 * its parameters, as float32 arrays in PyTorch's layouts, settable by assignment
   (``conv.weight = w`` checks the shape and converts the dtype);
-* how it changes the shape of the data (``out_spec``), which is also where bad
-  hyper-parameters are reported;
+* how it changes the shape of the data and the time bookkeeping (``out_spec``), which is
+  also where bad hyper-parameters are reported;
 * ``forward``: a plain, readable float64 NumPy computation on one window. This is the
   oracle the compiled streaming kernels are tested against; it shares no code with them.
 
@@ -14,62 +13,39 @@ Tensor layout inside ``forward`` follows PyTorch without the batch axis: a 1-D
 signal is ``(channels, time)``, a 2-D one ``(channels, features, time)``. After a
 *head* (a layer that reduces the time axis) the value is a vector ``(channels,)``
 or, for ``LastFrame`` on a 2-D model, ``(channels, features)``.
+
+Zero padding in time is part of the window network: a conv with ``padding='same'``
+sees zeros at both edges of every window, exactly as PyTorch computes it offline.
+
+Layers are also callable on graph tensors (``y = Conv1d(6, 8, 3)(x)``, see
+:mod:`deepshift_edge.nn.graph`); multi-input operators live in :mod:`.merge`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from dataclasses import replace
+from typing import Optional
 
 import numpy as np
 
 from ..errors import ModelError
+from .spec import Spec, output_length, strips, time_op_spec
 
 __all__ = [
     "Layer", "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "Linear", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid",
-    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "Softmax", "Identity", "Dropout", "LastFrame",
-    "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Residual", "Spec",
+    "Tanh", "HardSwish", "Hardsigmoid", "SiLU", "Mish", "GELU", "ELU", "CELU", "SELU", "PReLU",
+    "Softplus", "Softsign", "Hardtanh", "Softmax", "Identity", "Dropout", "LastFrame",
+    "GlobalAvgPool", "GlobalMaxPool", "Flatten", "Spec",
 ]
-
-
-# ----------------------------------------------------------------------------- shapes
-@dataclass(frozen=True)
-class Spec:
-    """Shape of the data between two layers, in window terms.
-
-    Before the head: ``length`` positions along time, spaced ``step`` frames apart
-    (the cumulative stride), position 0 computed from frames up to ``first`` (an
-    offset from the window's first frame); one position sees ``rf`` frames; the
-    first ``reach`` positions are influenced by zero padding. After the head
-    ``length`` is None and the value is a vector.
-    """
-
-    channels: int
-    features: Optional[int]  # None for 1-D models
-    length: Optional[int]
-    step: int = 1
-    first: int = 0
-    rf: int = 1
-    reach: int = 0
-
-    @property
-    def is_vector(self) -> bool:
-        return self.length is None
-
-    @property
-    def shape(self) -> tuple:
-        """Reference-layout shape (channels[, features][, time])."""
-        dims = (self.channels,) if self.features is None else (self.channels, self.features)
-        return dims if self.length is None else dims + (self.length,)
 
 
 def _pair(value, name: str) -> tuple:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ModelError(f"{name} must be an int or a pair (feature, time), got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+        return value[0], value[1]
+    return value, value
 
 
 def _positive(value, name: str, layer: str, minimum: int = 1) -> int:
@@ -78,12 +54,50 @@ def _positive(value, name: str, layer: str, minimum: int = 1) -> int:
     return int(value)
 
 
+# ----------------------------------------------------------------------------- padding
+def _pad_amounts(padding, eff: int, stride: int, name: str, what: str = "time padding") -> tuple:
+    """(left, right) zeros from a padding argument, for an operator spanning ``eff`` positions.
+
+    Accepted: 'valid' / 0 / None; 'causal' (all ``eff - 1`` zeros on the left); 'same'
+    (PyTorch's rule for stride 1: ``eff - 1`` zeros, the odd one on the right); an int ``p``
+    (``p`` on each side); a pair ``(left, right)``.
+    """
+    if padding is None or (isinstance(padding, str) and padding == "valid"):
+        return 0, 0
+    if isinstance(padding, str):
+        if padding == "causal":
+            return eff - 1, 0
+        if padding == "same":
+            if stride != 1:
+                raise ModelError(f"{name}: padding='same' needs stride 1 (as in PyTorch), got stride "
+                                 f"{stride}; give the zeros explicitly as (left, right)")
+            return (eff - 1) // 2, eff - 1 - (eff - 1) // 2
+        raise ModelError(f"{name}: {what} must be 'valid', 'causal', 'same', an int or a pair "
+                         f"(left, right); got {padding!r}")
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise ModelError(f"{name}: {what} as a pair must be (left, right), got {padding!r}")
+        return (_positive(padding[0], f"{what} (left)", name, 0),
+                _positive(padding[1], f"{what} (right)", name, 0))
+    p = _positive(padding, what, name, 0)
+    return p, p
+
+
+def _pad_config(padding, amounts: tuple):
+    """How a padding is written back (config/format): keep the words, else an int or a pair."""
+    if isinstance(padding, str):
+        return padding
+    left, right = amounts
+    return left if left == right else [left, right]
+
+
 # ----------------------------------------------------------------------------- base
 class Layer:
     """Base class. Subclasses declare ``param_names`` and implement ``out_spec``/``forward``."""
 
     param_names: tuple = ()
     is_head = False  # reduces the time axis
+    n_inputs = 1  # operators with several inputs (merge.py) say None: any number >= 2
 
     def __setattr__(self, name, value):
         if name in self.param_names:
@@ -122,8 +136,24 @@ class Layer:
     def out_spec(self, spec: Spec, where: str) -> Spec:
         raise NotImplementedError
 
+    def out_specs(self, specs: list, where: str) -> Spec:
+        """Spec of the output from the specs of the inputs (one for most layers)."""
+        if len(specs) != 1:
+            raise ModelError(f"{where}: {type(self).__name__} takes one input, got {len(specs)}")
+        return self.out_spec(specs[0], where)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def forward_many(self, xs: list, specs: list) -> np.ndarray:
+        """The reference on the values of every input (one for most layers), whose specs
+        are ``specs``."""
+        return self.forward(xs[0])
+
+    def __call__(self, *inputs, name: Optional[str] = None):
+        """Apply the layer to graph tensors: ``y = layer(x)`` (see :mod:`deepshift_edge.nn.graph`)."""
+        from .graph import apply_layer
+        return apply_layer(self, inputs, name)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -136,19 +166,12 @@ def _init_uniform(rng, shape, fan_in):
 
 
 # ----------------------------------------------------------------------------- reference helpers
-def _windows(x: np.ndarray, k: int, dilation: int, stride: int, n_out: int) -> list:
-    """Tap views along the last axis: tap i holds x[..., i*d + j*s] for j < n_out."""
-    return [x[..., i * dilation: i * dilation + (n_out - 1) * stride + 1: stride] for i in range(k)]
-
-
-def _conv_reference(x, weight, bias, groups, k_f, k_t, s_f, s_t, d_f, d_t, p_f, causal):
-    """Direct 2-D cross-correlation on (C, F, T), float64. 1-D convs use F = 1."""
+def _conv_reference(x, weight, bias, groups, k_f, k_t, s_f, s_t, d_f, d_t, pad_f, pad_t):
+    """Direct 2-D cross-correlation on (C, F, T), float64, zero padding (left, right) on each
+    axis. 1-D convs use F = 1."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(weight, dtype=np.float64)
-    if causal:
-        x = np.pad(x, ((0, 0), (0, 0), ((k_t - 1) * d_t, 0)))
-    if p_f:
-        x = np.pad(x, ((0, 0), (p_f, p_f), (0, 0)))
+    x = np.pad(x, ((0, 0), tuple(pad_f), tuple(pad_t)))
     c_in, f_in, t_in = x.shape
     c_out = w.shape[0]
     f_out = (f_in - (k_f - 1) * d_f - 1) // s_f + 1
@@ -168,21 +191,49 @@ def _conv_reference(x, weight, bias, groups, k_f, k_t, s_f, s_t, d_f, d_t, p_f, 
     return out
 
 
-def _pool_reference(x, op, k_f, k_t, s_f, s_t, d_t):
-    """Max/average pooling on (C, F, T), float64, no padding."""
+def _pool_windows(n, kernel, dilation, stride, pad, out_len):
+    """Per output position of one axis: (the input indices its window reads, PyTorch's
+    count_include_pad divisor for that axis)."""
+    windows = []
+    for j in range(out_len):
+        start = j * stride - pad[0]
+        taps = [start + i * dilation for i in range(kernel)]
+        inside = [p for p in taps if 0 <= p < n]
+        end = min(start + (kernel - 1) * dilation + 1, n + pad[1])  # windows stop at the padded edge
+        windows.append((inside, end - start))
+    return windows
+
+
+def _pool_reference(x, op, k_f, k_t, s_f, s_t, d_t, pad_f, pad_t, ceil_mode, count_include_pad):
+    """Max/average pooling on (C, F, T), float64, with PyTorch's padding rules: max pads with
+    -inf; average divides by the window clipped to the padded input (count_include_pad) or by
+    the number of real inputs it holds."""
     x = np.asarray(x, dtype=np.float64)
-    _, f_in, t_in = x.shape
-    f_out = (f_in - k_f) // s_f + 1
-    t_out = (t_in - (k_t - 1) * d_t - 1) // s_t + 1
-    taps = [x[:, kf: kf + (f_out - 1) * s_f + 1: s_f, kt * d_t: kt * d_t + (t_out - 1) * s_t + 1: s_t]
-            for kf in range(k_f) for kt in range(k_t)]
-    stacked = np.stack(taps)
-    return stacked.max(axis=0) if op == "max" else stacked.mean(axis=0)
+    c, f_in, t_in = x.shape
+    f_out = output_length(f_in, k_f, 1, s_f, pad_f[0], pad_f[1], ceil_mode)
+    t_out = output_length(t_in, k_t, d_t, s_t, pad_t[0], pad_t[1], ceil_mode)
+    fw = _pool_windows(f_in, k_f, 1, s_f, pad_f, f_out)
+    tw = _pool_windows(t_in, k_t, d_t, s_t, pad_t, t_out)
+    out = np.empty((c, f_out, t_out))
+    for fo, (fi, f_div) in enumerate(fw):
+        for to, (ti, t_div) in enumerate(tw):
+            patch = x[:, fi][:, :, ti].reshape(c, -1)
+            if op == "max":
+                out[:, fo, to] = patch.max(axis=1) if patch.size else -np.inf
+            else:
+                div = f_div * t_div if count_include_pad else len(fi) * len(ti)
+                out[:, fo, to] = patch.sum(axis=1) / div
+    return out
 
 
 # ----------------------------------------------------------------------------- time layers
 class _TimeLayer(Layer):
-    """A layer that slides over time (and maybe features): conv or pool."""
+    """A layer that slides over time (and maybe features): conv or pool.
+
+    Attributes read by the engine and the converters: kernel ``k_f``/``k_t``, stride
+    ``s_f``/``s_t``, dilation ``d_f``/``d_t``, zero padding ``pad_f``/``pad_t`` as
+    (left, right) pairs, ``ceil_mode``.
+    """
 
     two_d = False
     k_f = 1
@@ -191,8 +242,23 @@ class _TimeLayer(Layer):
     s_t = 1
     d_f = 1
     d_t = 1
-    p_f = 0
-    causal = False
+    pad_f = (0, 0)
+    pad_t = (0, 0)
+    ceil_mode = False
+
+    @property
+    def p_f(self) -> int:
+        """Left feature padding (what the kernels offset by)."""
+        return self.pad_f[0]
+
+    @property
+    def causal(self) -> bool:
+        """True when all the time padding is on the left and spans the kernel (causal conv)."""
+        return self.pad_t == ((self.k_t - 1) * self.d_t, 0) and self.pad_t[0] > 0
+
+    @property
+    def time_padded(self) -> bool:
+        return self.pad_t != (0, 0)
 
     def _check_input(self, spec: Spec, where: str):
         if spec.is_vector:
@@ -205,64 +271,82 @@ class _TimeLayer(Layer):
                              f"(C, F) frames: use the 2-D layer")
 
     def _time_spec(self, spec: Spec, where: str, channels: int) -> Spec:
+        name = type(self).__name__
         eff_t = (self.k_t - 1) * self.d_t + 1
-        if self.causal:
-            length = (spec.length - 1) // self.s_t + 1
-            first = spec.first
-            reach = -(-(spec.reach + eff_t - 1) // self.s_t)
-        else:
-            if spec.length < eff_t:
-                raise ModelError(
-                    f"{where}: {type(self).__name__} spans {eff_t} positions in time but only "
-                    f"{spec.length} reach it; make the window longer")
-            length = (spec.length - eff_t) // self.s_t + 1
-            first = spec.first + (eff_t - 1) * spec.step
-            reach = -(-spec.reach // self.s_t)
+        n = output_length(spec.length, self.k_t, self.d_t, self.s_t, self.pad_t[0], self.pad_t[1],
+                          self.ceil_mode)
+        if n < 1:
+            raise ModelError(
+                f"{where}: {name} spans {eff_t} positions in time but only {spec.length} reach it "
+                f"(padding {self.pad_t[0]} + {self.pad_t[1]}); make the window longer")
         features = spec.features
         if self.two_d:
             eff_f = (self.k_f - 1) * self.d_f + 1
-            padded = spec.features + 2 * self.p_f
-            if padded < eff_f:
-                raise ModelError(f"{where}: {type(self).__name__} spans {eff_f} features but the "
-                                 f"frame has {spec.features} (padding {self.p_f})")
-            features = (padded - eff_f) // self.s_f + 1
-        return Spec(channels=channels, features=features, length=length, step=spec.step * self.s_t,
-                    first=first, rf=spec.rf + (eff_t - 1) * spec.step, reach=min(reach, length))
+            features = output_length(spec.features, self.k_f, self.d_f, self.s_f, self.pad_f[0],
+                                     self.pad_f[1], self.ceil_mode)
+            if features < 1:
+                raise ModelError(f"{where}: {name} spans {eff_f} features but the frame has "
+                                 f"{spec.features} (padding {self.pad_f[0]} + {self.pad_f[1]})")
+        return time_op_spec(spec, kernel=self.k_t, dilation=self.d_t, stride=self.s_t,
+                            pad_left=self.pad_t[0], pad_right=self.pad_t[1], ceil_mode=self.ceil_mode,
+                            channels=channels, features=features)
 
 
-def _time_padding(padding, name):
-    if padding in ("valid", 0, None):
-        return False
-    if padding == "causal":
-        return True
-    raise ModelError(f"{name}: time padding must be 'valid' (0) or 'causal'; got {padding!r}. "
-                     f"Symmetric padding looks into the future and cannot stream.")
-
-
-class Conv1d(_TimeLayer):
-    """1-D convolution over time. ``weight``: (out, in/groups, k); ``bias``: (out,)."""
-
+class _Conv(_TimeLayer):
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="valid",
-                 dilation=1, groups=1, bias=True, seed=None):
+    def _init_channels(self, in_channels, out_channels, groups):
         name = type(self).__name__
         self.in_channels = _positive(in_channels, "in_channels", name)
         self.out_channels = _positive(out_channels, "out_channels", name)
-        self.kernel_size = _positive(kernel_size, "kernel_size", name)
-        self.stride = _positive(stride, "stride", name)
-        self.dilation = _positive(dilation, "dilation", name)
         self.groups = _positive(groups, "groups", name)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ModelError(f"{name}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
-        self.padding = "causal" if _time_padding(padding, name) else "valid"
-        self.k_t, self.s_t, self.d_t, self.causal = self.kernel_size, self.stride, self.dilation, \
-            self.padding == "causal"
+
+    def _init_weights(self, seed, bias):
         rng = np.random.default_rng(seed)
-        fan_in = self.in_channels // self.groups * self.kernel_size
+        fan_in = self.in_channels // self.groups * self.k_f * self.k_t
         self.weight = _init_uniform(rng, self._expected_shape("weight"), fan_in)
         self.bias = _init_uniform(rng, (self.out_channels,), fan_in) if bias else None
+
+    def out_spec(self, spec, where):
+        self._check_input(spec, where)
+        if spec.channels != self.in_channels:
+            raise ModelError(f"{where}: {type(self).__name__} expects {self.in_channels} input "
+                             f"channels, got {spec.channels}")
+        return self._time_spec(spec, where, self.out_channels)
+
+    def _weight4(self) -> np.ndarray:
+        """(out, in/groups, k_f, k_t): the 2-D form of the weights."""
+        return self.weight[:, :, None, :] if self.weight.ndim == 3 else self.weight
+
+    def forward(self, x):
+        two_d = self.weight.ndim == 4
+        x = np.asarray(x, dtype=np.float64)
+        out = _conv_reference(x if two_d else x[:, None, :], self._weight4(), self.bias, self.groups,
+                              self.k_f, self.k_t, self.s_f, self.s_t, self.d_f, self.d_t,
+                              self.pad_f, self.pad_t)
+        return out if two_d else out[:, 0, :]
+
+
+class Conv1d(_Conv):
+    """1-D convolution over time. ``weight``: (out, in/groups, k); ``bias``: (out,).
+
+    ``padding``: 'valid' (0), 'causal' (``(k-1)*dilation`` zeros on the left), 'same'
+    (PyTorch's rule, stride 1), an int (zeros on both sides) or a pair (left, right).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="valid",
+                 dilation=1, groups=1, bias=True, seed=None):
+        name = type(self).__name__
+        self._init_channels(in_channels, out_channels, groups)
+        self.kernel_size = self.k_t = _positive(kernel_size, "kernel_size", name)
+        self.stride = self.s_t = _positive(stride, "stride", name)
+        self.dilation = self.d_t = _positive(dilation, "dilation", name)
+        self.pad_t = _pad_amounts(padding, (self.k_t - 1) * self.d_t + 1, self.s_t, name)
+        self.padding = _pad_config(padding, self.pad_t) if self.pad_t != (0, 0) else "valid"
+        self._init_weights(seed, bias)
 
     def _expected_shape(self, name):
         if name == "weight":
@@ -274,40 +358,23 @@ class Conv1d(_TimeLayer):
                     kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, groups=self.groups, bias=self.bias is not None)
 
-    def out_spec(self, spec, where):
-        self._check_input(spec, where)
-        if spec.channels != self.in_channels:
-            raise ModelError(f"{where}: Conv1d expects {self.in_channels} input channels, "
-                             f"got {spec.channels}")
-        return self._time_spec(spec, where, self.out_channels)
 
-    def forward(self, x):
-        out = _conv_reference(x[:, None, :], self.weight[:, :, None, :], self.bias, self.groups,
-                              1, self.kernel_size, 1, self.stride, 1, self.dilation, 0, self.causal)
-        return out[:, 0, :]
-
-
-class Conv2d(_TimeLayer):
+class Conv2d(_Conv):
     """2-D convolution over (feature, time); frames are (C, F), windows (C, F, T).
 
     ``kernel_size``, ``stride``, ``dilation`` are ints or (feature, time) pairs, as in
-    PyTorch with time as the last axis. ``padding``: int or (feature_pad, time_pad) where
-    the time part is 0/'valid' or 'causal'; the feature part is symmetric zero padding.
-    ``weight``: (out, in/groups, k_f, k_t).
+    PyTorch with time as the last axis. ``padding``: an int (both axes, both sides),
+    'valid', 'same' (both axes, PyTorch's rule), 'causal' (time only), or a pair
+    (feature_pad, time_pad) where each part is an int, a pair (left, right), and the time
+    part may also be 'causal' or 'same'. ``weight``: (out, in/groups, k_f, k_t).
     """
 
-    param_names = ("weight", "bias")
     two_d = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, seed=None):
         name = type(self).__name__
-        self.in_channels = _positive(in_channels, "in_channels", name)
-        self.out_channels = _positive(out_channels, "out_channels", name)
-        self.groups = _positive(groups, "groups", name)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ModelError(f"{name}: groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        self._init_channels(in_channels, out_channels, groups)
         self.k_f, self.k_t = (_positive(v, "kernel_size", name) for v in _pair(kernel_size, "kernel_size"))
         self.s_f, self.s_t = (_positive(v, "stride", name) for v in _pair(stride, "stride"))
         self.d_f, self.d_t = (_positive(v, "dilation", name) for v in _pair(dilation, "dilation"))
@@ -315,21 +382,23 @@ class Conv2d(_TimeLayer):
             p_f, p_t = 0, 0
         elif padding == "causal":
             p_f, p_t = 0, "causal"
+        elif padding == "same":
+            p_f, p_t = "same", "same"
         elif isinstance(padding, (tuple, list)) and len(padding) == 2:
             p_f, p_t = padding
         else:
             p_f, p_t = padding, padding
-        self.p_f = _positive(p_f, "feature padding", name, minimum=0)
-        self.causal = _time_padding(p_t, name)
-        rng = np.random.default_rng(seed)
-        fan_in = self.in_channels // self.groups * self.k_f * self.k_t
-        self.weight = _init_uniform(rng, self._expected_shape("weight"), fan_in)
-        self.bias = _init_uniform(rng, (self.out_channels,), fan_in) if bias else None
+        if p_f == "causal":
+            raise ModelError(f"{name}: causal padding applies to time, not to features")
+        self.pad_f = _pad_amounts(p_f, (self.k_f - 1) * self.d_f + 1, self.s_f, name, "feature padding")
+        self.pad_t = _pad_amounts(p_t, (self.k_t - 1) * self.d_t + 1, self.s_t, name)
+        self._padding_arg = (_pad_config(p_f, self.pad_f), _pad_config(p_t, self.pad_t))
+        self._init_weights(seed, bias)
 
     kernel_size = property(lambda self: (self.k_f, self.k_t))
     stride = property(lambda self: (self.s_f, self.s_t))
     dilation = property(lambda self: (self.d_f, self.d_t))
-    padding = property(lambda self: (self.p_f, "causal" if self.causal else 0))
+    padding = property(lambda self: self._padding_arg)
 
     def _expected_shape(self, name):
         if name == "weight":
@@ -342,87 +411,133 @@ class Conv2d(_TimeLayer):
                     padding=list(self.padding), dilation=list(self.dilation), groups=self.groups,
                     bias=self.bias is not None)
 
-    def out_spec(self, spec, where):
-        self._check_input(spec, where)
-        if spec.channels != self.in_channels:
-            raise ModelError(f"{where}: Conv2d expects {self.in_channels} input channels, "
-                             f"got {spec.channels}")
-        return self._time_spec(spec, where, self.out_channels)
-
-    def forward(self, x):
-        return _conv_reference(x, self.weight, self.bias, self.groups, self.k_f, self.k_t,
-                               self.s_f, self.s_t, self.d_f, self.d_t, self.p_f, self.causal)
-
 
 class _Pool(_TimeLayer):
     op = "max"
+    count_include_pad = True
 
     def out_spec(self, spec, where):
         self._check_input(spec, where)
         return self._time_spec(spec, where, spec.channels)
 
+    def _check_padding(self, name):
+        for what, (left, right), k, d in (("time", self.pad_t, self.k_t, self.d_t),
+                                          ("feature", self.pad_f, self.k_f, self.d_f)):
+            if max(left, right) * 2 > (k - 1) * d + 1:
+                # PyTorch's rule: a window must never be all padding.
+                raise ModelError(f"{name}: {what} padding ({left}, {right}) must be at most half "
+                                 f"the kernel ({k}), as in PyTorch")
+
+    def forward(self, x):
+        two_d = self.two_d
+        x = np.asarray(x, dtype=np.float64)
+        out = _pool_reference(x if two_d else x[:, None, :], self.op, self.k_f, self.k_t, self.s_f,
+                              self.s_t, self.d_t, self.pad_f, self.pad_t, self.ceil_mode,
+                              self.count_include_pad)
+        return out if two_d else out[:, 0, :]
+
 
 class MaxPool1d(_Pool):
-    """Max over ``kernel_size`` time positions (``dilation`` apart), ``stride`` defaults to the kernel."""
+    """Max over ``kernel_size`` time positions (``dilation`` apart), ``stride`` defaults to the
+    kernel; ``padding`` (an int, or a pair (left, right)) pads with -inf, as PyTorch does."""
 
     op = "max"
 
-    def __init__(self, kernel_size, stride=None, dilation=1):
+    def __init__(self, kernel_size, stride=None, dilation=1, padding=0, ceil_mode=False):
         name = type(self).__name__
         self.kernel_size = self.k_t = _positive(kernel_size, "kernel_size", name)
         self.stride = self.s_t = _positive(kernel_size if stride is None else stride, "stride", name)
         self.dilation = self.d_t = _positive(dilation, "dilation", name)
+        self.pad_t = _pad_amounts(padding, (self.k_t - 1) * self.d_t + 1, self.s_t, name, "padding")
+        self.padding = _pad_config(padding, self.pad_t)
+        self.ceil_mode = bool(ceil_mode)
+        self._check_padding(name)
 
     def config(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride, dilation=self.dilation)
-
-    def forward(self, x):
-        return _pool_reference(x[:, None, :], self.op, 1, self.k_t, 1, self.s_t, self.d_t)[:, 0, :]
+        cfg = dict(kernel_size=self.kernel_size, stride=self.stride, dilation=self.dilation)
+        if self.pad_t != (0, 0):
+            cfg["padding"] = self.padding
+        if self.ceil_mode:
+            cfg["ceil_mode"] = True
+        return cfg
 
 
 class AvgPool1d(_Pool):
-    """Mean over ``kernel_size`` time positions; ``stride`` defaults to the kernel."""
+    """Mean over ``kernel_size`` time positions; ``stride`` defaults to the kernel. With
+    ``padding``, ``count_include_pad`` says whether the zeros count in the divisor (PyTorch)."""
 
     op = "avg"
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         name = type(self).__name__
         self.kernel_size = self.k_t = _positive(kernel_size, "kernel_size", name)
         self.stride = self.s_t = _positive(kernel_size if stride is None else stride, "stride", name)
+        self.pad_t = _pad_amounts(padding, self.k_t, self.s_t, name, "padding")
+        self.padding = _pad_config(padding, self.pad_t)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self._check_padding(name)
 
     def config(self):
-        return dict(kernel_size=self.kernel_size, stride=self.stride)
+        cfg = dict(kernel_size=self.kernel_size, stride=self.stride)
+        if self.pad_t != (0, 0):
+            cfg["padding"] = self.padding
+        if self.ceil_mode:
+            cfg["ceil_mode"] = True
+        if not self.count_include_pad:
+            cfg["count_include_pad"] = False
+        return cfg
 
-    def forward(self, x):
-        return _pool_reference(x[:, None, :], self.op, 1, self.k_t, 1, self.s_t, 1)[:, 0, :]
 
-
-class MaxPool2d(_Pool):
-    """Max over (feature, time) patches; ``stride`` defaults to the kernel. No padding."""
-
-    op = "max"
+class _Pool2d(_Pool):
     two_d = True
 
-    def __init__(self, kernel_size, stride=None):
+    def _init2d(self, kernel_size, stride, padding, ceil_mode, count_include_pad):
         name = type(self).__name__
         self.k_f, self.k_t = (_positive(v, "kernel_size", name) for v in _pair(kernel_size, "kernel_size"))
         stride = (self.k_f, self.k_t) if stride is None else stride
         self.s_f, self.s_t = (_positive(v, "stride", name) for v in _pair(stride, "stride"))
+        p_f, p_t = _pair(padding, "padding")
+        self.pad_f = _pad_amounts(p_f, self.k_f, self.s_f, name, "feature padding")
+        self.pad_t = _pad_amounts(p_t, self.k_t, self.s_t, name, "time padding")
+        self._padding_arg = (_pad_config(p_f, self.pad_f), _pad_config(p_t, self.pad_t))
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        self._check_padding(name)
 
     kernel_size = property(lambda self: (self.k_f, self.k_t))
     stride = property(lambda self: (self.s_f, self.s_t))
+    padding = property(lambda self: self._padding_arg)
 
     def config(self):
-        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride))
+        cfg = dict(kernel_size=list(self.kernel_size), stride=list(self.stride))
+        if self.pad_t != (0, 0) or self.pad_f != (0, 0):
+            cfg["padding"] = list(self.padding)
+        if self.ceil_mode:
+            cfg["ceil_mode"] = True
+        if self.op == "avg" and not self.count_include_pad:
+            cfg["count_include_pad"] = False
+        return cfg
 
-    def forward(self, x):
-        return _pool_reference(x, self.op, self.k_f, self.k_t, self.s_f, self.s_t, 1)
+
+class MaxPool2d(_Pool2d):
+    """Max over (feature, time) patches; ``stride`` defaults to the kernel. ``padding``: an
+    int, or (feature_pad, time_pad), each an int or a pair (left, right); -inf, as in PyTorch."""
+
+    op = "max"
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        self._init2d(kernel_size, stride, padding, ceil_mode, True)
 
 
-class AvgPool2d(MaxPool2d):
-    """Mean over (feature, time) patches; ``stride`` defaults to the kernel. No padding."""
+class AvgPool2d(_Pool2d):
+    """Mean over (feature, time) patches; ``stride`` defaults to the kernel; padding as for
+    MaxPool2d, ``count_include_pad`` as in PyTorch."""
 
     op = "avg"
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        self._init2d(kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
 # ----------------------------------------------------------------------------- per-frame layers
@@ -531,6 +646,16 @@ class _Activation(_PerFrame):
         return {}
 
 
+def _finite(value, name: str, layer: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{layer}: {name} must be a number, got {value!r}") from exc
+    if not math.isfinite(v):
+        raise ModelError(f"{layer}: {name} must be finite, got {value!r}")
+    return v
+
+
 class ReLU(_Activation):
     def forward(self, x):
         return np.maximum(np.asarray(x, dtype=np.float64), 0.0)
@@ -543,9 +668,7 @@ class ReLU6(_Activation):
 
 class LeakyReLU(_Activation):
     def __init__(self, negative_slope=0.01):
-        self.negative_slope = float(negative_slope)
-        if not math.isfinite(self.negative_slope):
-            raise ModelError(f"LeakyReLU: negative_slope must be finite, got {negative_slope!r}")
+        self.negative_slope = _finite(negative_slope, "negative_slope", "LeakyReLU")
 
     def config(self):
         return dict(negative_slope=self.negative_slope)
@@ -613,6 +736,121 @@ class GELU(_Activation):
         if self.approximate == "tanh":
             return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
         return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+class ELU(_Activation):
+    """ELU: x for x > 0, alpha * (exp(x) - 1) otherwise."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _finite(alpha, "alpha", "ELU")
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+class CELU(_Activation):
+    """CELU: max(0, x) + min(0, alpha * (exp(x / alpha) - 1)); alpha > 0."""
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _finite(alpha, "alpha", "CELU")
+        if not self.alpha > 0:
+            raise ModelError(f"CELU: alpha must be > 0, got {alpha!r}")
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0) / self.alpha))
+
+
+class SELU(_Activation):
+    """SELU: scale * ELU(x, alpha) with PyTorch's constants."""
+
+    ALPHA = 1.6732632423543772848170429916717
+    SCALE = 1.0507009873554804934193349852946
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return self.SCALE * np.where(x > 0, x, self.ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+class PReLU(_PerFrame):
+    """PReLU: x for x >= 0, weight[c] * x otherwise; ``num_parameters`` is 1 (shared) or the
+    channel count. ``weight``: (num_parameters,)."""
+
+    param_names = ("weight",)
+
+    def __init__(self, num_parameters=1, init=0.25):
+        self.num_parameters = _positive(num_parameters, "num_parameters", "PReLU")
+        self.weight = np.full(self.num_parameters, init, np.float32)
+
+    def _expected_shape(self, name):
+        return (self.num_parameters,)
+
+    def config(self):
+        return dict(num_parameters=self.num_parameters)
+
+    def out_spec(self, spec, where):
+        if self.num_parameters not in (1, spec.channels):
+            raise ModelError(f"{where}: PReLU has {self.num_parameters} parameters for "
+                             f"{spec.channels} channels (expected 1 or {spec.channels})")
+        return spec
+
+    def slopes(self, channels: int) -> np.ndarray:
+        """Per-channel negative slopes (float32, length ``channels``)."""
+        return np.broadcast_to(self.weight, (channels,)).astype(np.float32)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        w = self.slopes(x.shape[0]).astype(np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+        return np.where(x >= 0, x, w * x)
+
+
+class Softplus(_Activation):
+    """Softplus: log(1 + exp(beta * x)) / beta, and x where beta * x > threshold (PyTorch)."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        self.beta = _finite(beta, "beta", "Softplus")
+        self.threshold = _finite(threshold, "threshold", "Softplus")
+        if not self.beta > 0:
+            raise ModelError(f"Softplus: beta must be > 0, got {beta!r}")
+
+    def config(self):
+        return dict(beta=self.beta, threshold=self.threshold)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        bx = self.beta * x
+        return np.where(bx > self.threshold, x, np.logaddexp(0.0, bx) / self.beta)
+
+
+class Softsign(_Activation):
+    """Softsign: x / (1 + |x|)."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / (1.0 + np.abs(x))
+
+
+class Hardtanh(_Activation):
+    """Hardtanh: clip(x, min_val, max_val)."""
+
+    def __init__(self, min_val=-1.0, max_val=1.0):
+        self.min_val = _finite(min_val, "min_val", "Hardtanh")
+        self.max_val = _finite(max_val, "max_val", "Hardtanh")
+        if not self.min_val < self.max_val:
+            raise ModelError(f"Hardtanh: min_val must be < max_val, got {min_val!r}, {max_val!r}")
+
+    def config(self):
+        return dict(min_val=self.min_val, max_val=self.max_val)
+
+    def forward(self, x):
+        return np.clip(np.asarray(x, dtype=np.float64), self.min_val, self.max_val)
 
 
 class Softmax(_Activation):
@@ -694,61 +932,3 @@ class Flatten(_Head):
 
     def forward(self, x):
         return np.asarray(x, dtype=np.float64).reshape(-1)
-
-
-# ----------------------------------------------------------------------------- residual
-class Residual(Layer):
-    """TCN-style residual block: ``body(x) + skip(x)``, aligned on the newest frame.
-
-    ``body`` is a list of layers with stride 1 in time; ``skip`` is None (identity) or
-    a layer such as a 1x1 ``Conv1d`` that changes the channel count. When the body
-    shortens the window (valid padding), the skip branch is cropped on the left, as a
-    causal TCN's right-aligned sum does.
-    """
-
-    def __init__(self, body: Sequence[Layer], skip: Optional[Layer] = None):
-        self.body = list(body)
-        self.skip = skip
-        if not self.body:
-            raise ModelError("Residual: body must hold at least one layer")
-        for i, layer in enumerate(self.body + ([skip] if skip is not None else [])):
-            if not isinstance(layer, Layer):
-                raise ModelError(f"Residual: element {i} is {type(layer).__name__}, not a Layer")
-            if layer.is_head or isinstance(layer, Residual):
-                raise ModelError(f"Residual: {type(layer).__name__} is not allowed inside a residual block")
-
-    def config(self):
-        return {}
-
-    def __repr__(self):
-        return f"Residual({self.body!r}, skip={self.skip!r})"
-
-    def out_spec(self, spec, where):
-        if spec.is_vector:
-            raise ModelError(f"{where}: Residual needs a time axis, but it comes after the head")
-        body_spec = spec
-        for i, layer in enumerate(self.body):
-            body_spec = layer.out_spec(body_spec, f"{where}.body[{i}] ({type(layer).__name__})")
-            if isinstance(layer, _TimeLayer) and (layer.s_t != 1):
-                raise ModelError(f"{where}.body[{i}]: strides inside a residual block are not "
-                                 f"supported (stride {layer.s_t}); put the strided layer outside")
-        skip_spec = spec
-        if self.skip is not None:
-            skip_spec = self.skip.out_spec(spec, f"{where}.skip ({type(self.skip).__name__})")
-            if isinstance(self.skip, _TimeLayer) and (self.skip.k_t != 1 or self.skip.s_t != 1):
-                raise ModelError(f"{where}.skip: the skip branch must be per-frame (time kernel 1, "
-                                 f"stride 1), got {self.skip!r}")
-        if body_spec.shape[:-1] != skip_spec.shape[:-1]:
-            raise ModelError(f"{where}: body gives {body_spec.shape[:-1]} per frame but the skip "
-                             f"gives {skip_spec.shape[:-1]}; add a 1x1 conv as skip")
-        crop = skip_spec.length - body_spec.length  # skip positions dropped on the left
-        reach = max(body_spec.reach, skip_spec.reach - crop, 0)
-        return replace(body_spec, reach=min(reach, body_spec.length))
-
-    def forward(self, x):
-        body = x
-        for layer in self.body:
-            body = layer.forward(body)
-        skip = np.asarray(x, dtype=np.float64) if self.skip is None else self.skip.forward(x)
-        n = body.shape[-1]
-        return body + skip[..., skip.shape[-1] - n:]
