@@ -213,7 +213,7 @@ def test_hand_written_minimal_file(tmp_path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(strategies.models())
+@given(strategies.models(legacy=True))  # format v1: valid/causal padding only
 def test_round_trip_random_models(drawn):
     model = drawn[0]
     buf = io.BytesIO()

