@@ -195,7 +195,7 @@ def _pool1d(draw, state: _State, strided=True):
             stride = s2
         pad = draw(st.integers(0, k2 // 2)) if draw(st.booleans()) and not state.legacy else 0
         layer = dse.AvgPool1d(k2, stride=stride, padding=pad, ceil_mode=ceil,
-                              count_include_pad=draw(st.booleans()))
+                              count_include_pad=state.legacy or draw(st.booleans()))
         state.advance(k2, 1, layer.stride)
     return layer
 
