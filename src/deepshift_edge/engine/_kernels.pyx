@@ -110,7 +110,7 @@ cdef enum:
     REF_PAD = -1      # a tap on padding: convs skip it, max pools ignore it
     REF_ZERO = -2     # a tap on the shared zero column (the zeros of a Pad layer)
 
-N_INT_FIELDS = 24
+N_INT_FIELDS = 28
 
 cdef struct Op:
     int kind
@@ -126,7 +126,8 @@ cdef struct Op:
     Py_ssize_t nrows          # output positions per run (strip ops: the strip rows)
     Py_ssize_t cip, coff      # avg pools: count_include_pad; K_SLICE: first channel
     Py_ssize_t poscol         # floats per output position
-    const int64_t* ins        # (nin, 3): node, lag in rows, channels
+    Py_ssize_t pstride, ppad, ppadr, pdil   # sequence semantics: position arithmetic of the taps
+    const int64_t* ins        # (nin, 4): node, lag in rows, channels, position offset
     const int64_t* table      # NULL, or (nrows, nin*ntaps, 3): node|REF_PAD|REF_ZERO, lag, offset
     const float* weight
     const float* scale
@@ -162,6 +163,7 @@ cdef struct Net:
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
                            # push: a 2-D conv's output positions (max fout)
     Py_ssize_t block
+    bint sequence          # semantics='sequence': state holds per-node counts after the heads
     int out_node
     bint out_transpose
     Py_ssize_t out_c, out_f
@@ -228,8 +230,8 @@ cdef void resolve_taps(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t row, int
     cdef const int64_t* ref
     if op.table == NULL:
         for s in range(op.nin):
-            node = <int>op.ins[3 * s]
-            lag = <Py_ssize_t>op.ins[3 * s + 1] + lag_of(net, node, t, t_end)
+            node = <int>op.ins[4 * s]
+            lag = <Py_ssize_t>op.ins[4 * s + 1] + lag_of(net, node, t, t_end)
             for i in range(op.ntaps):
                 net.taps[s * op.ntaps + i] = ring_row(net, node, b, lag + (op.ntaps - 1 - i) * op.tap_step)
         return
@@ -541,7 +543,7 @@ cdef void run_elementwise(const Op* op, const float** taps, float* out) noexcept
         for f in range(op.fout):
             off = 0
             for s in range(op.nin):
-                ch = <Py_ssize_t>op.ins[3 * s + 2]
+                ch = <Py_ssize_t>op.ins[4 * s + 2]
                 memcpy(out + f * op.cout + off, taps[s] + f * ch, ch * sizeof(float))
                 off += ch
     elif op.kind == K_SLICE:
@@ -678,6 +680,110 @@ cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t
     for b in range(batch):
         if step(net, b, src + b * frame_size):
             write_output(net, b, out + b * out_size, 0)
+            ready[b] = 1
+            any_ready = True
+        else:
+            ready[b] = 0
+            if batched:
+                fill_nan(out + b * out_size, out_size)
+    return any_ready
+
+
+# ---------------------------------------------------------------------------- semantics='sequence'
+# Per node the state keeps cnt (positions computed) and fin (positions in all + 1 after
+# flush(), 0 before): an op computes its next position as soon as the newest input position
+# that position reads exists, or its input is final. Taps before the start or past a final
+# end are padding. See sequence.py.
+cdef inline int64_t* seq_counts(Net* net, Py_ssize_t b) noexcept nogil:
+    return net.state + b * net.state_stride + 1 + net.n_nodes
+
+
+cdef inline bint seq_ready(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
+    cdef int64_t* cnt = seq_counts(net, b)
+    cdef int64_t* fin = cnt + net.n_nodes
+    cdef int64_t j = cnt[op.dst], p
+    cdef Py_ssize_t s
+    cdef int node
+    if fin[op.dst] > 0 and j >= fin[op.dst] - 1:
+        return False
+    for s in range(op.nin):
+        node = <int>op.ins[4 * s]
+        p = j * op.pstride - op.ppad + (op.ntaps - 1) * op.pdil + op.ins[4 * s + 3]
+        if p >= cnt[node] and fin[node] == 0:
+            return False
+    return True
+
+
+cdef float seq_taps(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
+    """Resolve the taps of op's next position; return an average pool's time divisor."""
+    cdef int64_t* cnt = seq_counts(net, b)
+    cdef int64_t* fin = cnt + net.n_nodes
+    cdef int64_t j = cnt[op.dst], p, start, end
+    cdef Py_ssize_t s, i, valid = 0
+    cdef int node
+    for s in range(op.nin):
+        node = <int>op.ins[4 * s]
+        for i in range(op.ntaps):
+            p = j * op.pstride - op.ppad + i * op.pdil + op.ins[4 * s + 3]
+            if p < 0 or (fin[node] > 0 and p >= fin[node] - 1):
+                net.taps[s * op.ntaps + i] = NULL
+            else:
+                net.taps[s * op.ntaps + i] = ring_row(net, node, b, <Py_ssize_t>(cnt[node] - 1 - p))
+                valid += 1
+    if not op.cip:
+        return <float>valid
+    # PyTorch's count_include_pad divisor: the window clipped to the padded end
+    start = j * op.pstride - op.ppad
+    end = start + op.ntaps
+    node = <int>op.ins[0]
+    if fin[node] > 0 and end > fin[node] - 1 + op.ppadr:
+        end = fin[node] - 1 + op.ppadr
+    return <float>(end - start)
+
+
+cdef void run_seq_op(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
+    cdef float tdiv = seq_taps(net, op, b)
+    cdef float* out = advance(net, op.dst, b)
+    if op.kind == K_CONV:
+        run_conv(net, op, net.taps, out)
+    elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
+        run_pool(op, net.taps, out, tdiv)
+    elif op.kind == K_SOFTMAX:
+        run_softmax(op, net.taps[0], out)
+    else:
+        run_elementwise(op, net.taps, out)
+    epilogue(op, out)
+    mirror(net, op.dst, b)
+    seq_counts(net, b)[op.dst] += 1
+
+
+cdef Py_ssize_t step_seq(Net* net, Py_ssize_t b, const float* frame, float* out,
+                         Py_ssize_t out_size, Py_ssize_t max_out) noexcept nogil:
+    """Push one frame (frame != NULL) or, with frame == NULL, run what a flush allows; write
+    each new output position to out (at most max_out); return how many."""
+    cdef Py_ssize_t k, m = 0
+    cdef const Op* op
+    if frame != NULL:
+        write_input(net, b, frame)
+        seq_counts(net, b)[0] += 1
+        net.state[b * net.state_stride] += 1
+    for k in range(net.n_ops):
+        op = &net.ops[k]
+        while seq_ready(net, op, b):
+            run_seq_op(net, op, b)
+            if op.dst == net.out_node:
+                if m < max_out:
+                    write_output(net, b, out + m * out_size, 0)
+                m += 1
+    return m
+
+
+cdef bint push_all_seq(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t batch,
+                       bint batched, float* out, Py_ssize_t out_size, char* ready) noexcept nogil:
+    cdef Py_ssize_t b
+    cdef bint any_ready = False
+    for b in range(batch):
+        if step_seq(net, b, src + b * frame_size, out + b * out_size, out_size, 1) > 0:
             ready[b] = 1
             any_ready = True
         else:
@@ -880,6 +986,7 @@ cdef class StreamCore:
     cdef int _push_nd
     cdef bint _release_gil
     cdef bint _busy                  # a push is running (guards against use from two threads)
+    cdef public bint _flushed        # semantics='sequence': the recording has ended
     cdef Py_ssize_t _block
     cdef object _coerce_frame, _coerce_block, _reject
 
@@ -922,8 +1029,9 @@ cdef class StreamCore:
             fview = ring.reshape(-1)
             self.net.rings[i] = &fview[0]
             lens_v[i], cols_v[i] = node.ring, node.col
-        self.net.state_stride = 1 + n_nodes
-        self._state = np.zeros((batch, 1 + n_nodes), dtype=np.int64)
+        self.net.sequence = plan.sequence
+        self.net.state_stride = 1 + n_nodes + (2 * n_nodes if plan.sequence else 0)
+        self._state = np.zeros((batch, self.net.state_stride), dtype=np.int64)
         iview = self._state.reshape(-1)
         self.net.state = &iview[0]
         max_c = max([o.cin for o in plan.ops] + [1])
@@ -1001,12 +1109,16 @@ cdef class StreamCore:
             cop.nrows = itab[i, 21]
             cop.cip = itab[i, 22]
             cop.coff = itab[i, 23]
+            cop.pstride = itab[i, 24]
+            cop.ppad = itab[i, 25]
+            cop.ppadr = itab[i, 26]
+            cop.pdil = itab[i, 27]
             cop.poscol = plan.nodes[cop.dst].col // cop.nrows
             cop.aux = NULL
             cop.auxn = NULL
             op = plan.ops[i]
-            ins = np.ascontiguousarray(np.asarray(op.inputs, dtype=np.int64).reshape(-1, 3)).reshape(-1)
-            cop.ins = self._int_ptr(ins if ins.size else np.zeros(3, np.int64), keep)
+            ins = plan.input_table(op).reshape(-1)
+            cop.ins = self._int_ptr(ins if ins.size else np.zeros(4, np.int64), keep)
             cop.table = NULL if op.table is None else self._int_ptr(op.table, keep)
             cop.index = NULL if op.index is None else self._int_ptr(op.index, keep)
             if cop.kind == K_RMEAN:
@@ -1095,6 +1207,8 @@ cdef class StreamCore:
         """
         cdef bint any_ready = False
         cdef const float* src
+        if self._flushed:
+            self._raise_flushed()
         if self._busy:
             self._raise_busy()
         self._busy = True  # set under the GIL: a second thread entering now sees it
@@ -1128,7 +1242,11 @@ cdef class StreamCore:
         try:
             if not all_finite(src, self._frame_size * self.batch):
                 self._reject(x)                    # raises: NaN/Inf are refused, state untouched
-            if self._release_gil:
+            if self.net.sequence:
+                with nogil:
+                    any_ready = push_all_seq(&self.net, src, self._frame_size, self.batch,
+                                             self.batched, self._out_ptr, self._out_size, self._ready_ptr)
+            elif self._release_gil:
                 with nogil:
                     any_ready = push_all(&self.net, src, self._frame_size, self.batch,
                                          self.batched, self._out_ptr, self._out_size, self._ready_ptr)
@@ -1156,6 +1274,8 @@ cdef class StreamCore:
         cdef unsigned char[::1] rb
         if n == 0:
             return 0
+        if self._flushed:
+            self._raise_flushed()
         # Arrays straight from NumPy: read the header (a memoryview costs ~1 µs each).
         cdef const float* xptr = <const float*>ndarray_data(block, b'f', b'f')
         cdef float* optr = <float*>ndarray_data(out, b'f', b'f')
@@ -1186,6 +1306,25 @@ cdef class StreamCore:
         cdef Py_ssize_t i, b, m = 0, chunk
         cdef Py_ssize_t fs = self._frame_size, os = self._out_size, B = self.batch
         cdef bint batched = self.batched
+        cdef Py_ssize_t got
+        if self.net.sequence:
+            with nogil:
+                for i in range(n):
+                    for b in range(B):
+                        if batched:
+                            got = step_seq(&self.net, b, xb + (i * B + b) * fs, optr + (i * B + b) * os, os, 1)
+                            rptr[i * B + b] = got > 0
+                            if got == 0:
+                                fill_nan(optr + (i * B + b) * os, os)
+                        else:
+                            m += step_seq(&self.net, b, xb + i * fs, optr + m * os if optr != NULL else NULL,
+                                          os, 1 if optr != NULL else 0)
+                if batched:
+                    memcpy(self._ready_ptr, rptr + (n - 1) * B, B)
+                    memcpy(self._out_ptr, optr + (n - 1) * B * os, B * os * sizeof(float))
+                elif m > 0 and optr != NULL:
+                    memcpy(self._out_ptr, optr + (m - 1) * os, os * sizeof(float))
+            return m
         with nogil:
             i = 0
             while i < n:
@@ -1221,9 +1360,37 @@ cdef class StreamCore:
                 step_profiled(&self.net, 0, &xb[0] + i * self._frame_size, &tv[0])
         return totals[:self.net.n_ops]
 
+    def _flush_seq(self, Py_ssize_t b, finals, out):
+        """semantics='sequence': stream b's recording has ended; `finals` holds every node's
+        length in all. Writes the remaining output positions to `out` (n, out_size float32)
+        and returns how many."""
+        cdef Py_ssize_t i, n = out.shape[0], m
+        cdef float[::1] ob
+        cdef float* optr = NULL
+        cdef int64_t* fin = seq_counts(&self.net, b) + self.net.n_nodes
+        for i in range(self.net.n_nodes):
+            fin[i] = int(finals[i]) + 1
+        if out.size:
+            ob = out.reshape(-1)
+            optr = &ob[0]
+        if self._busy:
+            self._raise_busy()
+        self._busy = True
+        try:
+            with nogil:
+                m = step_seq(&self.net, b, NULL, optr, self._out_size, n)
+        finally:
+            self._busy = False
+        return m
+
     def _frames(self):
         """Frames pushed so far, per stream (int64 array, a copy)."""
         return self._state[:, 0].copy()
+
+    def _raise_flushed(self):
+        from ..errors import StreamInputError
+        raise StreamInputError("this stream's recording was flushed (semantics='sequence'); "
+                               "reset() starts a new recording")
 
     def _raise_busy(self):
         from ..errors import StreamBusyError

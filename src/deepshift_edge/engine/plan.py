@@ -47,7 +47,7 @@ PAD = -1
 #: A reference to the shared zero column (a real zero, e.g. the zeros of a Pad layer).
 ZERO = -2
 
-N_INT_FIELDS = 24
+N_INT_FIELDS = 28
 BLOCK = 16  # output channels per register block: DSE_BLK in _gemv.h
 
 
@@ -76,7 +76,7 @@ class Op:
     dst: int
     period: int
     phase: int
-    inputs: List[Tuple[int, int, int]] = field(default_factory=list)  # (node, lag rows, channels)
+    inputs: List[tuple] = field(default_factory=list)  # (node, lag rows, channels[, position offset])
     ntaps: int = 1
     tap_step: int = 1
     cin: int = 0
@@ -107,6 +107,10 @@ class Op:
     nslots: int = 1  # RMEAN: running sums kept (one per stride phase in dense mode)
     npos: int = 0  # RMEAN: positions averaged; GAPMIX: interior positions behind ref 0
     delay: int = 0  # GAPMIX: positions in all (the divisor's count)
+    pstride: int = 1  # sequence semantics: output position j reads input positions
+    ppad: int = 0     # j*pstride - ppad + i*pdil (+ the input's offset), taps i < ntaps;
+    ppadr: int = 0    # ppadr: right padding (average pools' divisor at the end)
+    pdil: int = 1
     model_node: int = -1  # the model node this op computes (inspect)
     part: str = ""  # 'interior', 'strip', 'window' (heads) or 'vector'
 
@@ -126,6 +130,7 @@ class Plan:
     output_shape: tuple = ()
     out_transpose: bool = False  # 2-D vector output stored (F, C), returned (C, F)
     zero_col: int = 1  # floats of the shared zero column (ZERO references)
+    sequence: bool = False  # semantics='sequence': ops compute positions as their inputs allow
     out_node: int = 0  # the node holding the output vector
     fingerprint: str = ""
 
@@ -135,11 +140,16 @@ class Plan:
             return op.weight
         return blocked_weight(op.weight, op.groups)
 
+    def input_table(self, op: Op) -> np.ndarray:
+        """(nin, 4) int64: node, lag rows, channels, position offset of each input."""
+        rows = [tuple(i) + (0,) * (4 - len(i)) for i in op.inputs]
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
         rows = [[o.kind, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.cin, o.cout, o.groups,
                  o.fin, o.fout, o.kf, o.sf, o.pf, o.pfr, o.df, o.act, o.nslots, o.npos, o.delay,
-                 len(o.inputs), o.nrows, o.cip, o.coff]
+                 len(o.inputs), o.nrows, o.cip, o.coff, o.pstride, o.ppad, o.ppadr, o.pdil]
                 for o in self.ops]
         return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), N_INT_FIELDS)
 

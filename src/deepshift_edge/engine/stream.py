@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ._kernels import StreamCore
-from ..errors import StreamInputError, StreamInputTypeError
+from ..errors import ModelError, StreamInputError, StreamInputTypeError
 from .plan import build_plan
 
 __all__ = ["Stream"]
@@ -61,7 +61,15 @@ class Stream(StreamCore):
             raise ValueError(f"batch must be None or an integer >= 1, got {batch!r}")
         self.model = model
         self.mode = mode
-        self.plan = build_plan(model, mode, block)
+        self.semantics = getattr(model, "semantics", "window")
+        if self.semantics == "sequence":
+            if mode != "dense":
+                raise ModelError("semantics='sequence' runs every layer at its own rate and emits "
+                                 "each output position once; leave mode at its default")
+            from .sequence import build_sequence_plan
+            self.plan = build_sequence_plan(model, block)
+        else:
+            self.plan = build_plan(model, mode, block)
         self.window = model.window
         self.hop = self.plan.hop
         self.frame_shape = tuple(model.frame_shape)
@@ -116,7 +124,8 @@ class Stream(StreamCore):
         # Room for the most outputs n frames can have, not the count at the current frame:
         # another thread may push between here and _run_block's busy guard, and the kernel
         # would then write past (or, with no room, to NULL instead of) an exact-size array.
-        out = np.empty((-(-n // self.hop),) + self.output_shape, dtype=np.float32)
+        most = n if self.semantics == "sequence" else -(-n // self.hop)
+        out = np.empty((most,) + self.output_shape, dtype=np.float32)
         got = self._run_block(arr, out, None, True, True)
         if got < 0:
             self._reject_block(arr)
@@ -129,6 +138,49 @@ class Stream(StreamCore):
                                f"{tuple(int(i) for i in bad)} (frame {int(bad[0])}); NaN/Inf are "
                                f"refused (the stream state is unchanged)")
 
+    # -- the end of a recording (semantics='sequence')
+    def flush(self):
+        """End the recording: compute the last output positions, whose receptive fields reach
+        past the last frame, with the zeros of the right edge, exactly as the offline network
+        over the whole recording has them. Returns them as (M, *output_shape) (a list of such
+        arrays, one per stream, when batched). Afterwards push raises until reset()."""
+        if self.semantics != "sequence":
+            raise StreamInputError("flush() ends a recording of a semantics='sequence' model; a "
+                                   "window model has nothing pending (every window's output is "
+                                   "returned by its push)")
+        from .sequence import final_lengths
+        if self._flushed:
+            self._raise_flushed()
+        results = []
+        frames = self._frames()
+        for b in range(self.batch):
+            t = int(frames[b])
+            if t < self.plan.min_frames:
+                raise StreamInputError(f"the recording holds {t} frames; the network needs at least "
+                                       f"{self.plan.min_frames} (stream {b}), so it has no output")
+        for b in range(self.batch):
+            t = int(frames[b])
+            fin = final_lengths(self.model, self.plan, t, self.plan.owner)
+            specs = self.model.node_specs(t)
+            # model output length minus positions already emitted
+            left = specs[-1].length
+            out = np.empty((max(left, 1),) + self.output_shape, dtype=np.float32)
+            got = self._flush_seq(b, fin, out)
+            results.append(out[:got] if self.plan.out_transpose is False else out[:got])
+        self._flushed = True
+        self.ready[:] = False
+        return results if self.batched else results[0]
+
+    @property
+    def delay(self) -> int:
+        """Frames between an output position's own frame and the push that returns it:
+        'window': how far the newest position the head reads lies behind the newest frame;
+        'sequence': how far the right zero padding reaches (each position waits for it)."""
+        if self.semantics == "sequence":
+            s = self.model.specs[-1]
+            return max(0, s.first)
+        return self.model.delay
+
     def _emits(self, t: int) -> bool:
         w, hop = self.window, self.hop
         return t >= w - 1 and (t - (w - 1)) % hop == 0
@@ -138,6 +190,10 @@ class Stream(StreamCore):
         """Return to the fresh state: all streams, or only stream ``index`` (int or list)."""
         if index is None:
             rows = range(self.batch)
+            self._flushed = False
+        elif self._flushed:
+            raise StreamInputError("this batch was flushed together; reset() (all streams) starts "
+                                   "new recordings")
         else:
             rows = [index] if isinstance(index, (int, np.integer)) else list(index)
             for b in rows:
@@ -189,6 +245,9 @@ class Stream(StreamCore):
         if self.batched:
             raise StreamInputError("warm_up is for unbatched streams; warm each stream of a batch "
                                    "separately or push_many the history")
+        if self.semantics == "sequence":
+            raise StreamInputError("warm_up primes a window; a semantics='sequence' stream starts at "
+                                   "its recording's start: push_many the history instead")
         arr = _as_float32(history, "a history of frames")
         if arr.ndim != len(self.frame_shape) + 1 or arr.shape[1:] != self.frame_shape:
             raise StreamInputError(f"expected a history of shape (N, {', '.join(map(str, self.frame_shape))}), "
