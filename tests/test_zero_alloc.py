@@ -47,14 +47,28 @@ def _models():
     two_d = dse.Sequential([
         dse.Conv2d(2, 4, (3, 2), padding=(1, 0)), dse.HardSwish(), dse.MaxPool2d(2),
         dse.Flatten(), dse.Linear(4 * 2 * 4, 2)], in_features=(2, 5), window=9)
-    return {"1d": one_d, "2d": two_d}
+    # A graph with padding inside the window (strips recomputed every frame), a gate, a
+    # strided residual with a pooled skip, a concatenation and a global average over strips.
+    x = dse.Input(3)
+    h = dse.Conv1d(3, 8, 5, padding="same")(x)
+    gate = dse.Mul()(dse.Tanh()(dse.ChannelSlice(0, 4)(h)), dse.Sigmoid()(dse.ChannelSlice(4, 8)(h)))
+    body = dse.Conv1d(4, 4, 3, stride=2, padding=1)(gate)
+    skip = dse.MaxPool1d(2, padding=1)(gate)
+    res = dse.Add()(body, skip)
+    cat = dse.Concat()(dse.Conv1d(4, 2, 3, padding=(2, 0))(res), dse.AvgPool1d(3, 1, padding=1)(res))
+    graph = dse.Model(x, dse.Linear(6, 2)(dse.GlobalAvgPool()(cat)), window=24)
+    seq = dse.Model(x, dse.Conv1d(3, 2, 3, padding="same")(dse.Pad(1, 0)(x)), semantics="sequence")
+    return {"1d": one_d, "2d": two_d, "graph-strips": graph, "sequence": seq}
 
 
-@pytest.mark.parametrize("name", ["1d", "2d"])
+@pytest.mark.parametrize("name", ["1d", "2d", "graph-strips", "sequence"])
 @pytest.mark.parametrize("mode", ["dense", "decimated"])
 @pytest.mark.parametrize("batch", [None, 3])
 def test_push_allocates_nothing(name, mode, batch):
     model = _models()[name]
+    if name == "sequence" and mode != "dense":
+        pytest.skip("semantics='sequence' has one mode")
+    assert name != "graph-strips" or any(s.left or s.right for s in model.specs if not s.is_vector)
     stream = model.stream(batch=batch, mode=mode)
     shape = model.frame_shape if batch is None else (batch,) + model.frame_shape
     frame = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
