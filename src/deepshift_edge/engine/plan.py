@@ -226,7 +226,11 @@ def _avg_divisors(spec_in, layer, rows: List[int]) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-_ALIASES = (L.Identity,)  # Dropout is an Identity
+def is_alias(layer, in_spec) -> bool:
+    """Layers that move no data: Identity/Dropout, a squeeze of a size-1 feature axis."""
+    if isinstance(layer, L.Identity) and not isinstance(layer, L.Softmax) and act_code(layer) is None:
+        return True
+    return isinstance(layer, M.FrameFlatten) and (in_spec.features or 1) == 1
 
 
 class _Builder:
@@ -337,10 +341,7 @@ class _Builder:
         ins = list(node.inputs)
         in_spec = self.specs[ins[0]]
         where = f"node {node.name} ({type(layer).__name__})"
-        if isinstance(layer, (M.Pad, M.Crop)) or (
-                isinstance(layer, _ALIASES) and not isinstance(layer, L.Softmax)
-                and act_code(layer) is None) or (
-                isinstance(layer, M.FrameFlatten) and (in_spec.features or 1) == 1):
+        if isinstance(layer, (M.Pad, M.Crop)) or is_alias(layer, in_spec):
             self.make_alias(i, layer, ins[0])
             return
         if spec.is_vector and not in_spec.is_vector or (layer.is_head and not in_spec.is_vector):
@@ -469,7 +470,7 @@ class _Builder:
         return op
 
     @staticmethod
-    def taps_of(layer, i_spec) -> Tuple[int, int]:
+    def taps_of(layer) -> Tuple[int, int]:
         """(kernel, dilation) in time of a sliding layer; (1, 1) for per-frame ones."""
         if isinstance(layer, L._TimeLayer):
             return layer.k_t, layer.d_t
@@ -483,9 +484,8 @@ class _Builder:
     # ------------------------------------------------------------------ time-valued nodes
     def time_ops(self, i, layer, ins, where):
         spec = self.specs[i]
-        name = type(layer).__name__
         tmpl = self.template(i, layer, ins, where)
-        k, d = self.taps_of(layer, spec)
+        k, d = self.taps_of(layer)
         stride = layer.s_t if isinstance(layer, L._TimeLayer) else 1
         pad_left = layer.pad_t[0] if isinstance(layer, L._TimeLayer) else 0
         crops = [self.specs[j].length - spec.length for j in ins] if len(ins) > 1 else [0]
@@ -494,16 +494,15 @@ class _Builder:
         if len(spec.interior):
             op = self.clone(tmpl)
             op.period, op.phase = self.schedule(spec)
-            op.dst = self.new_node(spec.channels, f, label=f"{node_label(self.model, i)} interior")
-            t = self.t_ref + op.phase  # a representative run frame of this schedule
-            if not self.dense:
-                t = op.phase + op.period * 1000 * self.model.hop
+            op.dst = self.new_node(spec.channels, f, label=f"{self.model.nodes[i].name} interior")
+            # a representative run frame of this schedule (lags are the same at every run)
+            t = self.t_ref if self.dense else op.phase + op.period * 1000 * self.model.hop
             if len(ins) == 1:
-                in_spec = self.specs[ins[0]]
-                newest = (k - 1) * d * in_spec.step  # frames from the output's column to its newest tap
-                # the newest tap of an output column is read at lag 0 ... oldest (k-1)*d*step back
+                # A column's newest tap is the input column made at the same frame (lag 0),
+                # its oldest (k-1)*d input steps earlier.
+                oldest = (k - 1) * d * self.specs[ins[0]].step
                 node, lag0, ch = self.interior_input(ins[0], 0, t)
-                _, lag_old, _ = self.interior_input(ins[0], newest, t) if k > 1 else (0, lag0, 0)
+                _, lag_old, _ = self.interior_input(ins[0], oldest, t) if k > 1 else (0, lag0, 0)
                 op.inputs = [(node, lag0, ch)]
                 op.ntaps = k
                 op.tap_step = (lag_old - lag0) // (k - 1) if k > 1 else 1
@@ -523,7 +522,7 @@ class _Builder:
             op.period, op.phase = self.emit
             op.nrows = len(rows)
             op.dst = self.new_node(spec.channels, f, rows=len(rows),
-                                   label=f"{node_label(self.model, i)} strips")
+                                   label=f"{self.model.nodes[i].name} strips")
             t = self.t_ref
             table = []
             for q in rows:
@@ -543,14 +542,13 @@ class _Builder:
             op.label = f"{where} strips"
             self.add(op, i, "strip")
             self.strip[i] = op.dst
-        del name
 
     # ------------------------------------------------------------------ after the head
     def vector_op(self, i, layer, ins, where):
         tmpl = self.template(i, layer, ins, where)
         tmpl.period, tmpl.phase = self.emit
         spec = self.specs[i]
-        tmpl.dst = self.new_node(spec.channels, spec.features, label=f"{node_label(self.model, i)}")
+        tmpl.dst = self.new_node(spec.channels, spec.features, label=f"{self.model.nodes[i].name}")
         tmpl.inputs = [self.vector_input(j) for j in ins]
         tmpl.label = where
         self.add(tmpl, i, "vector")
@@ -623,7 +621,7 @@ class _Builder:
         step = self.specs[j].step
         slots = step if self.dense else 1
         n_in = len(inner)
-        sums = self.new_node(c, 1, label=f"{node_label(self.model, i)} running sums")
+        sums = self.new_node(c, 1, label=f"{self.model.nodes[i].name} running sums")
         rm = Op(RMEAN, sums, nd.period, nd.phase, inputs=[(node, 0, c)], ntaps=2,
                 tap_step=n_in * slots, cin=c, cout=c, fin=f, fout=1, nslots=slots, npos=n_in,
                 macs=3 * c * f, label=f"{where} running sums")
@@ -658,10 +656,6 @@ class _Builder:
         for node, rows in zip(self.plan.nodes, need):
             node.ring = rows + self.plan.block - 1
         self.plan.zero_col = max([nd.poscol for nd in self.plan.nodes] + [1])
-
-
-def node_label(model, i) -> str:
-    return model.nodes[i].name
 
 
 def build_plan(model, mode: str = "dense", block: int = 64) -> Plan:

@@ -96,10 +96,7 @@ class _SequenceBuilder(P._Builder):
                              f"it); this {type(layer).__name__} stands alone")
         if layer.is_head or in_spec.is_vector:
             raise ModelError(f"{where}: semantics='sequence' is for models without a head")
-        if (isinstance(layer, L._ALIASES) if hasattr(L, "_ALIASES") else False) or (
-                isinstance(layer, L.Identity) and not isinstance(layer, L.Softmax)
-                and P.act_code(layer) is None) or (
-                isinstance(layer, M.FrameFlatten) and (in_spec.features or 1) == 1):
+        if P.is_alias(layer, in_spec):
             self.alias[i] = ("copy", node.inputs[0], 0, None)
             return
         if self.try_fuse(i, layer, node.inputs[0]):
