@@ -70,7 +70,7 @@ def main(argv=None, bus=None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--model", default="basicmotions", help="a .npz model or a shipped name")
     args = parser.parse_args(argv)
-    model = dse.load(datasets.resolve_model(args.model))
+    model = dse.load(args.model)
     labels = datasets.labels_for(args.model)
     if bus is None:
         try:

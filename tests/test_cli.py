@@ -143,3 +143,46 @@ def test_console_script_subprocess(tmp_path):
 def test_demo_still_works(capsys):
     assert main(["demo", "--model", "tiny", "--frames", "200", "--recompute-frames", "20"]) == 0
     assert "max |error|" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- model names
+from deepshift_edge.data import datasets  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(datasets.model_names()))
+def test_every_builtin_name_works_in_every_command_and_in_load(name, capsys):
+    """One resolver: a name accepted by one command is accepted by all of them and by load."""
+    model = dse.load(name)
+    if name in datasets.MODELS:
+        want = dse.load(datasets.data_path(datasets.MODELS[name]))
+    else:
+        want = examples.EXAMPLES[name]()
+        assert "random" in model.metadata["weights"]
+    x = np.random.default_rng(1).standard_normal((model.window + 3,) + model.frame_shape)
+    np.testing.assert_array_equal(model.forward(x), want.forward(x))
+    assert main(["inspect", name]) == 0
+    assert "receptive field" in capsys.readouterr().out
+    assert main(["bench", name, "--frames", "20", "--recompute-frames", "3", "--columns", "recompute"]) == 0
+    assert "streamed push" in capsys.readouterr().out
+    assert main(["demo", "--model", name, "--frames", str(model.window + 5), "--recompute-frames", "2"]) == 0
+    assert f"model '{name}'" in capsys.readouterr().out
+
+
+def test_unknown_model_name_lists_the_builtin_ones(capsys):
+    for argv in (["inspect", "no-such-model"], ["bench", "no-such-model"], ["demo", "--model", "no-such-model"],
+                 ["run", "no-such-model", "--input", "-"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "'no-such-model'" in err and "not a built-in model name" in err, err
+        for name in datasets.model_names():
+            assert name in err
+    with pytest.raises(FileNotFoundError, match="built-in: basicmotions, tiny"):
+        dse.load("no-such-model")
+
+
+def test_an_existing_file_wins_over_a_builtin_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = dse.Sequential([dse.Conv1d(2, 1, 2)], in_features=2)
+    dse.save(other, "tiny")  # a file called like a built-in example
+    assert dse.load("tiny").frame_shape == (2,)
+    assert datasets.resolve_model("tiny") == datasets.ModelRef("tiny", None)

@@ -38,7 +38,7 @@ def _lines(frames, fmt="{:.7g}"):
 
 @pytest.fixture(scope="module")
 def bm():
-    model = dse.load(datasets.resolve_model("basicmotions"))
+    model = dse.load("basicmotions")
     x = np.load(SHIPPED)
     return model, x, model.stream().push_many(x)
 

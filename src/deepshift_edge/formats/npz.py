@@ -532,10 +532,15 @@ def _check_model(model, doc: dict, limits: dict):
 def load(path, *, limits: Optional[dict] = None):
     """Read a model written by :func:`save` (or by hand, see ``docs/format.md``).
 
+    ``path``: a file name or a binary file object. A name that is not an existing file may
+    be a built-in model: ``"basicmotions"`` (trained, shipped with the package) or one of
+    the examples with random weights (``"tiny"``, ``"kws"``, ``"activity"``,
+    ``"spectrogram"``); see :func:`deepshift_edge.data.datasets.resolve_model`.
+
     Returns a :class:`~deepshift_edge.Sequential`. Never unpickles. Raises
     :class:`~deepshift_edge.ModelFormatError` for anything wrong with the file (its
     message names the layer, the key and what was expected) and ``OSError`` (e.g.
-    ``FileNotFoundError``) when the file cannot be opened. ``limits`` overrides entries
+    ``FileNotFoundError``, listing the built-in names) when the file cannot be opened. ``limits`` overrides entries
     of :data:`LIMITS` for trusted, unusually large models.
     """
     lim = dict(LIMITS)
@@ -546,7 +551,12 @@ def load(path, *, limits: Optional[dict] = None):
         lim.update(limits)
     if hasattr(path, "read"):
         return _load_file(path, lim, "<file object>")
-    name = os.fspath(path)
+    from ..data.datasets import resolve_model
+
+    ref = resolve_model(path)  # a file, a shipped model's file, or a built-in example
+    if ref.path is None:
+        return ref.build()
+    name = ref.path
     with open(name, "rb") as f:
         return _load_file(f, lim, name)
 

@@ -21,10 +21,11 @@ import numpy as np
 
 def _demo(args) -> int:
     from .._version import __version__
-    from ..data import examples
     from .timing import recompute_timer, summarize, time_calls
 
-    model = examples.EXAMPLES[args.model]()
+    from ..formats.npz import load
+
+    model = load(args.model)
     rng = np.random.default_rng(0)
     # A synthetic "sensor": slow oscillations plus noise, one frame per step.
     t = np.arange(args.frames)[:, None]
@@ -219,10 +220,9 @@ def _saving(recompute, streamed) -> str:
 
 
 def _inspect(args) -> int:
-    from ..data.datasets import resolve_model
     from ..formats.npz import load
 
-    model = load(resolve_model(args.model))
+    model = load(args.model)
     print(f"{args.model}:")
     print(model_report(model))
     return 0
@@ -276,15 +276,10 @@ def _convert(args) -> int:
 def _bench(args) -> int:
     import json
 
-    from ..data import examples
+    from ..formats.npz import load
     from .bench import COLUMNS, bench_model, format_table
 
-    if args.model in examples.EXAMPLES:
-        model = examples.EXAMPLES[args.model]()
-    else:
-        from ..data.datasets import resolve_model
-        from ..formats.npz import load
-        model = load(resolve_model(args.model))
+    model = load(args.model)
     columns = list(COLUMNS) if args.columns is None else args.columns.split(",")
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
@@ -314,17 +309,20 @@ def _run(args) -> int:
         return 1
 
 
+MODEL_HELP = ("a .npz model file, or a built-in model name: basicmotions (trained, shipped), "
+              "tiny, kws, activity, spectrogram (example architectures, random weights)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it")
-    demo.add_argument("--model", default="activity", choices=["tiny", "kws", "activity", "spectrogram"])
+    demo.add_argument("--model", default="activity", help=f"the model to stream: {MODEL_HELP}")
     demo.add_argument("--frames", type=int, default=3000, help="synthetic frames to stream")
     demo.add_argument("--recompute-frames", type=int, default=300,
                       help="windows to recompute for the comparison")
     insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
-    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
-                                    "shipped model: basicmotions")
+    insp.add_argument("model", help=MODEL_HELP)
     conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
     conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
                                      "or a TorchScript .pt file (with --in-features, --window)")
@@ -338,8 +336,7 @@ def main(argv=None) -> int:
                            "the axis named like time, e.g. 'time' or 'frames', else the last)")
     bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
                                          "other runtimes, side by side")
-    bench.add_argument("model", help="a .npz model file, a built-in example: tiny, kws, activity, "
-                                     "spectrogram, or a shipped model: basicmotions")
+    bench.add_argument("model", help=MODEL_HELP)
     bench.add_argument("--frames", type=int, default=3000, help="streamed frames to time")
     bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
     bench.add_argument("--rate", type=float, default=None,

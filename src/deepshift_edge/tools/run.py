@@ -222,7 +222,8 @@ def _output_kind(model, requested: str) -> str:
 
 # ----------------------------------------------------------------------------- the loop
 def add_arguments(p) -> None:
-    p.add_argument("model", help="a .npz model file, or a shipped model: basicmotions")
+    from .cli import MODEL_HELP
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--input", "-i", required=True,
                    help="'-' for standard input, a text/CSV file, a .npy file (T, *frame_shape), "
                         "or a shipped recording: basicmotions")
@@ -255,7 +256,7 @@ def run(args, stdin=None, stdout=None, stderr=None) -> int:
         stderr.write(f"deepshift-edge run: error: --rate must be a positive number of Hz, got {args.rate}\n")
         return 2
 
-    model = load(datasets.resolve_model(args.model))
+    model = load(args.model)
     stream = model.stream(mode=args.mode)
     kind = _output_kind(model, args.output)
     labels = None
