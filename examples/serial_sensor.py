@@ -79,7 +79,7 @@ def main(argv=None, port=None) -> int:
             port = open_port(args.device, args.baud)
         else:
             parser.error("give a serial device or --replay")
-    for frame, label, score in predictions(port, model, datasets.labels_for(args.model)):
+    for frame, label, score in predictions(port, model, model.labels):
         print(f"{frame}\t{label}\t{score:.3f}", flush=True)
     return 0
 

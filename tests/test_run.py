@@ -207,7 +207,7 @@ def test_usage_errors(tmp_path, monkeypatch, capsys):
     status, _, err = _run(["basicmotions", "-i", str(tmp_path / "bad.npy")], monkeypatch, capsys)
     assert status == 1 and "expected an array of shape (T, 6)" in err and "(10, 4)" in err
     status, _, err = _run(["basicmotions", "-i", "-", "--labels", "a,b"], monkeypatch, capsys)
-    assert status == 2 and "2 labels for 4 classes" in err
+    assert status == 2 and "--labels gives 2 names for the 4 classes of basicmotions" in err
     status, _, err = _run(["basicmotions", "-i", "-", "--rate", "0"], monkeypatch, capsys)
     assert status == 2 and "--rate" in err
     status, out, _ = _run(["basicmotions", "-i", "basicmotions", "--labels", "s,r,w,b"], monkeypatch, capsys)

@@ -10,14 +10,16 @@ __all__ = ["from_torch"]
 
 
 def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, time_axis: int = -1,
-               check: bool = True, return_report: bool = False, opset: int = 17):
+               check: bool = True, return_report: bool = False, opset: int = 17, labels=None,
+               metadata=None):
     """Convert ``module`` (``nn.Sequential`` or an ordinary CNN/TCN ``nn.Module``) that maps
     one window ``(1, C, W)`` (or ``(1, C, F, W)`` for ``in_features=(C, F)``) to its output.
     A module that takes time elsewhere says so with ``time_axis``: ``1`` for ``(1, W, C)``
     (channels last), ``2`` for ``(1, C, W, F)``.
 
     The module is put in ``eval()`` mode for the export (batch norm uses running statistics,
-    dropout is off) and restored afterwards.
+    dropout is off) and restored afterwards. ``labels`` (class names, one per output value)
+    and ``metadata`` (names to JSON scalars) are set on the model for ``dse.save`` to keep.
     """
     try:
         import torch
@@ -47,4 +49,4 @@ def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, t
     finally:
         module.train(was_training)
     return from_onnx(buf.getvalue(), window=int(window), time_axis=time_axis % rank, check=check,
-                     return_report=return_report)
+                     return_report=return_report, labels=labels, metadata=metadata)

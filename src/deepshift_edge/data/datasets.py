@@ -34,7 +34,7 @@ DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"basicmotions": "basicmotions_cnn.npz"}
 #: shipped recording name -> file in ``data/`` (shape (T, *frame_shape))
 RECORDINGS = {"basicmotions": "basicmotions_test.npy"}
-#: class names of the shipped models, in output order
+#: class names of the shipped models, in output order (their files carry them too)
 LABELS = {"basicmotions": ("Standing", "Running", "Walking", "Badminton")}
 
 
@@ -115,7 +115,8 @@ def resolve_recording(name_or_path: str) -> str:
 
 
 def labels_for(name: str) -> Optional[tuple]:
-    """Class names of a shipped model given by name (None for a path)."""
+    """Class names of a shipped model given by name (None for a path). Model files carry
+    their own now: prefer ``dse.load(name).labels``."""
     if os.path.exists(name):
         return None
     return LABELS.get(name)

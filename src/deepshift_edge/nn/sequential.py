@@ -27,6 +27,19 @@ class Sequential:
         Frames the network sees (``W``). Defaults to the receptive field.
 
     The output at frame ``t`` is ``Net(x[t-W+1 : t+1])``: see :meth:`forward`.
+
+    Attributes (set by :meth:`analyze`): ``receptive_field`` (frames one output depends on),
+    ``window``, ``hop`` (frames between outputs in ``mode='decimated'``: the product of the
+    strides), ``delay`` (frames between the newest input and the newest position the head
+    reads), ``output_shape``, and ``equivalence``: ``'window-exact'`` when every output
+    equals ``Net`` on its window whatever came before, so the model streams; or
+    ``'stream-exact'`` when zero padding inside the window reaches positions the head reads
+    (each window sees zeros where a stream has history): :meth:`stream` refuses such a model
+    with :class:`~deepshift_edge.NotStreamableError`. docs/semantics.md has the details.
+
+    ``labels`` (class names, one per output value, or None) and ``metadata`` (a dict of
+    names to JSON scalars: name, sample rate, units, provenance) travel with the model
+    through ``dse.save`` / ``dse.load``; nothing in the computation reads them.
     """
 
     def __init__(self, layers: Sequence[L.Layer], in_features: Union[int, Sequence[int]],
@@ -44,6 +57,8 @@ class Sequential:
         if window is not None:
             window = L._positive(window, "window", "Sequential")
         self._window_arg = window
+        self.labels = None    # class names; kept by dse.save/dse.load (formats/npz.py)
+        self.metadata = {}    # free-form JSON scalars; likewise
         self.analyze()
 
     # ------------------------------------------------------------------ shapes
@@ -89,7 +104,7 @@ class Sequential:
         self.receptive_field = body_out.rf
         window = self._window_arg
         if window is None:
-            # At least the receptive field (DESIGN.md section 1): with causal padding a
+            # At least the receptive field (docs/semantics.md): with causal padding a
             # shorter window would fit, but its head would see the padding.
             window = max(self._min_window(), self.receptive_field)
         self.window = window

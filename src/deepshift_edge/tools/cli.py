@@ -172,6 +172,8 @@ def _fmt_shape(spec) -> str:
 
 def model_report(model) -> str:
     """The text printed by ``deepshift-edge inspect``."""
+    import json
+
     from ..errors import NotStreamableError
 
     lines = []
@@ -193,6 +195,11 @@ def model_report(model) -> str:
     lines.append(f"parameters: {total_params:,} ({4 * total_params:,} bytes float32)")
     lines.append(f"receptive field: {model.receptive_field} frames; window: {model.window}; "
                  f"hop: {model.hop}; delay: {model.delay} frames; equivalence: {model.equivalence}")
+    labels = getattr(model, "labels", None)
+    if labels:
+        lines.append(f"labels ({len(labels)}): {', '.join(labels)}")
+    for key, value in (getattr(model, "metadata", None) or {}).items():
+        lines.append(f"metadata {key}: {value if isinstance(value, str) else json.dumps(value)}")
     lines.append(f"full-window recompute: {recompute:,} multiply-adds per output "
                  f"(sum over layers of MACs per position x positions in the window)")
     try:
@@ -231,7 +238,7 @@ def _inspect(args) -> int:
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
 
 
-def _from_torchscript(args, time_axis):
+def _from_torchscript(args, time_axis, labels, metadata):
     """A TorchScript file (``torch.jit.script(module).save(path)``) straight to a model."""
     from ..errors import ModelFormatError
     from ..convert.torch_import import from_torch
@@ -253,7 +260,33 @@ def _from_torchscript(args, time_axis):
     if time_axis is not None and not isinstance(time_axis, int):
         raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
     return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
-                      time_axis=-1 if time_axis is None else time_axis, return_report=True)
+                      time_axis=-1 if time_axis is None else time_axis, return_report=True,
+                      labels=labels, metadata=metadata)
+
+
+def parse_labels(text: str) -> list:
+    """``--labels a,b,c``: class names separated by commas, spaces around them dropped."""
+    return [part.strip() for part in text.split(",")]
+
+
+def parse_metadata(items) -> dict:
+    """``--metadata KEY=VALUE`` (repeatable). A VALUE that is a JSON number, true, false,
+    null or a "quoted string" is taken as such; anything else is a plain string."""
+    import json
+
+    from ..errors import ModelError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ModelError(f"--metadata: expected KEY=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value, parse_constant=lambda c: c)
+        except ValueError:
+            parsed = value
+        out[key.strip()] = parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else value
+    return out
 
 
 def _convert(args) -> int:
@@ -263,10 +296,13 @@ def _convert(args) -> int:
     time_axis = args.time_axis
     if time_axis is not None and time_axis.lstrip("-").isdigit():
         time_axis = int(time_axis)
+    labels = None if args.labels is None else parse_labels(args.labels)
+    metadata = parse_metadata(args.metadata or [])
     if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
-        model, report = _from_torchscript(args, time_axis)
+        model, report = _from_torchscript(args, time_axis, labels, metadata)
     else:
-        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
+        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True,
+                                  labels=labels, metadata=metadata)
     save(model, args.target)
     print(report)
     print(f"wrote {args.target}")
@@ -331,6 +367,13 @@ def main(argv=None) -> int:
                       help="window W in frames (default: the time length of the ONNX input)")
     conv.add_argument("--in-features", default=None, metavar="C[,F]",
                       help="TorchScript sources only: channels per frame (C, or C,F for 2-D frames)")
+    conv.add_argument("--labels", default=None, metavar="A,B,...",
+                      help="class names, one per output value, kept in the model file (shown by "
+                           "inspect, printed by run)")
+    conv.add_argument("--metadata", action="append", default=None, metavar="KEY=VALUE",
+                      help="free-form metadata kept in the model file, e.g. name=gestures, "
+                           "sample_rate_hz=50, units=g; repeat for more (a JSON number, true, "
+                           "false or null is kept as such, anything else as a string)")
     conv.add_argument("--time-axis", default=None, metavar="AXIS",
                       help="the input's time axis, an index or a symbolic dimension name (default: "
                            "the axis named like time, e.g. 'time' or 'frames', else the last)")

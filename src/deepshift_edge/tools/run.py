@@ -16,7 +16,8 @@ where it was) or the run stops with exit status 1 (``--on-error stop``).
 
 Output (stdout, flushed after every line so it works in a pipe): one line per output of
 the model, CSV with a header or JSON lines. A classifier (a model ending in ``Softmax``)
-prints the class index, its label (``--labels`` or a shipped model's) and its score;
+prints the class index, its label (``--labels``, else the model file's own labels; no
+``label`` column when there are none) and its score;
 other models print the output values. ``frame`` is the index of the frame the output
 belongs to (0-based count of frames pushed), ``line`` (text input, from 1) or ``row``
 (``.npy``, from 0) where that frame came from. ``--latency`` adds the time of the ``push`` that produced the
@@ -238,7 +239,7 @@ def add_arguments(p) -> None:
                    help="class index + score, or the raw values (auto: class for a model that "
                         "ends in Softmax)")
     p.add_argument("--labels", default=None,
-                   help="comma-separated class names (default: a shipped model's own)")
+                   help="comma-separated class names (default: the model file's own, if it has them)")
     p.add_argument("--mode", default="dense", choices=["dense", "decimated"],
                    help="an output every frame, or every `hop` frames")
 
@@ -263,10 +264,10 @@ def run(args, stdin=None, stdout=None, stderr=None) -> int:
     if args.labels is not None:
         labels = [s.strip() for s in args.labels.split(",")]
     elif kind == "class":
-        labels = datasets.labels_for(args.model)
+        labels = getattr(model, "labels", None)  # the model file's own class names
     if labels is not None and kind == "class" and len(labels) != int(np.prod(model.output_shape)):
-        stderr.write(f"deepshift-edge run: error: {len(labels)} labels for {int(np.prod(model.output_shape))} "
-                     f"classes\n")
+        stderr.write(f"deepshift-edge run: error: --labels gives {len(labels)} names for the "
+                     f"{int(np.prod(model.output_shape))} classes of {args.model}\n")
         return 2
 
     frame_shape = tuple(model.frame_shape)
