@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -223,7 +224,8 @@ def test_loader_hypothesis(name, seed):
     _, data = mutate_model_file(_seeds()[name], random.Random(seed))
     try:
         model = dse.load(io.BytesIO(data))
-    except dse.ModelFormatError:
+    except dse.ModelFormatError as exc:
+        assert str(exc).startswith("<file object>: ") and not re.search(r"(?<!\w)b'", str(exc)), str(exc)
         return
     try:
         stream = model.stream()

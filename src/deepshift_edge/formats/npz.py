@@ -309,8 +309,9 @@ def _read_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _M
     with zf.open(info) as fp:
         try:
             version = fmt.read_magic(fp)
-        except ValueError as exc:
-            raise ModelFormatError(f"array {key!r}: not a .npy array ({exc})") from None
+        except ValueError:
+            raise ModelFormatError(f"array {key!r}: not a .npy array (its first bytes are not the "
+                                   f".npy magic)") from None
         if version not in ((1, 0), (2, 0), (3, 0)):
             raise ModelFormatError(f"array {key!r}: unsupported .npy version {version}")
         header = _read_header_text(fp, version, key)
@@ -654,7 +655,8 @@ def load(path, *, limits: Optional[dict] = None):
             raise ValueError(f"unknown limits {sorted(unknown)}; known: {sorted(LIMITS)}")
         lim.update(limits)
     if hasattr(path, "read"):
-        return _load_file(path, lim, "<file object>")
+        name = getattr(path, "name", None)
+        return _named(_load_file, path, lim, name if isinstance(name, str) else "<file object>")
     from ..data.datasets import resolve_model
 
     ref = resolve_model(path)  # a file, a shipped model's file, or a built-in example
@@ -662,7 +664,28 @@ def load(path, *, limits: Optional[dict] = None):
         return ref.build()
     name = ref.path
     with open(name, "rb") as f:
-        return _load_file(f, lim, name)
+        return _named(_load_file, f, lim, name)
+
+
+def _named(fn, f, limits, name):
+    """Every content error names the file first: ``model.npz: layers.0.weight: ...``."""
+    try:
+        return fn(f, limits, name)
+    except ModelFormatError as exc:
+        # zipfile/zlib messages may quote raw bytes as b'...': show them as plain text
+        msg = _BYTES_REPR.sub(lambda m: m.group(1), str(exc))
+        if not msg.startswith(f"{name}: "):
+            msg = f"{name}: {msg}"
+        raise ModelFormatError(msg) from None
+
+
+_BYTES_REPR = re.compile(r"(?<![A-Za-z0-9_])b('[^'\n]*'|\"[^\"\n]*\")")
+
+
+def _show_bytes(raw: bytes) -> str:
+    """A few bytes for a message: hex, and the text where it is printable (never a bytes repr)."""
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in raw)
+    return f"bytes {raw.hex(' ')} ('{text}')"
 
 
 def _load_file(f, limits, name):
@@ -674,7 +697,7 @@ def _load_file(f, limits, name):
     if head[:2] != b"PK":
         what = "an empty file" if not head else (
             "a single .npy array" if head == b"\x93NUM" else
-            "pickled data" if head[:1] == b"\x80" else f"bytes {head!r}")
+            "pickled data" if head[:1] == b"\x80" else _show_bytes(head))
         raise ModelFormatError(f"{name}: not a deepshift_edge model: expected a .npz (zip) "
                                f"file, found {what}")
     try:
