@@ -91,7 +91,7 @@ def test_convert_then_inspect(tmp_path, capsys):
     model = dse.load(tmp_path / "m.npz")
     assert model.window == 12 and model.output_shape == (4,)
     assert main(["convert", str(src), str(tmp_path / "m2.npz")]) == 1  # symbolic time axis
-    assert "pass window=" in capsys.readouterr().err
+    assert "the time axis (2) is symbolic; pass window= (deepshift-edge convert: --window)" in capsys.readouterr().err
     # the time axis by name or index
     assert main(["convert", str(src), str(tmp_path / "m3.npz"), "--window", "8", "--time-axis", "T"]) == 0
     assert main(["convert", str(src), str(tmp_path / "m4.npz"), "--window", "8", "--time-axis", "-1"]) == 0
@@ -186,3 +186,46 @@ def test_an_existing_file_wins_over_a_builtin_name(tmp_path, monkeypatch):
     dse.save(other, "tiny")  # a file called like a built-in example
     assert dse.load("tiny").frame_shape == (2,)
     assert datasets.resolve_model("tiny") == datasets.ModelRef("tiny", None)
+
+
+# ----------------------------------------------------------------------------- help text, pipes
+def test_top_level_help_is_plain_text_listing_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for markup in ("``", ":mod:", ":data:", ":func:", "* "):
+        assert markup not in out, markup
+    for command in ("demo", "inspect", "convert", "bench", "run"):
+        assert f"\n    {command} " in out, command
+    assert "basicmotions" in out and "deepshift-edge COMMAND --help" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from deepshift_edge.tools.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"demo", "inspect", "convert", "bench", "run"}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize("argv", [["inspect", "basicmotions"], ["demo", "--model", "tiny", "--frames", "100",
+                                                                   "--recompute-frames", "5"],
+                                  ["bench", "tiny", "--frames", "50", "--recompute-frames", "5",
+                                   "--columns", "recompute"]])
+def test_a_reader_that_goes_away_is_not_an_error(argv):
+    """`deepshift-edge inspect ... | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "deepshift_edge"] + argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err

@@ -1,14 +1,6 @@
 """Command line: ``deepshift-edge demo | inspect | convert | bench | run`` (also ``python -m deepshift_edge``).
 
-* ``demo``: stream a built-in example model, check it against the offline reference, time it.
-* ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
-  the cost of streaming versus recomputing the whole window every frame.
-* ``convert model.onnx|model.pt model.npz [--window W] [--time-axis AXIS] [--in-features C[,F]]``: import an ONNX graph, check it, save it.
-* ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
-* ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
-
-Where a model file is expected, the name of a model shipped with the package
-(``basicmotions``) works too; see :mod:`deepshift_edge.datasets`.
+The help text the command prints is :data:`DESCRIPTION`; each subcommand's is in its parser.
 """
 from __future__ import annotations
 
@@ -345,21 +337,49 @@ def _run(args) -> int:
         return 1
 
 
+DESCRIPTION = """\
+Stream convolutional networks over live sensor frames: each new frame costs one new column
+per layer, and every output equals the network run offline on the window ending there.
+
+Wherever a model file is expected, a built-in name works too: basicmotions (trained,
+shipped with the package) or tiny, kws, activity, spectrogram (random weights).
+'deepshift-edge COMMAND --help' describes each command.
+
+examples:
+  deepshift-edge run basicmotions --input basicmotions --rate 10
+  deepshift-edge inspect basicmotions
+  deepshift-edge convert model.onnx model.npz --window 64 --labels rest,walk,run
+"""
+
 MODEL_HELP = ("a .npz model file, or a built-in model name: basicmotions (trained, shipped), "
               "tiny, kws, activity, spectrogram (example architectures, random weights)")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it")
+def build_parser() -> argparse.ArgumentParser:
+    """The ``deepshift-edge`` argument parser (all subcommands)."""
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(prog="deepshift-edge", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"deepshift-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it",
+                          description="Stream a model on a synthetic signal (slow sines plus noise), "
+                                      "check up to its first 51 outputs against the offline "
+                                      "NumPy reference, then time push against a full-window recompute.")
     demo.add_argument("--model", default="activity", help=f"the model to stream: {MODEL_HELP}")
-    demo.add_argument("--frames", type=int, default=3000, help="synthetic frames to stream")
+    demo.add_argument("--frames", type=int, default=3000,
+                      help="synthetic frames to stream and time (default 3000)")
     demo.add_argument("--recompute-frames", type=int, default=300,
-                      help="windows to recompute for the comparison")
-    insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
+                      help="windows to recompute for the latency comparison (default 300)")
+    insp = sub.add_parser("inspect", help="layers, shapes, parameters, labels, metadata and streaming "
+                                          "cost of a model")
     insp.add_argument("model", help=MODEL_HELP)
-    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
+    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file",
+                          description="Convert an ONNX graph (one window in, one output out) or a "
+                                      "TorchScript file to a .npz model file; the converted model "
+                                      "is streamed on random input and compared with its offline "
+                                      "reference before it is written (docs/converters.md).")
     conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
                                      "or a TorchScript .pt file (with --in-features, --window)")
     conv.add_argument("target", help="the .npz file to write")
@@ -384,7 +404,9 @@ def main(argv=None) -> int:
     bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
     bench.add_argument("--rate", type=float, default=None,
                        help="sensor cadence in Hz (sleep between frames); default back-to-back")
-    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"])
+    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"],
+                       help="dense: an output every frame (default); decimated: one every `hop` "
+                            "frames, strided layers at their own rate")
     bench.add_argument("--columns", default=None,
                        help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
@@ -393,24 +415,35 @@ def main(argv=None) -> int:
     _run_module.add_arguments(sub.add_parser(
         "run", help="stream frames from stdin, a CSV or a .npy file: one prediction per output line",
         description=_run_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from ..errors import DeepShiftError
 
+    commands = {"demo": _demo, "inspect": _inspect, "convert": _convert, "bench": _bench, "run": _run}
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "run":
-            return _run(args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except (DeepShiftError, OSError, ImportError) as exc:
         print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    return 2  # pragma: no cover
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (``| head -1``): stop quietly, as ``run`` does, exit 0.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+    return 0
 
 
 if __name__ == "__main__":
