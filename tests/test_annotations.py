@@ -144,6 +144,7 @@ def _onnx_classifier(tmp_path):
     return net
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # the test makes a TorchScript file
 def test_from_torch_and_convert_take_labels_and_metadata(tmp_path, capsys):
     net = _onnx_classifier(tmp_path)
     model = dse.from_torch(net, in_features=2, window=6, labels=LABELS, metadata={"name": "gait"})

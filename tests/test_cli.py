@@ -101,6 +101,7 @@ def test_convert_then_inspect(tmp_path, capsys):
     assert "no axis is named 'F'" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # the test makes a TorchScript file
 def test_convert_torchscript_file(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import warnings
 
 import numpy as np
 
@@ -243,7 +244,10 @@ def _from_torchscript(args, time_axis, labels, metadata):
     except ImportError:
         raise ModelFormatError("converting a TorchScript file needs PyTorch: pip install torch onnx") from None
     try:  # torch.jit.load reads TorchScript archives only (no arbitrary pickled classes)
-        module = torch.jit.load(args.source, map_location="cpu")
+        with warnings.catch_warnings():  # PyTorch deprecates TorchScript; the user chose this file
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
+                                    category=DeprecationWarning)
+            module = torch.jit.load(args.source, map_location="cpu")
     except Exception as exc:
         raise ModelFormatError(f"{args.source}: not a TorchScript archive ({type(exc).__name__}); save "
                                f"the model with torch.jit.script(model).save(path), or export it to "
