@@ -1,4 +1,4 @@
-"""The stream contract (DESIGN.md section 1): streaming equals the offline reference.
+"""The stream contract (docs/semantics.md): streaming equals the offline reference.
 
 For a model with window ``W``, ``model.forward(x)`` row ``i`` is the network run on
 ``x[i : i+W]``, i.e. the output at frame ``t = i + W - 1``. A stream must return
@@ -179,7 +179,7 @@ def test_random_causal_models_with_last_frame_head(case):
 @settings(max_examples=30, **HYPO)
 @given(case=cases(heads=("avg", "max", "flatten"), force_causal=True, max_body=3))
 def test_causal_padding_under_whole_window_head_refuses_to_stream(case):
-    """DESIGN.md: zero padding inside the window that the head sees must be detected and
+    """docs/semantics.md: zero padding inside the window that the head sees must be detected and
     reported (stream-exact), never silently streamed with different results."""
     model = case.model
     if has_time_padding(model.layers):
