@@ -12,20 +12,32 @@ OUT=${1:-dist}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-echo "== build the sdist"
+echo "== build the sdist, and a wheel from it"
 $PY -m venv "$WORK/build-venv"
 "$WORK/build-venv/bin/python" -m pip install -q --upgrade pip build
-"$WORK/build-venv/bin/python" -m build --sdist --outdir "$WORK/dist" .
+# Without --sdist/--wheel, build makes the sdist and then the wheel from that sdist.
+"$WORK/build-venv/bin/python" -m build --outdir "$WORK/dist" .
 SDIST=$(echo "$WORK"/dist/deepshift_edge-*.tar.gz)
+WHEEL=$(echo "$WORK"/dist/deepshift_edge-*.whl)
 mkdir -p "$OUT" && cp "$SDIST" "$OUT/"
 echo "sdist: $OUT/$(basename "$SDIST")"
 
-echo "== check its contents"
+echo "== check their contents"
 tar tzf "$SDIST" > "$WORK/files"
 for need in src/deepshift_edge/engine/_kernels.pyx src/deepshift_edge/engine/_gemv.h setup.py \
-            pyproject.toml MANIFEST.in tests/strategies.py; do
+            pyproject.toml MANIFEST.in tests/strategies.py LICENSE LICENSE-BasicMotions; do
   grep -q "^deepshift_edge-[^/]*/$need\$" "$WORK/files" || { echo "FAIL: sdist lacks $need"; exit 1; }
 done
+"$WORK/build-venv/bin/python" - "$WHEEL" <<'EOF'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+for need in ("licenses/LICENSE", "licenses/LICENSE-BasicMotions"):
+    assert any(n.endswith(".dist-info/" + need) for n in names), f"FAIL: wheel lacks {need}"
+meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+text = zipfile.ZipFile(sys.argv[1]).read(meta).decode()
+assert "License-Expression: MIT" in text, "FAIL: wheel METADATA has no License-Expression: MIT"
+print("ok: wheel carries LICENSE and LICENSE-BasicMotions, License-Expression: MIT")
+EOF
 if grep -E '\.(c|so|o|pyd)$' "$WORK/files"; then
   echo "FAIL: sdist carries generated C or binaries (above); they must be rebuilt from the .pyx"
   exit 1

@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=HERE, help="folder for the PNG files")
     parser.add_argument("--model", default="basicmotions", help="a .npz model or a shipped name")
     args = parser.parse_args(argv)
-    model = dse.load(datasets.resolve_model(args.model))
+    model = dse.load(args.model)
     os.makedirs(args.out, exist_ok=True)
     predictions_figure(model, os.path.join(args.out, "streamed_predictions.png"))
     lat = latency_figure(model, os.path.join(args.out, "latency_hist.png"))

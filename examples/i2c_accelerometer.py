@@ -20,7 +20,6 @@ import time
 import numpy as np
 
 import deepshift_edge as dse
-from deepshift_edge.data import datasets
 
 ADDRESS = 0x68
 PWR_MGMT_1, GYRO_CONFIG, ACCEL_CONFIG, ACCEL_XOUT_H = 0x6B, 0x1B, 0x1C, 0x3B
@@ -70,8 +69,8 @@ def main(argv=None, bus=None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--model", default="basicmotions", help="a .npz model or a shipped name")
     args = parser.parse_args(argv)
-    model = dse.load(datasets.resolve_model(args.model))
-    labels = datasets.labels_for(args.model)
+    model = dse.load(args.model)
+    labels = model.labels  # the class names saved in the model file (None if it has none)
     if bus is None:
         try:
             from smbus2 import SMBus

@@ -71,7 +71,7 @@ def main(argv=None, port=None) -> int:
     parser.add_argument("--model", default="basicmotions", help="a .npz model or a shipped name")
     parser.add_argument("--replay", default=None, help="replay a .npy recording (or 'basicmotions')")
     args = parser.parse_args(argv)
-    model = dse.load(datasets.resolve_model(args.model))
+    model = dse.load(args.model)
     if port is None:
         if args.replay:
             port = ReplayPort(np.load(datasets.resolve_recording(args.replay)))
@@ -79,7 +79,7 @@ def main(argv=None, port=None) -> int:
             port = open_port(args.device, args.baud)
         else:
             parser.error("give a serial device or --replay")
-    for frame, label, score in predictions(port, model, datasets.labels_for(args.model)):
+    for frame, label, score in predictions(port, model, model.labels):
         print(f"{frame}\t{label}\t{score:.3f}", flush=True)
     return 0
 

@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="basicmotions", help="a .npz model or a shipped name")
     args = parser.parse_args(argv)
-    model = dse.load(datasets.resolve_model(args.model))
+    model = dse.load(args.model)
     data = datasets.load_basicmotions()
 
     r = evaluate(model, data.x_test, data.y_test)

@@ -31,6 +31,16 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src",
                    "data", "basicmotions_cnn.npz")
 
 
+def metadata(rate_hz: float) -> dict:
+    """What the shipped model file says about itself (``deepshift-edge inspect`` shows it)."""
+    return {"name": "basicmotions",
+            "task": "activity recognition from a smart watch",
+            "sample_rate_hz": rate_hz,
+            "frame": "accelerometer x, y, z, gyroscope x, y, z (as recorded, no scaling)",
+            "trained_on": "BasicMotions training recordings (UEA archive, via aeon, BSD-3-Clause)",
+            "trained_by": "examples/train_basicmotions.py"}
+
+
 def build_net(n_in: int = 6, n_classes: int = 4) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv1d(n_in, 16, 5), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(2),
@@ -114,7 +124,7 @@ def main(argv=None) -> dict:
     ref = model.forward(data.x_test[0])                           # the converted model, offline
     err = float(np.abs(ref - probs[0]).max())
     assert err < 1e-4, f"converted model differs from PyTorch by {err}"
-    dse.save(model, args.out)
+    dse.save(model, args.out, labels=data.labels, metadata=metadata(data.rate_hz))
     print(f"trained in {seconds:.1f} s ({args.steps} steps); held-out accuracy (PyTorch, offline): "
           f"{acc_windows:.1%} of {probs.shape[0] * probs.shape[1]} windows, {acc_recordings:.1%} of "
           f"{len(data.y_test)} recordings; converted model vs PyTorch: max |error| {err:.1e}")

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import warnings
 import zipfile
 
 import numpy as np
@@ -104,8 +105,11 @@ def read_zip(data: bytes) -> list:
 
 
 def write_zip(members, compression=zipfile.ZIP_STORED) -> bytes:
+    """A zip of ``members`` as given: duplicate names are written on purpose (the loader must
+    refuse them), so zipfile's warning about them is expected here."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Duplicate name", category=UserWarning)
         for name, raw in members:
             zf.writestr(name, raw)
     return buf.getvalue()

@@ -94,7 +94,7 @@ def test_convert_then_inspect(tmp_path, capsys):
     model = dse.load(tmp_path / "m.npz")
     assert model.window == 12 and model.output_shape == (4,)
     assert main(["convert", str(src), str(tmp_path / "m2.npz")]) == 1  # symbolic time axis
-    assert "pass window=" in capsys.readouterr().err
+    assert "the time axis (2) is symbolic; pass window= (deepshift-edge convert: --window)" in capsys.readouterr().err
     # the time axis by name or index
     assert main(["convert", str(src), str(tmp_path / "m3.npz"), "--window", "8", "--time-axis", "T"]) == 0
     assert main(["convert", str(src), str(tmp_path / "m4.npz"), "--window", "8", "--time-axis", "-1"]) == 0
@@ -104,6 +104,7 @@ def test_convert_then_inspect(tmp_path, capsys):
     assert "no axis is named 'F'" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # the test makes a TorchScript file
 def test_convert_torchscript_file(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
@@ -146,3 +147,89 @@ def test_console_script_subprocess(tmp_path):
 def test_demo_still_works(capsys):
     assert main(["demo", "--model", "tiny", "--frames", "200", "--recompute-frames", "20"]) == 0
     assert "max |error|" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- model names
+from deepshift_edge.data import datasets  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(datasets.model_names()))
+def test_every_builtin_name_works_in_every_command_and_in_load(name, capsys):
+    """One resolver: a name accepted by one command is accepted by all of them and by load."""
+    model = dse.load(name)
+    if name in datasets.MODELS:
+        want = dse.load(datasets.data_path(datasets.MODELS[name]))
+    else:
+        want = examples.EXAMPLES[name]()
+        assert "random" in model.metadata["weights"]
+    x = np.random.default_rng(1).standard_normal((model.window + 3,) + model.frame_shape)
+    np.testing.assert_array_equal(model.forward(x), want.forward(x))
+    assert main(["inspect", name]) == 0
+    assert "receptive field" in capsys.readouterr().out
+    assert main(["bench", name, "--frames", "20", "--recompute-frames", "3", "--columns", "recompute"]) == 0
+    assert "streamed push" in capsys.readouterr().out
+    assert main(["demo", "--model", name, "--frames", str(model.window + 5), "--recompute-frames", "2"]) == 0
+    assert f"model '{name}'" in capsys.readouterr().out
+
+
+def test_unknown_model_name_lists_the_builtin_ones(capsys):
+    for argv in (["inspect", "no-such-model"], ["bench", "no-such-model"], ["demo", "--model", "no-such-model"],
+                 ["run", "no-such-model", "--input", "-"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "'no-such-model'" in err and "not a built-in model name" in err, err
+        for name in datasets.model_names():
+            assert name in err
+    with pytest.raises(FileNotFoundError, match="built-in: basicmotions, tiny"):
+        dse.load("no-such-model")
+
+
+def test_an_existing_file_wins_over_a_builtin_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = dse.Sequential([dse.Conv1d(2, 1, 2)], in_features=2)
+    dse.save(other, "tiny")  # a file called like a built-in example
+    assert dse.load("tiny").frame_shape == (2,)
+    assert datasets.resolve_model("tiny") == datasets.ModelRef("tiny", None)
+
+
+# ----------------------------------------------------------------------------- help text, pipes
+def test_top_level_help_is_plain_text_listing_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for markup in ("``", ":mod:", ":data:", ":func:", "* "):
+        assert markup not in out, markup
+    for command in ("demo", "inspect", "convert", "bench", "run"):
+        assert f"\n    {command} " in out, command
+    assert "basicmotions" in out and "deepshift-edge COMMAND --help" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from deepshift_edge.tools.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"demo", "inspect", "convert", "bench", "run"}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize("argv", [["inspect", "basicmotions"], ["demo", "--model", "tiny", "--frames", "100",
+                                                                   "--recompute-frames", "5"],
+                                  ["bench", "tiny", "--frames", "50", "--recompute-frames", "5",
+                                   "--columns", "recompute"]])
+def test_a_reader_that_goes_away_is_not_an_error(argv):
+    """`deepshift-edge inspect ... | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "deepshift_edge"] + argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err

@@ -192,3 +192,21 @@ def test_bad_mode_and_batch():
         model.stream(mode="sparse")
     with pytest.raises(ValueError, match="batch must be"):
         model.stream(batch=0)
+
+
+def test_a_float64_value_past_float32_range_is_named_not_reported_as_inf():
+    """1e300 is finite: say it overflows float32 (no NumPy RuntimeWarning, no 'inf' the user never sent)."""
+    import warnings
+
+    stream = dse.Sequential([dse.Conv1d(3, 2, 2)], in_features=3).stream()
+    stream.push(np.zeros(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a leaked RuntimeWarning would fail here
+        with pytest.raises(dse.StreamInputError) as err:
+            stream.push(np.array([0.0, 1e300, 0.0]))
+        assert "1e+300 at index (1,), which overflows float32" in str(err.value)
+        assert "inf" not in str(err.value).replace("finite", "")
+        with pytest.raises(dse.StreamInputError, match=r"-1e\+300 at index \(1, 2\), which overflows float32"):
+            stream.push_many(np.array([[0.0, 0, 0], [0, 0, -1e300]]))
+    assert stream.frames == 1                     # nothing was pushed
+    assert stream.push(np.array([1e38, 0, 0])) is not None  # large but representable: accepted

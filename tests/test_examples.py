@@ -23,7 +23,7 @@ def _load(name):
 
 @pytest.fixture(scope="module")
 def bm():
-    return dse.load(datasets.resolve_model("basicmotions")), datasets.load_basicmotions()
+    return dse.load("basicmotions"), datasets.load_basicmotions()
 
 
 # ----------------------------------------------------------------------------- serial

@@ -527,3 +527,24 @@ def test_docs_examples_load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(recipe, {})
     assert dse.load(tmp_path / "hand.npz").window == 4
+
+
+def test_content_errors_name_the_file_first(tmp_path):
+    path = tmp_path / "mine.npz"
+    dse.save(examples.tiny(), path)
+    with np.load(path) as f:
+        members = dict(f.items())
+    members["layers.0.weight"] = members["layers.0.weight"][..., :2]
+    np.savez(path, **members)
+    with pytest.raises(dse.ModelFormatError) as err:
+        dse.load(path)
+    assert str(err.value).startswith(f"{path}: layers.0.weight: expected shape (8, 3, 3), got (8, 3, 2)")
+    with open(path, "rb") as fh:  # a file object with a name is named too
+        with pytest.raises(dse.ModelFormatError, match=r"mine\.npz: layers\.0\.weight: expected shape"):
+            dse.load(fh)
+    with pytest.raises(dse.ModelFormatError, match=r"^<file object>: layers\.0\.weight"):
+        dse.load(io.BytesIO(path.read_bytes()))
+    (tmp_path / "junk.npz").write_bytes(b"\x01\x02junk")
+    with pytest.raises(dse.ModelFormatError) as err:  # no Python bytes repr in the message
+        dse.load(tmp_path / "junk.npz")
+    assert "found bytes 01 02 6a 75 ('..ju')" in str(err.value) and "b'" not in str(err.value)

@@ -370,3 +370,18 @@ def test_conv_on_channels_last_data_is_refused():
     with pytest.raises(dse.ModelFormatError, match=r"'c' \(Conv\): Conv on a tensor of shape \(1, 10, 2\) whose "
                                                    r"channels are on axis 2"):
         dse.from_onnx(_graph(nodes, [_init("w", np.ones((2, 10, 3)))], [1, 10, 2]), time_axis=1)
+
+
+def test_from_torch_is_quiet_about_the_exporter_it_chooses():
+    """from_torch uses torch's TorchScript-based exporter on purpose; PyTorch's notices about
+    that choice (deprecation, logging hook) are not the user's concern and must not leak."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool1d(1),
+                              torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = dse.from_torch(net, in_features=2, window=5)
+    assert model.output_shape == (3,)

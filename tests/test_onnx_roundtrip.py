@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 
 import deepshift_edge as dse
+from deepshift_edge.convert.torch_import import export_onnx
 
 from strategies import models
 
@@ -32,8 +33,7 @@ def _export(model) -> bytes:
     dummy = torch.zeros((1,) + model.frame_shape + (model.window,))
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module, (dummy,), buf, opset_version=17, dynamo=False,
-                          input_names=["window"], output_names=["output"])
+        export_onnx(module, dummy, buf, opset=17)
     return buf.getvalue()
 
 

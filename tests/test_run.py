@@ -38,7 +38,7 @@ def _lines(frames, fmt="{:.7g}"):
 
 @pytest.fixture(scope="module")
 def bm():
-    model = dse.load(datasets.resolve_model("basicmotions"))
+    model = dse.load("basicmotions")
     x = np.load(SHIPPED)
     return model, x, model.stream().push_many(x)
 
@@ -91,7 +91,7 @@ def test_stdin_csv_with_header_comments_and_malformed_lines_skips_them(bm, monke
                 at[bad[50]]: "expected 6 values, got 7", len(lines) + 1: "not valid UTF-8"}
     assert len(msgs) == len(expected), err
     for lineno, why in expected.items():
-        assert any(m.startswith(f"deepshift-edge run: line {lineno}: ") and why in m for m in msgs), (lineno, err)
+        assert any(m.startswith(f"deepshift-edge run: stdin, line {lineno}: ") and why in m for m in msgs), (lineno, err)
     assert "7 malformed line(s)" in err and "60 frames pushed, 21 outputs" in err
 
 
@@ -207,7 +207,7 @@ def test_usage_errors(tmp_path, monkeypatch, capsys):
     status, _, err = _run(["basicmotions", "-i", str(tmp_path / "bad.npy")], monkeypatch, capsys)
     assert status == 1 and "expected an array of shape (T, 6)" in err and "(10, 4)" in err
     status, _, err = _run(["basicmotions", "-i", "-", "--labels", "a,b"], monkeypatch, capsys)
-    assert status == 2 and "2 labels for 4 classes" in err
+    assert status == 2 and "--labels gives 2 names for the 4 classes of basicmotions" in err
     status, _, err = _run(["basicmotions", "-i", "-", "--rate", "0"], monkeypatch, capsys)
     assert status == 2 and "--rate" in err
     status, out, _ = _run(["basicmotions", "-i", "basicmotions", "--labels", "s,r,w,b"], monkeypatch, capsys)
@@ -293,3 +293,91 @@ def test_empty_input_prints_the_header_and_ctrl_c_stops_cleanly(bm, monkeypatch,
     assert main(["run", "basicmotions", "-i", "-", "--latency"]) == 130
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 1 + 5 and "44 frames pushed, 5 outputs" in err and "p50" in err
+
+
+# ----------------------------------------------------------------------------- inputs that hold no frame
+def test_a_binary_input_is_refused_before_any_line(tmp_path, monkeypatch, capsys):
+    model_file = datasets.data_path("basicmotions_cnn.npz")
+    status, out, err = _run(["basicmotions", "-i", model_file], monkeypatch, capsys)
+    assert status == 1 and out == ""
+    assert f"{model_file} holds a zip archive (a .npz model file?), not frames" in err
+    assert "not valid UTF-8" not in err
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.bin").write_bytes(noise)
+    status, out, err = _run(["basicmotions", "-i", str(tmp_path / "noise.bin")], monkeypatch, capsys)
+    assert status == 1 and "noise.bin holds binary data, not frames" in err and len(err.splitlines()) == 1
+    status, out, err = _run(["basicmotions", "-i", "-"], monkeypatch, capsys, noise)  # through a pipe
+    assert status == 1 and "stdin holds binary data, not frames" in err
+    assert "not valid UTF-8" not in err
+
+
+def test_a_npy_file_under_another_name_is_read_as_one(bm, tmp_path, monkeypatch, capsys):
+    model, x, streamed = bm
+    with open(tmp_path / "frames.dat", "wb") as fh:
+        np.save(fh, x[:50])
+    status, out, _ = _run(["basicmotions", "-i", str(tmp_path / "frames.dat")], monkeypatch, capsys)
+    assert status == 0 and [int(r[2]) for r in _csv(out)[1]] == list(streamed[:11].argmax(1))
+
+
+def test_no_valid_frame_exits_1_and_says_so(monkeypatch, capsys):
+    status, _, err = _run(["basicmotions", "-i", "-"], monkeypatch, capsys, b"a,b\n1,2\n3,4\n")
+    assert status == 1
+    assert "no valid frame in stdin: every line was malformed" in err
+    # one good frame among bad ones is a normal run
+    status, _, _ = _run(["basicmotions", "-i", "-"], monkeypatch, capsys, b"1,2\n1,2,3,4,5,6\n")
+    assert status == 0
+
+
+def _timestamped(tmp_path, x, header=True):
+    lines = ["time,ax,ay,az,gx,gy,gz"] if header else []
+    lines += [f"2024-05-01T10:00:{i / 10:04.1f}," + ",".join(f"{v:.7g}" for v in row) for i, row in enumerate(x)]
+    path = tmp_path / "ts.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_columns_pick_the_frame_out_of_wider_lines(bm, tmp_path, monkeypatch, capsys):
+    model, x, streamed = bm
+    path = _timestamped(tmp_path, x[:50])
+    status, _, err = _run(["basicmotions", "-i", str(path)], monkeypatch, capsys)
+    assert status == 1  # every line has a timestamp in front: the error points at --columns
+    assert "the line has 7 fields for a frame of 6: pick the frame's fields with --columns" in err
+    assert "e.g. --columns 2-7" in err
+    want = list(streamed[:11].argmax(1))
+    for spec in ("2-7", "ax,ay,az,gx,gy,gz", "2,3,4,gx,6-7"):
+        status, out, err = _run(["basicmotions", "-i", str(path), "--columns", spec], monkeypatch, capsys)
+        assert status == 0, (spec, err)
+        rows = _csv(out)[1]
+        assert [int(r[2]) for r in rows] == want and [int(r[1]) for r in rows] == list(range(41, 52))
+    # the same selection from standard input and from a wider .npy array
+    status, out, _ = _run(["basicmotions", "-i", "-", "--columns", "gx,gy,gz,ax,ay,az"], monkeypatch, capsys,
+                          path.read_bytes())
+    swapped = model.stream().push_many(np.ascontiguousarray(x[:50][:, [3, 4, 5, 0, 1, 2]]))
+    assert status == 0 and [int(r[2]) for r in _csv(out)[1]] == list(swapped.argmax(1))
+    np.save(tmp_path / "wide.npy", np.hstack([np.arange(50.0)[:, None], x[:50]]))
+    status, out, _ = _run(["basicmotions", "-i", str(tmp_path / "wide.npy"), "--columns", "2-7"], monkeypatch,
+                          capsys)
+    assert status == 0 and [int(r[2]) for r in _csv(out)[1]] == want
+
+
+@pytest.mark.parametrize("spec, header, status, why", [
+    ("2-6", True, 2, "--columns picks 5 fields, but a frame of basicmotions has 6 values"),
+    ("ax,ay,az,gx,gy,gq", True, 1, "no column 'gq' in the header of"),
+    ("ax,ay,az,gx,gy,gz", False, 1, "has no header line to find them in; give field numbers"),
+    ("0-5", True, 1, "1 <= FIRST <= LAST, got 0-5"),
+    ("2,2,3,4,5,6", True, 1, "names a field twice"),
+    ("3-8", True, 0, "the line has 7 fields; --columns needs field 8"),
+])
+def test_columns_errors(bm, tmp_path, monkeypatch, capsys, spec, header, status, why):
+    path = _timestamped(tmp_path, bm[1][:45], header)
+    got, _, err = _run(["basicmotions", "-i", str(path), "--columns", spec], monkeypatch, capsys)
+    assert why in err, err
+    assert got == (1 if status == 0 else status)  # 3-8: every line malformed, so no valid frame
+
+
+def test_a_text_value_past_float32_range_is_malformed_not_inf(monkeypatch, capsys):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        status, _, err = _run(["basicmotions", "-i", "-"], monkeypatch, capsys, b"1,2,3,1e300,5,6\n")
+    assert status == 1 and "stdin, line 1: value 4 (1e+300) overflows float32" in err

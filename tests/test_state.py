@@ -461,6 +461,8 @@ def test_sigkill_mid_stream_resumes_from_last_snapshot(name, mode, every, tmp_pa
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
+            child.stdout.close()
+            child.stderr.close()
         assert child.returncode == -signal.SIGKILL
         mid_save += any(f.startswith(".dse-state-") for f in os.listdir(tmp_path))
         for f in os.listdir(tmp_path):  # litter of the killed save (see the report)

@@ -1,4 +1,4 @@
-"""The stream contract (DESIGN.md section 1): streaming equals the offline reference.
+"""The stream contract (docs/semantics.md): streaming equals the offline reference.
 
 For a model with window ``W``, ``model.forward(x)`` row ``i`` is the network run on
 ``x[i : i+W]``, i.e. the output at frame ``t = i + W - 1``. A stream must return

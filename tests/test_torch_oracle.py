@@ -1,4 +1,4 @@
-"""PyTorch as a second, independent oracle (DESIGN.md section 1).
+"""PyTorch as a second, independent oracle (docs/semantics.md).
 
 Every case builds a deepshift_edge ``Sequential``, rebuilds the *same* network in
 PyTorch from the public hyper-parameters (PyTorch argument names) and weights (copied
@@ -14,7 +14,7 @@ with ``torch.from_numpy``), runs torch on every window of a random sequence at o
 Every comparison also checks that the reference is *not* matched when shifted by one
 frame, so the tolerances are known to catch an off-by-one in time.
 
-Conventions mirrored in torch (see DESIGN.md section 1):
+Conventions mirrored in torch (see docs/semantics.md):
 * Conv2d windows are NCHW with H = features, W = time; pairs are (feature, time);
 * ``padding='causal'`` = left zero padding of (k-1)*dilation frames, then a valid conv;
 * Pools have no padding, stride defaults to the kernel;

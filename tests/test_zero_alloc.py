@@ -1,6 +1,6 @@
 """push() with a reused float32 C-contiguous frame performs no heap allocation.
 
-DESIGN.md section 2: tracemalloc's peak does not move across 10,000 frames and
+The zero-allocation promise: tracemalloc's peak does not move across 10,000 frames and
 sys.getallocatedblocks() is unchanged. The loop below is driven by itertools.repeat so
 the measuring code itself allocates nothing; a control run with a function that does
 allocate proves the measurement can fail.

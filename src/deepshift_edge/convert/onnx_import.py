@@ -93,7 +93,7 @@ def _fail(node, msg) -> ModelFormatError:
 
 
 def from_onnx(model, window: Optional[int] = None, *, time_axis=None, check: bool = True,
-              return_report: bool = False, seed: int = 0):
+              return_report: bool = False, seed: int = 0, labels=None, metadata=None):
     """Convert an ONNX window network (a path, bytes, or an ``onnx.ModelProto``).
 
     ``window``: the window ``W`` in frames; default: the (static) time length of the graph
@@ -103,19 +103,27 @@ def from_onnx(model, window: Optional[int] = None, *, time_axis=None, check: boo
     (channels last, e.g. a model that transposes or applies MatMul per frame),
     ``(1, C, F, T)`` and ``(1, C, T, F)``. With ``check=True`` the converted model is
     streamed on random input and compared with its offline reference;
-    ``return_report=True`` returns ``(model, report_text)``.
+    ``return_report=True`` returns ``(model, report_text)``. ``labels`` (class names) and
+    ``metadata`` are validated and set on the model, for ``dse.save`` to keep.
 
     A graph that cannot be converted raises :class:`ModelFormatError` (never a protobuf or
     indexing error from deep inside the conversion); a missing file raises OSError.
     """
     try:
-        return _from_onnx(model, window, time_axis, check=check, return_report=return_report, seed=seed)
+        result = _from_onnx(model, window, time_axis, check=check, return_report=return_report, seed=seed)
     except (ModelFormatError, ImportError, OSError):
         raise
     except MemoryError:
         raise ModelFormatError("ONNX model too large to convert (ran out of memory)") from None
     except Exception as exc:  # a corrupt graph: report it as such, with what went wrong
         raise ModelFormatError(f"not a convertible ONNX model: {type(exc).__name__}: {exc}") from exc
+    _annotate(result[0] if return_report else result, labels, metadata)
+    return result
+
+
+def _annotate(seq, labels, metadata):
+    from ..formats.npz import check_annotations
+    seq.labels, seq.metadata = check_annotations(labels, metadata, seq.output_shape, "", ModelError)
 
 
 TIME_AXIS_NAMES = ("time", "t", "frames", "n_frames", "num_frames", "steps", "timesteps", "time_steps",
@@ -184,7 +192,7 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed):
     if window is None:
         if dims[t_axis] is None:
             raise ModelFormatError(f"graph input {inp.name!r}: the time axis ({t_axis}) is symbolic; "
-                                   f"pass window=")
+                                   f"pass window= (deepshift-edge convert: --window)")
         window = dims[t_axis]
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or not 1 <= window <= LIMITS["window"]:
         raise ModelFormatError(f"window must be an integer in 1..{LIMITS['window']}, got {window!r}")

@@ -4,20 +4,51 @@ only when :func:`from_torch` is called."""
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Optional, Sequence, Union
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "export_onnx"]
+
+# What PyTorch says about the exporter we choose on purpose (the TorchScript-based one,
+# dynamo=False: it needs no onnxscript and gives the plain graphs the converter is tested
+# against): that it is deprecated, that its logging hook will go, and that a ScriptModule
+# has no Python signature. None of these is about the user's model.
+_EXPORTER_NOTICES = (
+    (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
+    (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
+    (UserWarning, r"no signature found for <torch\.ScriptMethod"),
+)
+
+
+def export_onnx(module, dummy, f, *, opset: int = 17, input_names=("window",), output_names=("output",)):
+    """``torch.onnx.export`` with the TorchScript-based exporter (``dynamo=False`` where the
+    argument exists), quiet about that choice: see ``_EXPORTER_NOTICES``."""
+    import torch
+
+    kwargs = dict(opset_version=opset, input_names=list(input_names), output_names=list(output_names))
+    with warnings.catch_warnings():
+        for category, message in _EXPORTER_NOTICES:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        try:
+            torch.onnx.export(module, (dummy,), f, dynamo=False, **kwargs)
+        except TypeError:  # older torch without the `dynamo` argument
+            if hasattr(f, "seek"):
+                f.seek(0)
+                f.truncate()
+            torch.onnx.export(module, (dummy,), f, **kwargs)
 
 
 def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, time_axis: int = -1,
-               check: bool = True, return_report: bool = False, opset: int = 17):
+               check: bool = True, return_report: bool = False, opset: int = 17, labels=None,
+               metadata=None):
     """Convert ``module`` (``nn.Sequential`` or an ordinary CNN/TCN ``nn.Module``) that maps
     one window ``(1, C, W)`` (or ``(1, C, F, W)`` for ``in_features=(C, F)``) to its output.
     A module that takes time elsewhere says so with ``time_axis``: ``1`` for ``(1, W, C)``
     (channels last), ``2`` for ``(1, C, W, F)``.
 
     The module is put in ``eval()`` mode for the export (batch norm uses running statistics,
-    dropout is off) and restored afterwards.
+    dropout is off) and restored afterwards. ``labels`` (class names, one per output value)
+    and ``metadata`` (names to JSON scalars) are set on the model for ``dse.save`` to keep.
     """
     try:
         import torch
@@ -37,14 +68,8 @@ def from_torch(module, in_features: Union[int, Sequence[int]], window: int, *, t
     buf = io.BytesIO()
     try:
         with torch.no_grad():
-            try:
-                torch.onnx.export(module, (dummy,), buf, opset_version=opset, dynamo=False,
-                                  input_names=["window"], output_names=["output"])
-            except TypeError:  # older torch without the `dynamo` argument
-                buf = io.BytesIO()
-                torch.onnx.export(module, (dummy,), buf, opset_version=opset,
-                                  input_names=["window"], output_names=["output"])
+            export_onnx(module, dummy, buf, opset=opset)
     finally:
         module.train(was_training)
     return from_onnx(buf.getvalue(), window=int(window), time_axis=time_axis % rank, check=check,
-                     return_report=return_report)
+                     return_report=return_report, labels=labels, metadata=metadata)

@@ -9,19 +9,24 @@
 * ``basicmotions_test.npy``: a 400-frame held-out recording for ``deepshift-edge run``:
   four held-out recordings one after the other (Standing, Walking, Running, Badminton).
 
-The command line accepts the names in :data:`MODELS` and :data:`RECORDINGS` wherever it
-takes a model file or an input file, e.g. ``deepshift-edge run basicmotions --input
-basicmotions``.
+Model names: :func:`resolve_model` is the one resolver behind ``dse.load`` and every
+command (``inspect``, ``run``, ``bench``, ``demo --model``). A path that exists is always a
+file; otherwise a name in :data:`MODELS` (a trained model shipped here) or in
+:data:`deepshift_edge.data.examples.EXAMPLES` (built-in example architectures with seeded
+*random* weights, for timing and checking only). :data:`RECORDINGS` names the shipped
+recordings wherever an input file is taken, e.g. ``deepshift-edge run basicmotions
+--input basicmotions``.
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 __all__ = ["data_path", "load_basicmotions", "BasicMotions", "MODELS", "RECORDINGS", "LABELS",
-           "resolve_model", "resolve_recording", "labels_for"]
+           "resolve_model", "resolve_recording", "labels_for", "model_names", "ModelRef"]
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,7 +34,7 @@ DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"basicmotions": "basicmotions_cnn.npz"}
 #: shipped recording name -> file in ``data/`` (shape (T, *frame_shape))
 RECORDINGS = {"basicmotions": "basicmotions_test.npy"}
-#: class names of the shipped models, in output order
+#: class names of the shipped models, in output order (their files carry them too)
 LABELS = {"basicmotions": ("Standing", "Running", "Walking", "Badminton")}
 
 
@@ -60,17 +65,58 @@ def load_basicmotions() -> BasicMotions:
                             str(d["source"]), str(d["licence"]))
 
 
-def resolve_model(name_or_path: str) -> str:
-    """A path as given if it exists, else the shipped model of that name."""
-    return _resolve(name_or_path, MODELS)
+class ModelRef(NamedTuple):
+    """What a model argument names: a file to load, or a built-in example to build."""
+    path: Optional[str]          # a model file (given, or shipped in ``data/``)
+    example: Optional[str]       # else the name of a built-in example (random weights)
+
+    def build(self):
+        """The built-in example model (``example`` must be set)."""
+        from . import examples
+        model = examples.EXAMPLES[self.example]()
+        model.metadata = {"name": self.example,
+                          "weights": "seeded random (a built-in example: the outputs mean nothing)"}
+        return model
+
+
+def model_names() -> dict:
+    """Every model name the resolver knows -> a one-line description."""
+    from . import examples
+    names = {name: f"trained, shipped ({file})" for name, file in MODELS.items()}
+    for name, make in examples.EXAMPLES.items():
+        names.setdefault(name, "built-in example, random weights: "
+                         + (make.__doc__ or "").strip().split("\n")[0].rstrip("."))
+    return names
+
+
+def resolve_model(name_or_path) -> ModelRef:
+    """The one resolver of model arguments (``dse.load`` and every command).
+
+    An existing path is a file, as given. Otherwise a shipped model's name gives its file in
+    ``data/`` and a built-in example's name gives ``ModelRef(None, name)``. Anything else
+    raises ``FileNotFoundError`` whose message lists the names that work.
+    """
+    path = os.fspath(name_or_path)
+    if os.path.exists(path):
+        return ModelRef(path, None)
+    if path in MODELS:
+        return ModelRef(data_path(MODELS[path]), None)
+    from . import examples
+    if path in examples.EXAMPLES:
+        return ModelRef(None, path)
+    names = ", ".join(model_names())
+    raise FileNotFoundError(errno.ENOENT, f"No such file or directory, and not a built-in model "
+                            f"name (built-in: {names})", path)
 
 
 def resolve_recording(name_or_path: str) -> str:
+    """A path as given if it exists, else the shipped recording of that name."""
     return _resolve(name_or_path, RECORDINGS)
 
 
 def labels_for(name: str) -> Optional[tuple]:
-    """Class names of a shipped model given by name (None for a path)."""
+    """Class names of a shipped model given by name (None for a path). Model files carry
+    their own now: prefer ``dse.load(name).labels``."""
     if os.path.exists(name):
         return None
     return LABELS.get(name)

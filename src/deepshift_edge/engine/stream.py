@@ -33,6 +33,16 @@ def _as_float32(x, what: str) -> np.ndarray:
         raise StreamInputTypeError(f"expected {what} as a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise StreamInputTypeError(f"expected {what} as a real array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:  # float64: values past float32's range
+        with np.errstate(over="ignore"):
+            out = np.asarray(arr, dtype=np.float32, order="C")
+        big = np.isinf(out) & np.isfinite(arr)
+        if big.any():
+            at = tuple(int(i) for i in np.argwhere(big)[0])
+            raise StreamInputError(f"{what} holds {float(arr[at])!r} at index {at}, which overflows float32 "
+                                   f"(largest finite: 3.4028235e+38); refused (the stream state is "
+                                   f"unchanged)")
+        return out
     return np.asarray(arr, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
 
 

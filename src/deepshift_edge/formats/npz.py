@@ -36,7 +36,8 @@ from ..nn import merge as M
 from .._atomic import atomic_write
 from ..errors import ModelError, ModelFormatError
 
-__all__ = ["save", "load", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "LIMITS"]
+__all__ = ["save", "load", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "LIMITS",
+           "ANNOTATION_LIMITS", "check_annotations"]
 
 FORMAT_NAME = "deepshift-edge-model"
 FORMAT_VERSION = 1
@@ -54,7 +55,94 @@ LIMITS = {
     "activations": 1 << 26,         # sum over layers of the window's output elements
 }
 
+#: Caps on the optional ``labels`` and ``metadata`` of a model file (see
+#: :func:`check_annotations`): small, because they travel inside the JSON description.
+ANNOTATION_LIMITS = {
+    "labels": 1 << 16,              # class names (one per output value)
+    "label_chars": 200,             # characters of one class name
+    "metadata_keys": 64,            # entries of the metadata object
+    "metadata_key_chars": 64,       # characters of one key
+    "metadata_value_chars": 4096,   # characters of one string value
+    "metadata_chars": 16384,        # characters of the whole metadata object as JSON
+}
+
 _REQUIRED = object()
+
+
+# ----------------------------------------------------------------------------- labels, metadata
+def _plain_text(value: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def check_annotations(labels, metadata, output_shape, where: str = "__model__", error=ModelFormatError):
+    """Validate the optional class names and free-form metadata of a model.
+
+    ``labels``: ``None`` or a list of distinct, non-empty strings (at most
+    ``ANNOTATION_LIMITS['label_chars']`` characters, no control characters), one per entry
+    of the model's output, which must then be a vector. ``metadata``: ``None`` or an object
+    of string keys to JSON scalars (strings, finite numbers, booleans, null), e.g.
+    ``{"name": "...", "sample_rate_hz": 10, "units": "g, deg/s", "trained_on": "..."}``.
+    Returns ``(tuple of labels or None, dict)``; raises ``error`` naming ``where.labels`` or
+    ``where.metadata`` (``labels``/``metadata`` when ``where`` is empty) and what was expected. Used by :func:`save` and :func:`load` alike.
+    """
+    lim = ANNOTATION_LIMITS
+    prefix = f"{where}." if where else ""
+    if labels is not None:
+        key = f"{prefix}labels"
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple)):
+            raise error(f"{key}: expected a list of class names (strings), got {type(labels).__name__}")
+        shape = tuple(int(v) for v in output_shape)
+        if len(shape) != 1:
+            raise error(f"{key}: labels name the entries of a vector output, but this model outputs "
+                        f"shape {shape}")
+        if len(labels) != shape[0]:
+            raise error(f"{key}: expected {shape[0]} class names (one per output value), got "
+                        f"{len(labels)}")
+        for i, label in enumerate(labels):
+            if not isinstance(label, str):
+                raise error(f"{key}[{i}]: expected a string, got {type(label).__name__}")
+            if not 0 < len(label) <= lim["label_chars"] or not _plain_text(label):
+                raise error(f"{key}[{i}]: expected 1 to {lim['label_chars']} printable characters, "
+                            f"got {label[:40]!r}{'...' if len(label) > 40 else ''}")
+        seen = {}
+        for i, label in enumerate(labels):
+            if label in seen:
+                raise error(f"{key}[{i}]: {label!r} is also label {seen[label]}; class names must "
+                            f"be distinct")
+            seen[label] = i
+        labels = tuple(labels)
+    if metadata is None:
+        return labels, {}
+    key = f"{prefix}metadata"
+    if not isinstance(metadata, dict):
+        raise error(f"{key}: expected an object of names to values, got {type(metadata).__name__}")
+    if len(metadata) > lim["metadata_keys"]:
+        raise error(f"{key}: {len(metadata)} entries (at most {lim['metadata_keys']})")
+    out = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not 0 < len(name) <= lim["metadata_key_chars"] \
+                or not _plain_text(name):
+            raise error(f"{key}: keys must be strings of 1 to {lim['metadata_key_chars']} printable "
+                        f"characters, got {name!r}")
+        if isinstance(value, str):
+            if len(value) > lim["metadata_value_chars"]:
+                raise error(f"{key}.{name}: a string of {len(value):,} characters (at most "
+                            f"{lim['metadata_value_chars']:,})")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise error(f"{key}.{name}: expected a finite number, got {value!r}")
+        elif isinstance(value, np.generic) and value.dtype.kind in "biuf":
+            value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise error(f"{key}.{name}: expected a finite number, got {value!r}")
+        elif not (value is None or isinstance(value, (bool, int))):
+            raise error(f"{key}.{name}: expected a string, a number, true/false or null, got "
+                        f"{type(value).__name__}")
+        out[name] = value
+    size = len(json.dumps(out, allow_nan=False))
+    if size > lim["metadata_chars"]:
+        raise error(f"{key}: {size:,} characters as JSON (at most {lim['metadata_chars']:,})")
+    return labels, out
 
 try:
     from lzma import LZMAError as _LZMAError
@@ -156,8 +244,11 @@ def _layer_entry(layer: L.Layer, key: str, arrays: dict) -> dict:
     return entry
 
 
-def describe(model) -> Tuple[dict, Dict[str, np.ndarray]]:
-    """The JSON description and the named float32 arrays of ``model`` (format v1)."""
+def describe(model, labels=None, metadata=None) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """The JSON description and the named float32 arrays of ``model`` (format v1).
+
+    ``labels`` / ``metadata`` default to the model's own (``model.labels``,
+    ``model.metadata``), and are left out of the description when there are none."""
     from .._version import __version__
     from ..nn.sequential import Sequential
 
@@ -178,17 +269,30 @@ def describe(model) -> Tuple[dict, Dict[str, np.ndarray]]:
         "hop": int(model.hop),
         "output_shape": [int(v) for v in model.output_shape],
     }
+    labels = getattr(model, "labels", None) if labels is None else labels
+    metadata = getattr(model, "metadata", None) if metadata is None else metadata
+    labels, metadata = check_annotations(labels, metadata, model.output_shape, "", ModelError)
+    if labels is not None:
+        doc["labels"] = list(labels)
+    if metadata:
+        doc["metadata"] = metadata
     return doc, arrays
 
 
-def save(model, path) -> None:
+def save(model, path, labels=None, metadata=None) -> None:
     """Write ``model`` (a :class:`~deepshift_edge.Sequential`) to ``path`` in format v1.
+
+    ``labels``: class names, one per output value (default: ``model.labels``);
+    ``metadata``: a dict of names to JSON scalars, e.g. the model's name, sample rate,
+    units, training provenance (default: ``model.metadata``). Both are validated
+    (:func:`check_annotations`) and given back by :func:`load` as ``model.labels`` and
+    ``model.metadata``.
 
     ``path`` is used as given (no ``.npz`` suffix is added). The file is written to a
     temporary name next to it and renamed, so a crash never leaves half a model behind.
     ``path`` may also be a binary file object opened for writing.
     """
-    doc, arrays = describe(model)
+    doc, arrays = describe(model, labels, metadata)
     text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
     members = {MODEL_KEY: np.array(text)}  # 0-d '<U' array: no pickle needed
     members.update(arrays)
@@ -212,8 +316,9 @@ def _read_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _M
     with zf.open(info) as fp:
         try:
             version = fmt.read_magic(fp)
-        except ValueError as exc:
-            raise ModelFormatError(f"array {key!r}: not a .npy array ({exc})") from None
+        except ValueError:
+            raise ModelFormatError(f"array {key!r}: not a .npy array (its first bytes are not the "
+                                   f".npy magic)") from None
         if version not in ((1, 0), (2, 0), (3, 0)):
             raise ModelFormatError(f"array {key!r}: unsupported .npy version {version}")
         header = _read_header_text(fp, version, key)
@@ -485,7 +590,7 @@ def _parse_json(text: str, limits: dict) -> dict:
 
 
 _TOP_KEYS = {"format", "format_version", "producer", "in_features", "window", "layers",
-             "receptive_field", "hop", "output_shape"}
+             "receptive_field", "hop", "output_shape", "labels", "metadata"}
 
 
 def _check_top(doc: dict, limits: dict):
@@ -539,10 +644,15 @@ def _check_model(model, doc: dict, limits: dict):
 def load(path, *, limits: Optional[dict] = None):
     """Read a model written by :func:`save` (or by hand, see ``docs/format.md``).
 
+    ``path``: a file name or a binary file object. A name that is not an existing file may
+    be a built-in model: ``"basicmotions"`` (trained, shipped with the package) or one of
+    the examples with random weights (``"tiny"``, ``"kws"``, ``"activity"``,
+    ``"spectrogram"``); see :func:`deepshift_edge.data.datasets.resolve_model`.
+
     Returns a :class:`~deepshift_edge.Sequential`. Never unpickles. Raises
     :class:`~deepshift_edge.ModelFormatError` for anything wrong with the file (its
     message names the layer, the key and what was expected) and ``OSError`` (e.g.
-    ``FileNotFoundError``) when the file cannot be opened. ``limits`` overrides entries
+    ``FileNotFoundError``, listing the built-in names) when the file cannot be opened. ``limits`` overrides entries
     of :data:`LIMITS` for trusted, unusually large models.
     """
     lim = dict(LIMITS)
@@ -552,10 +662,37 @@ def load(path, *, limits: Optional[dict] = None):
             raise ValueError(f"unknown limits {sorted(unknown)}; known: {sorted(LIMITS)}")
         lim.update(limits)
     if hasattr(path, "read"):
-        return _load_file(path, lim, "<file object>")
-    name = os.fspath(path)
+        name = getattr(path, "name", None)
+        return _named(_load_file, path, lim, name if isinstance(name, str) else "<file object>")
+    from ..data.datasets import resolve_model
+
+    ref = resolve_model(path)  # a file, a shipped model's file, or a built-in example
+    if ref.path is None:
+        return ref.build()
+    name = ref.path
     with open(name, "rb") as f:
-        return _load_file(f, lim, name)
+        return _named(_load_file, f, lim, name)
+
+
+def _named(fn, f, limits, name):
+    """Every content error names the file first: ``model.npz: layers.0.weight: ...``."""
+    try:
+        return fn(f, limits, name)
+    except ModelFormatError as exc:
+        # zipfile/zlib messages may quote raw bytes as b'...': show them as plain text
+        msg = _BYTES_REPR.sub(lambda m: m.group(1), str(exc))
+        if not msg.startswith(f"{name}: "):
+            msg = f"{name}: {msg}"
+        raise ModelFormatError(msg) from None
+
+
+_BYTES_REPR = re.compile(r"(?<![A-Za-z0-9_])b('[^'\n]*'|\"[^\"\n]*\")")
+
+
+def _show_bytes(raw: bytes) -> str:
+    """A few bytes for a message: hex, and the text where it is printable (never a bytes repr)."""
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in raw)
+    return f"bytes {raw.hex(' ')} ('{text}')"
 
 
 def _load_file(f, limits, name):
@@ -567,7 +704,7 @@ def _load_file(f, limits, name):
     if head[:2] != b"PK":
         what = "an empty file" if not head else (
             "a single .npy array" if head == b"\x93NUM" else
-            "pickled data" if head[:1] == b"\x80" else f"bytes {head!r}")
+            "pickled data" if head[:1] == b"\x80" else _show_bytes(head))
         raise ModelFormatError(f"{name}: not a deepshift_edge model: expected a .npz (zip) "
                                f"file, found {what}")
     try:
@@ -663,6 +800,7 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
         where = f"layers.{m.group(1)}" if m else MODEL_KEY
         raise ModelFormatError(f"{where}: inconsistent model: {exc}") from None
     _check_model(model, doc, limits)
+    labels, metadata = check_annotations(doc.get("labels"), doc.get("metadata"), model.output_shape)
 
     # 5. The data: finite float32 weights, then assignment.
     arrays = {}
@@ -679,4 +817,5 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
         arrays[key] = arr
     for i, (layer, cfg) in enumerate(zip(model.layers, cfgs)):
         _assign(layer, cfg, f"layers.{i}", arrays)
+    model.labels, model.metadata = labels, metadata
     return model

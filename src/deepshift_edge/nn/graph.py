@@ -121,6 +121,8 @@ class Model:
         position t is the network run over the whole recording, at t (docs/semantics.md).
 
     ``model.forward(x)`` is the offline float64 reference; ``model.stream()`` streams it.
+    ``labels`` (class names per output value, or None) and ``metadata`` (JSON scalars) travel
+    with the model through ``dse.save`` / ``dse.load``.
     """
 
     def __init__(self, inputs: Tensor, outputs: Tensor, window: Optional[int] = None,
@@ -139,6 +141,9 @@ class Model:
             window = L._positive(window, "window", "Model")
         self._window_arg = window
         self._implicit_head = False
+        if not hasattr(self, "labels"):  # kept across Sequential.analyze()
+            self.labels = None    # class names; kept by dse.save/dse.load (formats/npz.py)
+            self.metadata = {}    # free-form JSON scalars; likewise
         self._analyze_graph()
 
     @classmethod

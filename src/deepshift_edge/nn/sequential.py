@@ -29,8 +29,19 @@ class Sequential(Model):
         See :class:`~deepshift_edge.Model`.
 
     The output at frame ``t`` is ``Net(x[t-W+1 : t+1])`` with the zero padding of every
-    layer at both edges of that window: see :meth:`forward`. ``model.equivalence`` is
-    always ``'window-exact'``: every model built from these layers streams exactly.
+    layer at both edges of that window: see :meth:`forward`.
+
+    Attributes (set by :meth:`analyze`): ``receptive_field`` (frames one output position
+    depends on), ``window``, ``hop`` (frames between outputs in ``mode='decimated'``: the
+    product of the strides), ``delay`` (frames between the newest input and the newest
+    position the head reads), ``output_shape``, ``specs`` (per node: length, step, strips),
+    and ``equivalence``, always ``'window-exact'``: every output equals ``Net`` on its window
+    whatever came before, zero padding included, for every model built from these layers.
+    docs/semantics.md has the details.
+
+    ``labels`` (class names, one per output value, or None) and ``metadata`` (a dict of
+    names to JSON scalars: name, sample rate, units, provenance) travel with the model
+    through ``dse.save`` / ``dse.load``; nothing in the computation reads them.
     """
 
     def __init__(self, layers: Sequence[L.Layer], in_features: Union[int, Sequence[int]],

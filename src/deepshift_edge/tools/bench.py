@@ -143,7 +143,8 @@ def _column_onnxruntime(model, x, check_idx, streamed):
     dummy = torch.zeros((1,) + tuple(model.frame_shape) + (w,))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        torch.onnx.export(module, (dummy,), path, input_names=["x"], output_names=["y"], dynamo=False)
+        from ..convert.torch_import import export_onnx
+        export_onnx(module, dummy, path, opset=17, input_names=["x"], output_names=["y"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1

@@ -1,30 +1,24 @@
 """Command line: ``deepshift-edge demo | inspect | convert | bench | run`` (also ``python -m deepshift_edge``).
 
-* ``demo``: stream a built-in example model, check it against the offline reference, time it.
-* ``inspect model.npz``: a table of the layers (output shapes, parameters, receptive field) and
-  the cost of streaming versus recomputing the whole window every frame.
-* ``convert model.onnx|model.pt model.npz [--window W] [--time-axis AXIS] [--in-features C[,F]]``: import an ONNX graph, check it, save it.
-* ``bench model.npz``: per-frame latency, streamed vs full-window recompute.
-* ``run model.npz --input -|file.csv|file.npy``: stream live frames, one prediction per line.
-
-Where a model file is expected, the name of a model shipped with the package
-(``basicmotions``) works too; see :mod:`deepshift_edge.datasets`.
+The help text the command prints is :data:`DESCRIPTION`; each subcommand's is in its parser.
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import sys
+import warnings
 
 import numpy as np
 
 
 def _demo(args) -> int:
     from .._version import __version__
-    from ..data import examples
     from .timing import recompute_timer, summarize, time_calls
 
-    model = examples.EXAMPLES[args.model]()
+    from ..formats.npz import load
+
+    model = load(args.model)
     rng = np.random.default_rng(0)
     # A synthetic "sensor": slow oscillations plus noise, one frame per step.
     t = np.arange(args.frames)[:, None]
@@ -74,12 +68,11 @@ def _demo(args) -> int:
 
 # ----------------------------------------------------------------------------- inspect
 def _inspect(args) -> int:
-    from ..data.datasets import resolve_model
     from ..formats.npz import load
 
     from .inspect import model_report
 
-    model = load(resolve_model(args.model))
+    model = load(args.model)
     print(f"{args.model}:")
     print(model_report(model))
     return 0
@@ -88,7 +81,7 @@ def _inspect(args) -> int:
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
 
 
-def _from_torchscript(args, time_axis):
+def _from_torchscript(args, time_axis, labels, metadata):
     """A TorchScript file (``torch.jit.script(module).save(path)``) straight to a model."""
     from ..errors import ModelFormatError
     from ..convert.torch_import import from_torch
@@ -101,7 +94,10 @@ def _from_torchscript(args, time_axis):
     except ImportError:
         raise ModelFormatError("converting a TorchScript file needs PyTorch: pip install torch onnx") from None
     try:  # torch.jit.load reads TorchScript archives only (no arbitrary pickled classes)
-        module = torch.jit.load(args.source, map_location="cpu")
+        with warnings.catch_warnings():  # PyTorch deprecates TorchScript; the user chose this file
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
+                                    category=DeprecationWarning)
+            module = torch.jit.load(args.source, map_location="cpu")
     except Exception as exc:
         raise ModelFormatError(f"{args.source}: not a TorchScript archive ({type(exc).__name__}); save "
                                f"the model with torch.jit.script(model).save(path), or export it to "
@@ -110,7 +106,33 @@ def _from_torchscript(args, time_axis):
     if time_axis is not None and not isinstance(time_axis, int):
         raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
     return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
-                      time_axis=-1 if time_axis is None else time_axis, return_report=True)
+                      time_axis=-1 if time_axis is None else time_axis, return_report=True,
+                      labels=labels, metadata=metadata)
+
+
+def parse_labels(text: str) -> list:
+    """``--labels a,b,c``: class names separated by commas, spaces around them dropped."""
+    return [part.strip() for part in text.split(",")]
+
+
+def parse_metadata(items) -> dict:
+    """``--metadata KEY=VALUE`` (repeatable). A VALUE that is a JSON number, true, false,
+    null or a "quoted string" is taken as such; anything else is a plain string."""
+    import json
+
+    from ..errors import ModelError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ModelError(f"--metadata: expected KEY=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value, parse_constant=lambda c: c)
+        except ValueError:
+            parsed = value
+        out[key.strip()] = parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else value
+    return out
 
 
 def _convert(args) -> int:
@@ -120,10 +142,13 @@ def _convert(args) -> int:
     time_axis = args.time_axis
     if time_axis is not None and time_axis.lstrip("-").isdigit():
         time_axis = int(time_axis)
+    labels = None if args.labels is None else parse_labels(args.labels)
+    metadata = parse_metadata(args.metadata or [])
     if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
-        model, report = _from_torchscript(args, time_axis)
+        model, report = _from_torchscript(args, time_axis, labels, metadata)
     else:
-        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
+        model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True,
+                                  labels=labels, metadata=metadata)
     save(model, args.target)
     print(report)
     print(f"wrote {args.target}")
@@ -133,15 +158,10 @@ def _convert(args) -> int:
 def _bench(args) -> int:
     import json
 
-    from ..data import examples
+    from ..formats.npz import load
     from .bench import COLUMNS, bench_model, format_table
 
-    if args.model in examples.EXAMPLES:
-        model = examples.EXAMPLES[args.model]()
-    else:
-        from ..data.datasets import resolve_model
-        from ..formats.npz import load
-        model = load(resolve_model(args.model))
+    model = load(args.model)
     columns = list(COLUMNS) if args.columns is None else args.columns.split(",")
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
@@ -171,18 +191,49 @@ def _run(args) -> int:
         return 1
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="deepshift-edge", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it")
-    demo.add_argument("--model", default="activity", choices=["tiny", "kws", "activity", "spectrogram"])
-    demo.add_argument("--frames", type=int, default=3000, help="synthetic frames to stream")
+DESCRIPTION = """\
+Stream convolutional networks over live sensor frames: each new frame costs one new column
+per layer, and every output equals the network run offline on the window ending there.
+
+Wherever a model file is expected, a built-in name works too: basicmotions (trained,
+shipped with the package) or tiny, kws, activity, spectrogram (random weights).
+'deepshift-edge COMMAND --help' describes each command.
+
+examples:
+  deepshift-edge run basicmotions --input basicmotions --rate 10
+  deepshift-edge inspect basicmotions
+  deepshift-edge convert model.onnx model.npz --window 64 --labels rest,walk,run
+"""
+
+MODEL_HELP = ("a .npz model file, or a built-in model name: basicmotions (trained, shipped), "
+              "tiny, kws, activity, spectrogram (example architectures, random weights)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``deepshift-edge`` argument parser (all subcommands)."""
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(prog="deepshift-edge", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"deepshift-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="stream a built-in example model, check it, time it",
+                          description="Stream a model on a synthetic signal (slow sines plus noise), "
+                                      "check up to its first 51 outputs against the offline "
+                                      "NumPy reference, then time push against a full-window recompute.")
+    demo.add_argument("--model", default="activity", help=f"the model to stream: {MODEL_HELP}")
+    demo.add_argument("--frames", type=int, default=3000,
+                      help="synthetic frames to stream and time (default 3000)")
     demo.add_argument("--recompute-frames", type=int, default=300,
-                      help="windows to recompute for the comparison")
-    insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
-    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
-                                    "shipped model: basicmotions")
-    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
+                      help="windows to recompute for the latency comparison (default 300)")
+    insp = sub.add_parser("inspect", help="layers, shapes, parameters, labels, metadata and streaming "
+                                          "cost of a model")
+    insp.add_argument("model", help=MODEL_HELP)
+    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file",
+                          description="Convert an ONNX graph (one window in, one output out) or a "
+                                      "TorchScript file to a .npz model file; the converted model "
+                                      "is streamed on random input and compared with its offline "
+                                      "reference before it is written (docs/converters.md).")
     conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
                                      "or a TorchScript .pt file (with --in-features, --window)")
     conv.add_argument("target", help="the .npz file to write")
@@ -190,18 +241,26 @@ def main(argv=None) -> int:
                       help="window W in frames (default: the time length of the ONNX input)")
     conv.add_argument("--in-features", default=None, metavar="C[,F]",
                       help="TorchScript sources only: channels per frame (C, or C,F for 2-D frames)")
+    conv.add_argument("--labels", default=None, metavar="A,B,...",
+                      help="class names, one per output value, kept in the model file (shown by "
+                           "inspect, printed by run)")
+    conv.add_argument("--metadata", action="append", default=None, metavar="KEY=VALUE",
+                      help="free-form metadata kept in the model file, e.g. name=gestures, "
+                           "sample_rate_hz=50, units=g; repeat for more (a JSON number, true, "
+                           "false or null is kept as such, anything else as a string)")
     conv.add_argument("--time-axis", default=None, metavar="AXIS",
                       help="the input's time axis, an index or a symbolic dimension name (default: "
                            "the axis named like time, e.g. 'time' or 'frames', else the last)")
     bench = sub.add_parser("bench", help="per-frame latency: streamed vs full-window recompute and "
                                          "other runtimes, side by side")
-    bench.add_argument("model", help="a .npz model file, a built-in example: tiny, kws, activity, "
-                                     "spectrogram, or a shipped model: basicmotions")
+    bench.add_argument("model", help=MODEL_HELP)
     bench.add_argument("--frames", type=int, default=3000, help="streamed frames to time")
     bench.add_argument("--recompute-frames", type=int, default=300, help="windows to time per recompute column")
     bench.add_argument("--rate", type=float, default=None,
                        help="sensor cadence in Hz (sleep between frames); default back-to-back")
-    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"])
+    bench.add_argument("--mode", default="dense", choices=["dense", "decimated"],
+                       help="dense: an output every frame (default); decimated: one every `hop` "
+                            "frames, strided layers at their own rate")
     bench.add_argument("--columns", default=None,
                        help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
@@ -210,24 +269,35 @@ def main(argv=None) -> int:
     _run_module.add_arguments(sub.add_parser(
         "run", help="stream frames from stdin, a CSV or a .npy file: one prediction per output line",
         description=_run_module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from ..errors import DeepShiftError
 
+    commands = {"demo": _demo, "inspect": _inspect, "convert": _convert, "bench": _bench, "run": _run}
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "run":
-            return _run(args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except (DeepShiftError, OSError, ImportError) as exc:
         print(f"deepshift-edge {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    return 2  # pragma: no cover
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (``| head -1``): stop quietly, as ``run`` does, exit 0.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ cost). The counts come from the compiled plan, so they are what the kernels run.
 """
 from __future__ import annotations
 
+import json
 from typing import Dict, List
 
 from ..nn import layers as L
@@ -124,6 +125,11 @@ def model_report(model) -> str:
                      f"{_fmt_shape(spec):>14} {step:>4} {rf:>5} {strips:>7} {nparams(node.layer):>9,} "
                      f"{c['streamed']:>11,.0f} {c['recompute']:>11,.0f} {c['interior']:>10,.0f}")
     lines.append("-" * len(head))
+    labels = getattr(model, "labels", None)
+    if labels:
+        lines.append(f"labels ({len(labels)}): {', '.join(labels)}")
+    for key, value in (getattr(model, "metadata", None) or {}).items():
+        lines.append(f"metadata {key}: {value if isinstance(value, str) else json.dumps(value)}")
     n_par = sum(nparams(n.layer) for n in model.nodes[1:])
     lines.append(f"parameters: {n_par:,} ({4 * n_par:,} bytes float32)")
     lines.append(f"receptive field: {model.receptive_field} frames; window: {model.window}; "
