@@ -48,11 +48,12 @@ def to_torch(model, dtype: str = "float64"):
     def _buffer(a):
         return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(tdtype)
 
-    def _aligned(xs, vector):
-        if vector:
-            return xs
-        n = min(x.shape[-1] for x in xs)
-        return [x[..., x.shape[-1] - n:] for x in xs]
+    def _cropper(crops):
+        """Right-aligned merge inputs: crop each on the left by a constant (from the specs, so a
+        traced export sees no shape arithmetic)."""
+        def aligned(xs):
+            return [x if c == 0 else x[..., c:] for x, c in zip(xs, crops)]
+        return aligned
 
     def _conv(layer, two_d):
         pf, pt = layer.pad_f, layer.pad_t
@@ -91,7 +92,7 @@ def to_torch(model, dtype: str = "float64"):
         return nn.AvgPool1d(layer.kernel_size, stride=layer.stride, padding=pt[0],
                             ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
 
-    def _torch_layer(layer, vector: bool, two_d: bool):
+    def _torch_layer(layer, vector: bool, two_d: bool, crops=()):
         """The PyTorch equivalent of one deepshift_edge layer, on (N, C[, F], T) or (N, C[, F])."""
         if isinstance(layer, dse._Conv):
             return _conv(layer, isinstance(layer, dse.Conv2d))
@@ -150,18 +151,17 @@ def to_torch(model, dtype: str = "float64"):
             return nn.Dropout(layer.p).eval()
         if isinstance(layer, dse.Identity):
             return nn.Identity()
-        if isinstance(layer, M.Add):
-            return Lambda(lambda *xs: sum(_aligned(list(xs), vector)[1:], _aligned(list(xs), vector)[0]))
-        if isinstance(layer, M.Mul):
-            def mul(*xs):
-                ys = _aligned(list(xs), vector)
+        aligned = _cropper(crops)
+        if isinstance(layer, (M.Add, M.Mul)):
+            def merge(*xs):
+                ys = aligned(list(xs))
                 out = ys[0]
                 for y in ys[1:]:
-                    out = out * y
+                    out = out + y if isinstance(layer, M.Add) else out * y
                 return out
-            return Lambda(mul)
+            return Lambda(merge)
         if isinstance(layer, M.Concat):
-            return Lambda(lambda *xs: torch.cat(_aligned(list(xs), vector), dim=1))
+            return Lambda(lambda *xs: torch.cat(aligned(list(xs)), dim=1))
         if isinstance(layer, M.ChannelSlice):
             return Lambda(lambda x: x[:, layer.start:layer.stop])
         if isinstance(layer, M.FrameFlatten):
@@ -180,7 +180,10 @@ def to_torch(model, dtype: str = "float64"):
             for i, node in enumerate(model.nodes[1:], start=1):
                 vector = model.specs[node.inputs[0]].is_vector
                 two_d = model.specs[node.inputs[0]].features is not None
-                mods.append(_torch_layer(node.layer, vector, two_d))
+                merge = isinstance(node.layer, (M.Add, M.Mul, M.Concat)) and not vector
+                crops = [model.specs[j].length - model.specs[i].length if merge else 0
+                         for j in node.inputs]
+                mods.append(_torch_layer(node.layer, vector, two_d, crops))
             self.mods = nn.ModuleList(mods)
 
         def forward(self, x):
