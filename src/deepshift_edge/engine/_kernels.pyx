@@ -125,7 +125,8 @@ cdef struct Op:
     Py_ssize_t nin            # inputs
     Py_ssize_t nrows          # output positions per run (strip ops: the strip rows)
     Py_ssize_t cip, coff      # avg pools: count_include_pad; K_SLICE: first channel
-    Py_ssize_t poscol         # floats per output position
+    Py_ssize_t poscol         # elements per output position
+    Py_ssize_t esize          # bytes per element of the output (4: float32, 1: int8)
     Py_ssize_t pstride, ppad, ppadr, pdil   # sequence semantics: position arithmetic of the taps
     const int64_t* ins        # (nin, 4): node, lag in rows, channels, position offset
     const int64_t* table      # NULL, or (nrows, nin*ntaps, 3): node|REF_PAD|REF_ZERO, lag, offset
@@ -143,17 +144,18 @@ cdef struct Net:
     Op* ops
     int n_ops
     int n_nodes
-    float** rings          # per node: base of batch element 0; element b at + b * 2L * col
+    char** rings           # per node: base of batch element 0; element b at + b * 2L * col * esize
     Py_ssize_t* ring_len   # L per node
-    Py_ssize_t* col        # floats per row per node
+    Py_ssize_t* col        # elements per row per node
+    Py_ssize_t* esize      # bytes per element per node: 4 (float32) or 1 (int8)
     int64_t* state         # per element: [t, h_0 .. h_{n_nodes-1}]
     Py_ssize_t state_stride
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
     float* fscratch        # padded conv outputs of push
-    const float* zeros     # the shared zero column (REF_ZERO)
-    const float** taps     # one run's input columns, resolved (max nin * ntaps)
+    const char* zeros      # the shared zero column (REF_ZERO; int8 ops resolve their own)
+    const char** taps      # one run's input columns, resolved (max nin * ntaps)
     int64_t* node_period   # schedule of each node's producer (push_many lags)
     int64_t* node_phase
     const float** xptrs    # conv chunk input pointers
@@ -170,37 +172,45 @@ cdef struct Net:
 
 
 # ---------------------------------------------------------------------------- rings
-cdef inline float* ring_base(Net* net, int node, Py_ssize_t b) noexcept nogil:
-    return net.rings[node] + b * 2 * net.ring_len[node] * net.col[node]
+cdef inline Py_ssize_t rowbytes(Net* net, int node) noexcept nogil:
+    return net.col[node] * net.esize[node]
 
 
-cdef inline const float* ring_row(Net* net, int node, Py_ssize_t b, Py_ssize_t lag) noexcept nogil:
+cdef inline char* ring_base(Net* net, int node, Py_ssize_t b) noexcept nogil:
+    return net.rings[node] + b * 2 * net.ring_len[node] * rowbytes(net, node)
+
+
+cdef inline const char* ring_row(Net* net, int node, Py_ssize_t b, Py_ssize_t lag) noexcept nogil:
     """The row of node written `lag` runs before its newest one."""
     cdef Py_ssize_t L = net.ring_len[node]
     cdef int64_t h = net.state[b * net.state_stride + 1 + node]
-    return ring_base(net, node, b) + (h + L - lag) * net.col[node]
+    return ring_base(net, node, b) + (h + L - lag) * rowbytes(net, node)
 
 
-cdef inline float* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
+cdef inline const float* fring_row(Net* net, int node, Py_ssize_t b, Py_ssize_t lag) noexcept nogil:
+    return <const float*>ring_row(net, node, b, lag)
+
+
+cdef inline char* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
     """Advance node's ring by one row and return where the new row goes (row h + L)."""
     cdef Py_ssize_t L = net.ring_len[node]
     cdef int64_t* h = &net.state[b * net.state_stride + 1 + node]
     h[0] = h[0] + 1
     if h[0] == L:
         h[0] = 0
-    return ring_base(net, node, b) + (h[0] + L) * net.col[node]
+    return ring_base(net, node, b) + (h[0] + L) * rowbytes(net, node)
 
 
 cdef inline void mirror(Net* net, int node, Py_ssize_t b) noexcept nogil:
     """Copy the newest row (h + L) to its twin (h)."""
     cdef Py_ssize_t L = net.ring_len[node]
-    cdef Py_ssize_t col = net.col[node]
+    cdef Py_ssize_t nb = rowbytes(net, node)
     cdef int64_t h = net.state[b * net.state_stride + 1 + node]
-    cdef float* base = ring_base(net, node, b)
+    cdef char* base = ring_base(net, node, b)
     if L > 1:
-        memcpy(base + h * col, base + (h + L) * col, col * sizeof(float))
+        memcpy(base + h * nb, base + (h + L) * nb, nb)
     else:
-        memcpy(base, base + col, col * sizeof(float))
+        memcpy(base, base + nb, nb)
 
 
 cdef inline int64_t runs_upto(int64_t t, int64_t period, int64_t phase) noexcept nogil:
@@ -244,7 +254,7 @@ cdef void resolve_taps(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t row, int
             net.taps[r] = net.zeros
         else:
             net.taps[r] = ring_row(net, node, b, <Py_ssize_t>ref[3 * r + 1] + lag_of(net, node, t, t_end)) \
-                + ref[3 * r + 2]
+                + ref[3 * r + 2]  # a byte offset (setup scales the plan's element offsets)
 
 
 # ---------------------------------------------------------------------------- epilogue
@@ -338,7 +348,7 @@ cdef inline void group_chunks(Net* net, Py_ssize_t n, Py_ssize_t offset) noexcep
         net.xptrs[n + c] = net.xptrs[c] + offset
 
 
-cdef void run_conv(Net* net, const Op* op, const float** taps, float* out) noexcept nogil:
+cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexcept nogil:
     """out[fo, o] = sum over time taps i (NULL: padding, skipped), feature taps kf, input
     channels of the group.
 
@@ -373,7 +383,7 @@ cdef void run_conv(Net* net, const Op* op, const float** taps, float* out) noexc
             memset(o, 0, op.cout * sizeof(float))
         n = 0
         for i in range(op.ntaps):
-            x = taps[i]
+            x = <const float*>taps[i]
             if x == NULL:
                 continue
             for k in range(op.kf):
@@ -404,7 +414,7 @@ cdef void run_conv(Net* net, const Op* op, const float** taps, float* out) noexc
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
 
 
-cdef void run_pool(const Op* op, const float** taps, float* out, float tdiv) noexcept nogil:
+cdef void run_pool(const Op* op, const char** taps, float* out, float tdiv) noexcept nogil:
     """Max or mean over the time taps (NULL: padding) and the feature window of each output
     feature position. Averages divide by tdiv (the time taps PyTorch counts) times the
     feature count by the same rule."""
@@ -424,7 +434,7 @@ cdef void run_pool(const Op* op, const float** taps, float* out, float tdiv) noe
                 fi = fo * op.sf - op.pf + k
                 if fi < 0 or fi >= op.fin:
                     continue
-                x = taps[i] + fi * op.cin
+                x = <const float*>taps[i] + fi * op.cin
                 if is_max:
                     for c in range(op.cout):  # a select, so it vectorises (inputs are finite)
                         o[c] = x[c] if x[c] > o[c] else o[c]
@@ -443,7 +453,7 @@ cdef void run_pool(const Op* op, const float** taps, float* out, float tdiv) noe
                 o[c] = o[c] * inv
 
 
-cdef void run_global(Net* net, const Op* op, const float** taps, float* out) noexcept nogil:
+cdef void run_global(Net* net, const Op* op, const char** taps, float* out) noexcept nogil:
     """Mean or max over ntaps positions (and features) per channel; double accumulators.
     K_GAPMIX: tap 0 is the interior's running mean over npos positions (one value per
     channel), the others the remaining positions of the window, `delay` in all."""
@@ -455,13 +465,13 @@ cdef void run_global(Net* net, const Op* op, const float** taps, float* out) noe
     for c in range(op.cin):
         acc[c] = -INFINITY if is_max else 0.0
     if op.kind == K_GAPMIX:
-        x = taps[0]
+        x = <const float*>taps[0]
         for c in range(op.cin):
             acc[c] = <double>x[c] * <double>(op.npos * op.fin)
         i0 = 1
         count = <double>(op.delay * op.fin)
     for i in range(i0, op.ntaps):
-        x = taps[i]
+        x = <const float*>taps[i]
         for f in range(op.fin):
             if is_max:
                 for c in range(op.cin):
@@ -484,8 +494,8 @@ cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, int64_t t,
     cdef int node = <int>op.ins[0]
     cdef Py_ssize_t lag = <Py_ssize_t>op.ins[1] + lag_of(net, node, t, t_end)
     cdef Py_ssize_t P = op.nslots, C = op.cin, F = op.fin, n = op.npos
-    cdef const float* new = ring_row(net, node, b, lag)
-    cdef const float* old = ring_row(net, node, b, lag + n * P)
+    cdef const float* new = fring_row(net, node, b, lag)
+    cdef const float* old = fring_row(net, node, b, lag + n * P)
     cdef Py_ssize_t slot = (t // op.period) % P
     cdef double* sums = op.aux + (b * P + slot) * C
     cdef int64_t* count = op.auxn + b * P + slot
@@ -500,7 +510,7 @@ cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, int64_t t,
         for c in range(C):
             sums[c] = 0.0
         for j in range(n):
-            x = ring_row(net, node, b, lag + j * P)
+            x = fring_row(net, node, b, lag + j * P)
             for f in range(F):
                 for c in range(C):
                     sums[c] += x[f * C + c]
@@ -525,51 +535,66 @@ cdef void run_softmax(const Op* op, const float* x, float* out) noexcept nogil:
             out[f * op.cin + c] = <float>(out[f * op.cin + c] / total)
 
 
-cdef void run_elementwise(const Op* op, const float** taps, float* out) noexcept nogil:
-    """ADD / MUL of nin inputs, CONCAT along channels, SLICE of channels, COPY, GATHER."""
-    cdef Py_ssize_t j, s, f, n = op.poscol, ch, off
+cdef void run_elementwise(const Op* op, const char** taps, float* out) noexcept nogil:
+    """ADD / MUL of nin float inputs."""
+    cdef Py_ssize_t j, s, n = op.poscol
     cdef const float* x
     if op.kind == K_ADD or op.kind == K_MUL:
         memcpy(out, taps[0], n * sizeof(float))
         for s in range(1, op.nin):
-            x = taps[s]
+            x = <const float*>taps[s]
             if op.kind == K_ADD:
                 for j in range(n):
                     out[j] = out[j] + x[j]
             else:
                 for j in range(n):
                     out[j] = out[j] * x[j]
-    elif op.kind == K_CONCAT:
+
+
+cdef void run_move(const Op* op, const char** taps, char* out) noexcept nogil:
+    """Data movement of elements of op.esize bytes (float32 or int8 alike): CONCAT along
+    channels, SLICE of channels, COPY (NULL: zeros), GATHER."""
+    cdef Py_ssize_t j, s, f, off, ch, es = op.esize, n = op.poscol
+    if op.kind == K_CONCAT:
         for f in range(op.fout):
             off = 0
             for s in range(op.nin):
                 ch = <Py_ssize_t>op.ins[4 * s + 2]
-                memcpy(out + f * op.cout + off, taps[s] + f * ch, ch * sizeof(float))
+                memcpy(out + (f * op.cout + off) * es, taps[s] + f * ch * es, ch * es)
                 off += ch
     elif op.kind == K_SLICE:
         for f in range(op.fout):
-            memcpy(out + f * op.cout, taps[0] + f * op.cin + op.coff, op.cout * sizeof(float))
+            memcpy(out + f * op.cout * es, taps[0] + (f * op.cin + op.coff) * es, op.cout * es)
     elif op.kind == K_COPY:
-        memcpy(out, taps[0], n * sizeof(float))
+        memcpy(out, taps[0], n * es)
     elif op.kind == K_GATHER:
         for j in range(n):
-            out[j] = taps[op.index[2 * j]][op.index[2 * j + 1]]
+            memcpy(out + j * es, taps[op.index[2 * j]] + op.index[2 * j + 1] * es, es)
+
+
+cdef inline bint is_move(int kind) noexcept nogil:
+    return kind == K_CONCAT or kind == K_SLICE or kind == K_COPY or kind == K_GATHER
 
 
 cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end) noexcept nogil:
     """Run op once for stream b at frame t; in push_many the block ends at t_end (inputs
     have moved on by then: lag_of)."""
-    cdef float* out = advance(net, op.dst, b)
+    cdef char* out = advance(net, op.dst, b)
     cdef Py_ssize_t row
     cdef float* o
     if op.kind == K_RMEAN:
-        run_rmean(net, op, b, out, t, t_end)
-        epilogue(op, out)
+        run_rmean(net, op, b, <float*>out, t, t_end)
+        epilogue(op, <float*>out)
         mirror(net, op.dst, b)
         return
     for row in range(op.nrows):
         resolve_taps(net, op, b, row, t, t_end)
-        o = out + row * op.poscol
+        if is_move(op.kind):
+            run_move(op, net.taps, out + row * op.poscol * op.esize)
+            if op.esize == 4:
+                epilogue(op, <float*>out + row * op.poscol)
+            continue
+        o = <float*>out + row * op.poscol
         if op.kind == K_CONV:
             run_conv(net, op, net.taps, o)
         elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
@@ -577,7 +602,7 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
         elif op.kind == K_GMEAN or op.kind == K_GMAX or op.kind == K_GAPMIX:
             run_global(net, op, net.taps, o)
         elif op.kind == K_SOFTMAX:
-            run_softmax(op, net.taps[0], o)
+            run_softmax(op, <const float*>net.taps[0], o)
         else:
             run_elementwise(op, net.taps, o)
         epilogue(op, o)
@@ -586,7 +611,7 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
 
 cdef inline void write_input(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
     """Append a (C, F) frame to the input ring, stored channels-last as (F, C)."""
-    cdef float* dst = advance(net, 0, b)
+    cdef float* dst = <float*>advance(net, 0, b)
     cdef Py_ssize_t c, f
     if net.in_f == 1:
         memcpy(dst, frame, net.in_c * sizeof(float))
@@ -656,7 +681,7 @@ cdef bint step_profiled(Net* net, Py_ssize_t b, const float* frame, double* op_n
 
 
 cdef void write_output(Net* net, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
-    cdef const float* src = ring_row(net, net.out_node, b, lag)
+    cdef const float* src = fring_row(net, net.out_node, b, lag)
     cdef Py_ssize_t c, f
     if net.out_transpose:
         for c in range(net.out_c):
@@ -743,13 +768,16 @@ cdef float seq_taps(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
 
 cdef void run_seq_op(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
     cdef float tdiv = seq_taps(net, op, b)
-    cdef float* out = advance(net, op.dst, b)
-    if op.kind == K_CONV:
+    cdef char* raw = advance(net, op.dst, b)
+    cdef float* out = <float*>raw
+    if is_move(op.kind):
+        run_move(op, net.taps, raw)
+    elif op.kind == K_CONV:
         run_conv(net, op, net.taps, out)
     elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
         run_pool(op, net.taps, out, tdiv)
     elif op.kind == K_SOFTMAX:
-        run_softmax(op, net.taps[0], out)
+        run_softmax(op, <const float*>net.taps[0], out)
     else:
         run_elementwise(op, net.taps, out)
     epilogue(op, out)
@@ -814,12 +842,12 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     cdef Py_ssize_t f, i, k, fi, fo, g, n
     cdef const float* row
     for f in range(nf):
-        outs[f] = advance(net, op.dst, b)
-        twins[f] = ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
+        outs[f] = <float*>advance(net, op.dst, b)
+        twins[f] = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
     for fo in range(op.fout):
         n = 0
         for i in range(op.ntaps):
-            row = ring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
+            row = fring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
             for k in range(op.kf):
                 fi = fo * op.sf - op.pf + k * op.df
                 if fi < 0 or fi >= op.fin:
@@ -1010,25 +1038,32 @@ cdef class StreamCore:
         ptrs = np.zeros(max(n_nodes, 1) * sizeof(float*), dtype=np.uint8)
         lens = np.zeros(max(n_nodes, 1), dtype=np.intp)
         cols = np.zeros(max(n_nodes, 1), dtype=np.intp)
-        keep += [ops, ptrs, lens, cols]
+        esizes = np.zeros(max(n_nodes, 1), dtype=np.intp)
+        keep += [ops, ptrs, lens, cols, esizes]
         cdef unsigned char[::1] ops_bytes = ops
         cdef unsigned char[::1] ptr_bytes = ptrs
         cdef Py_ssize_t[::1] lens_v = lens
         cdef Py_ssize_t[::1] cols_v = cols
+        cdef Py_ssize_t[::1] es_v = esizes
+        cdef unsigned char[::1] bview
         self.net.ops = <Op*>&ops_bytes[0]
-        self.net.rings = <float**>&ptr_bytes[0]
+        self.net.rings = <char**>&ptr_bytes[0]
         self.net.ring_len = &lens_v[0]
         self.net.col = &cols_v[0]
+        self.net.esize = &es_v[0]
         self.net.n_ops, self.net.n_nodes = n_ops, n_nodes
         self._rings = []
         self._aux = []
         for i in range(n_nodes):
             node = plan.nodes[i]
-            ring = np.zeros((batch, 2 * node.ring, node.col), dtype=np.float32)
+            dtype = np.dtype(getattr(node, "dtype", "float32"))
+            ring = np.zeros((batch, 2 * node.ring, node.col), dtype=dtype)
+            if dtype.itemsize == 1:  # int8 rings start at their zero point, as if padding
+                ring[...] = getattr(node, "fill", 0)
             self._rings.append(ring)
-            fview = ring.reshape(-1)
-            self.net.rings[i] = &fview[0]
-            lens_v[i], cols_v[i] = node.ring, node.col
+            bview = ring.reshape(-1).view(np.uint8)
+            self.net.rings[i] = <char*>&bview[0]
+            lens_v[i], cols_v[i], es_v[i] = node.ring, node.col, dtype.itemsize
         self.net.sequence = plan.sequence
         self.net.state_stride = 1 + n_nodes + (2 * n_nodes if plan.sequence else 0)
         self._state = np.zeros((batch, self.net.state_stride), dtype=np.int64)
@@ -1044,12 +1079,12 @@ cdef class StreamCore:
         zeros = np.zeros(plan.zero_col, dtype=np.float32)
         keep.append(zeros)
         fview = zeros
-        self.net.zeros = &fview[0]
+        self.net.zeros = <const char*>&fview[0]
         max_refs = max([max(1, len(o.inputs)) * o.ntaps for o in plan.ops] + [1])
         taps = np.zeros(max_refs, dtype=np.uintp)
         keep.append(taps)
         cdef size_t[::1] tview = taps
-        self.net.taps = <const float**>&tview[0]
+        self.net.taps = <const char**>&tview[0]
         max_chunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
         xptrs = np.zeros(2 * max_chunks, dtype=np.uintp)   # chunk pointers, then their per-group copies
         self.net.block = plan.block
@@ -1114,12 +1149,13 @@ cdef class StreamCore:
             cop.ppadr = itab[i, 26]
             cop.pdil = itab[i, 27]
             cop.poscol = plan.nodes[cop.dst].col // cop.nrows
+            cop.esize = np.dtype(getattr(plan.nodes[cop.dst], "dtype", "float32")).itemsize
             cop.aux = NULL
             cop.auxn = NULL
             op = plan.ops[i]
             ins = plan.input_table(op).reshape(-1)
             cop.ins = self._int_ptr(ins if ins.size else np.zeros(4, np.int64), keep)
-            cop.table = NULL if op.table is None else self._int_ptr(op.table, keep)
+            cop.table = NULL if op.table is None else self._int_ptr(plan.byte_table(op), keep)
             cop.index = NULL if op.index is None else self._int_ptr(op.index, keep)
             if cop.kind == K_RMEAN:
                 sums = np.zeros((batch, cop.nslots, cop.cin), dtype=np.float64)

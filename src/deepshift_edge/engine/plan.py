@@ -60,6 +60,8 @@ class Node:
     period: int = 1  # schedule of the op that writes this node (the input: every frame)
     phase: int = 0
     label: str = ""
+    dtype: str = "float32"  # or "int8" (quantized streams)
+    fill: int = 0  # the value rows hold before they are written (int8: the zero point)
 
     @property
     def poscol(self) -> int:
@@ -144,6 +146,15 @@ class Plan:
         """(nin, 4) int64: node, lag rows, channels, position offset of each input."""
         rows = [tuple(i) + (0,) * (4 - len(i)) for i in op.inputs]
         return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+    def byte_table(self, op: Op) -> np.ndarray:
+        """op.table with each reference's element offset scaled to bytes of its node."""
+        t = np.array(op.table, dtype=np.int64, copy=True)
+        flat = t.reshape(-1, 3)
+        for r in flat:
+            if r[0] >= 0:
+                r[2] *= np.dtype(self.nodes[int(r[0])].dtype).itemsize
+        return t
 
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
