@@ -180,8 +180,8 @@ def main(argv=None) -> int:
     demo.add_argument("--recompute-frames", type=int, default=300,
                       help="windows to recompute for the comparison")
     insp = sub.add_parser("inspect", help="layers, shapes, parameters and streaming cost of a .npz model")
-    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v1), or a "
-                                    "shipped model: basicmotions")
+    insp.add_argument("model", help="a model file written by deepshift_edge.save (format v2; v1 "
+                                    "files load too), or a shipped model: basicmotions")
     conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file")
     conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
                                      "or a TorchScript .pt file (with --in-features, --window)")
