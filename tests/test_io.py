@@ -1041,20 +1041,43 @@ def test_loading_never_imports_onnx_or_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _docs():
+    with open(os.path.join(ROOT, "docs", "format.md")) as fh:
+        return fh.read()
+
+
 def test_docs_examples_load(tmp_path, monkeypatch):
-    """The JSON and the hand-writing recipe of docs/format.md are valid files."""
-    import pathlib
+    """The JSON examples (v2, then v1) and the hand-writing recipe of docs/format.md are valid files."""
     import re
-    text = (pathlib.Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    doc = json.loads(re.search(r"```json\n(.*?)```", text, re.S).group(1))
+    text = _docs()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)]
+    v2, v1 = blocks[0], blocks[1]
+    assert v2["format_version"] == 2 and v1["format_version"] == 1
+    arrays = {"nodes.conv.weight": np.ones((16, 6, 3), np.float32), "nodes.conv.bias": np.zeros(16, np.float32),
+              "nodes.fc.weight": np.ones((4, 8), np.float32), "nodes.fc.bias": np.zeros(4, np.float32)}
+    np.savez(tmp_path / "v2.npz", __model__=np.array(json.dumps(v2)), **arrays)
+    model = dse.load(tmp_path / "v2.npz")
+    assert type(model) is dse.Model and model.output_shape == (4,)
+    assert {n["name"] for n in v2["nodes"]} == {n.name for n in model.nodes}
+    # what the docs show is what save writes for that model
+    doc = dio.describe(model)[0]
+    assert {k: v for k, v in doc.items() if k != "producer"} == {k: v for k, v in v2.items() if k != "producer"}
     arrays = {"layers.0.weight": np.ones((32, 6, 5), np.float32), "layers.0.bias": np.zeros(32, np.float32),
               "layers.3.body.0.weight": np.ones((32, 32, 3), np.float32),
               "layers.3.body.0.bias": np.zeros(32, np.float32),
               "layers.5.weight": np.ones((6, 32), np.float32), "layers.5.bias": np.zeros(6, np.float32)}
-    np.savez(tmp_path / "doc.npz", __model__=np.array(json.dumps(doc)), **arrays)
-    model = dse.load(tmp_path / "doc.npz")
-    assert model.equivalence == "window-exact" and model.output_shape == (6,)
+    np.savez(tmp_path / "v1.npz", __model__=np.array(json.dumps(v1)), **arrays)
+    model = dse.load(tmp_path / "v1.npz")
+    assert type(model) is dse.Sequential and model.output_shape == (6,)
     recipe = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "np.savez" in b][0]
     monkeypatch.chdir(tmp_path)
     exec(recipe, {})
     assert dse.load(tmp_path / "hand.npz").window == 4
+
+
+def test_docs_name_every_node_type_and_limit():
+    text = _docs()
+    for kind in dio._SCHEMA_V2:
+        assert f"`{kind}`" in text, kind
+    for name in dio.LIMITS:
+        assert f"`{name}`" in text, name
