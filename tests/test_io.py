@@ -600,6 +600,13 @@ BROKEN = {
                        r"layers\.2: unknown layer type 'Add'; format v1 knows"),
     "v2 padding in v1": (lambda: _edit(lambda d, a: _deep(d, ["layers", 0, "padding"], [1, 1])),
                          r"layers\.0\.padding \(Conv1d\): expected one of \['valid', 'causal'\], got \[1, 1\]"),
+    "v2 2-D padding in v1": (lambda: _file(
+        {"format": "deepshift-edge-model", "format_version": 1, "producer": "x", "in_features": [1, 4],
+         "window": 4, "layers": [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3,
+                                  "padding": 1, "bias": False}]},
+        {"layers.0.weight": np.ones((1, 1, 3, 3), np.float32)}),
+        r"layers\.0\.padding \(Conv2d\): expected an integer for both axes \(v1 has no symmetric time "
+        r"padding\) in \[0, 0\], got 1"),
     "v2 pool padding in v1": (lambda: _edit(lambda d, a: _deep(d, ["layers", 2], {"type": "MaxPool1d", "kernel_size": 1, "padding": 0})),
                               r"layers\.2: unknown keys \['padding'\] for MaxPool1d"),
     "layer not object": (lambda: _edit(lambda d, a: _deep(d, ["layers", 2], "ReLU")),

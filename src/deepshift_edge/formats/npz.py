@@ -453,7 +453,8 @@ def _check_value(kind, value, where: str, limits: dict):
         if value in ("valid", "causal"):
             return value
         if is_int(value):
-            return int_in(value, 0, limits["channels"], "an integer")
+            # An integer pads both axes, and v1 pads time only causally (as v1 loaders did).
+            return int_in(value, 0, 0, "an integer for both axes (v1 has no symmetric time padding)")
         if isinstance(value, list) and len(value) == 2:
             p_f = int_in(value[0], 0, limits["channels"], "a feature padding")
             p_t = value[1]
