@@ -1002,6 +1002,24 @@ def test_limits_can_be_raised_for_trusted_files(tmp_path):
         dse.load(tmp_path / "m.npz", limits={"bogus": 1})
 
 
+def test_optional_top_level_keys_slot_in(monkeypatch):
+    """Optional keys that every version may carry (class labels, metadata) plug into
+    _TOP_ANY: known to both versions, checked once the model is built, set on it."""
+    def check(value, model):
+        if not isinstance(value, str):
+            raise dse.ModelFormatError(f"__model__.note: expected a string, got {value!r}")
+        return f"{value} for {model.output_shape}"
+
+    monkeypatch.setitem(dio._TOP_ANY, "note", check)
+    for doc, arrays in (_base(), _base2()):
+        assert not hasattr(dse.load(io.BytesIO(_file(doc, arrays))), "note")
+        doc["note"] = "hi"
+        assert dse.load(io.BytesIO(_file(doc, arrays))).note == "hi for (3,)"
+        doc["note"] = 1
+        with pytest.raises(dse.ModelFormatError, match=r"__model__\.note: expected a string, got 1"):
+            dse.load(io.BytesIO(_file(doc, arrays)))
+
+
 def _mutations(data: bytes):
     return st.one_of(
         st.integers(0, len(data)).map(lambda n: data[:n]),  # truncation anywhere

@@ -860,8 +860,9 @@ _TOP_KEYS = {
     2: {"format", "format_version", "producer", "in_features", "window", "semantics",
         "sequential", "nodes", "receptive_field", "hop", "output_shape"},
 }
-#: Optional top-level keys that every version may carry, each with its check (called
-#: with the value, once the model is built): the place for annotations such as labels.
+#: Optional top-level keys that every version may carry (annotations such as class
+#: labels): name -> check(value, model) -> the value to set as ``model.<name>``. Each is
+#: called once the model is built, before any weight is read; absent keys are skipped.
 _TOP_ANY: Dict[str, Any] = {}
 
 
@@ -912,7 +913,8 @@ def _check_top(doc: dict, limits: dict) -> _Top:
     return _Top(version, in_features, window, semantics, sequential)
 
 
-def _check_model(model, doc: dict, limits: dict):
+def _check_model(model, doc: dict, limits: dict) -> dict:
+    """Caps and derived values of the built model; returns the checked optional keys."""
     if model.receptive_field > limits["window"]:
         raise ModelFormatError(f"{MODEL_KEY}: receptive field of {model.receptive_field} frames "
                                f"exceeds the cap {limits['window']}")
@@ -927,9 +929,7 @@ def _check_model(model, doc: dict, limits: dict):
         if name in doc and doc[name] != value:
             raise ModelFormatError(f"{MODEL_KEY}.{name}: the file declares {_short(doc[name])} but "
                                    f"the model gives {value!r}; the description is inconsistent")
-    for name, check in _TOP_ANY.items():
-        if name in doc:
-            check(doc[name], model)
+    return {name: check(doc[name], model) for name, check in _TOP_ANY.items() if name in doc}
 
 
 def load(path, *, limits: Optional[dict] = None):
@@ -1024,9 +1024,10 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
     doc = _parse_json(text, limits)
     top = _check_top(doc, limits)
     arrays = {k: v for k, v in members.items() if k != MODEL_KEY}
-    if top.version == 1:
-        return _load_v1(zf, arrays, doc, top, limits)
-    return _load_v2(zf, arrays, doc, top, limits)
+    model, extras = (_load_v1 if top.version == 1 else _load_v2)(zf, arrays, doc, top, limits)
+    for key, value in extras.items():  # the optional top-level keys (_TOP_ANY)
+        setattr(model, key, value)
+    return model
 
 
 def _load_v1(zf, members, doc, top: _Top, limits):
@@ -1043,12 +1044,12 @@ def _load_v1(zf, members, doc, top: _Top, limits):
         model = Sequential(layer_objs, in_features=top.in_features, window=top.window)
     except ModelError as exc:
         raise _model_error(exc, "", v1=True) from None
-    _check_model(model, doc, limits)
+    extras = _check_model(model, doc, limits)
     # 5. The data: finite float32 weights, then assignment.
     arrays = _read_weights(zf, members, headers)
     for i, (layer, cfg) in enumerate(zip(model.layers, cfgs)):
         _assign_v1(layer, cfg, f"layers.{i}", arrays)
-    return model
+    return model, extras
 
 
 def _load_v2(zf, members, doc, top: _Top, limits):
@@ -1069,12 +1070,12 @@ def _load_v2(zf, members, doc, top: _Top, limits):
         raise _model_error(exc, "nodes.") from None
     if top.sequential:
         model = _as_sequential(gnodes, top)
-    _check_model(model, doc, limits)
+    extras = _check_model(model, doc, limits)
     # 5. The data: finite float32 weights, then assignment.
     arrays = _read_weights(zf, members, headers)
     for node in gnodes[1:]:
         _assign_params(node.layer, f"nodes.{node.name}", arrays)
-    return model
+    return model, extras
 
 
 def _check_arrays(zf, members: Dict[str, zipfile.ZipInfo], expected: Dict[str, tuple]) -> dict:
