@@ -3,10 +3,16 @@
 Used in-process by tests/test_fuzz.py and, under a memory cap, by its worker
 (``python tests/test_fuzz.py worker ...``) and by tests/atheris_load.py.
 
-Mutators work at four levels: bytes (flips, truncation, splices), zip members (drop,
+Mutators work at five levels: bytes (flips, truncation, splices), zip members (drop,
 duplicate, rename, recompress, a deflate bomb, a member declaring a huge array), .npy
-headers (dtype, shape, order) and data (NaN/Inf), and the JSON description (every leaf
-can become an "interesting" value: 0, -1, 2**31, 2**63, 1e308, strings, lists, nesting).
+headers (dtype, shape, order) and data (NaN/Inf), the JSON description (every leaf can
+become an "interesting" value: 0, -1, 2**31, 2**63, 1e308, strings, lists, nesting) and,
+for format v2 files, the graph (nodes reordered, dropped, duplicated, renamed, retyped;
+inputs pointing at later nodes, at themselves, at nothing; merges losing or gaining
+inputs; the Sequential mark and the semantics flipped).
+
+Seeds: the reliability zoo and the format's graph models (tests/graph_models.py) saved as
+v2, some of the zoo also as v1, and the v1 files shipped in bench/models.
 """
 from __future__ import annotations
 
@@ -38,10 +44,25 @@ def _recompress(data: bytes, compression=zipfile.ZIP_DEFLATED) -> bytes:
     return write_zip(members, compression)
 
 
+def _save_v1(model) -> bytes:
+    from deepshift_edge.formats import npz
+    doc, arrays = npz.describe_v1(model)
+    buf = io.BytesIO()
+    npz._write(doc, arrays, buf)
+    return buf.getvalue()
+
+
+GRAPH_SEEDS = ["wavenet", "inception", "gated_chunk", "crnn_2d", "strided_residual", "sequence_tcn"]
+
+
 def model_seeds(include_big: bool = False) -> dict:
-    """name -> bytes of a valid model file."""
+    """name -> bytes of a valid model file (format v2 unless named v1-* or bench-*)."""
+    from graph_models import graph_models
     from reliability_models import NAMES, make
     seeds = {f"zoo-{n}": _save(make(n)) for n in NAMES}
+    seeds.update({f"v1-zoo-{n}": _save_v1(make(n)) for n in ("residual-gap", "2d-gap", "strided-flatten")})
+    graphs = graph_models()
+    seeds.update({f"graph-{n}": _save(graphs[n]) for n in GRAPH_SEEDS})
     names = ["tiny", "spectrogram"] + (["kws", "activity"] if include_big else [])
     for name in names:
         path = os.path.join(BENCH_MODELS, f"{name}.npz")
@@ -139,6 +160,10 @@ INTERESTING = [0, -1, 1, 2, 3, 7, 64, 255, 2 ** 16, 2 ** 20 + 1, 2 ** 31 - 1, 2 
                2 ** 63, -2 ** 63, 10 ** 30, 1.5, -0.0, 1e-310, 1e308, "", "x" * 300, "causal", "valid",
                "same", "none", "tanh", "Conv1d", "Conv2d", "Residual", "GlobalAvgPool", "Flatten", None,
                True, False, [], {}, [1, 1], [0, 0], [2 ** 31, 1], [1, 2, 3], ["valid", 0], {"type": "ReLU"},
+               # format v2: node types, names, input lists, padding forms
+               "Input", "Add", "Mul", "Concat", "ChannelSlice", "Pad", "Crop", "FrameFlatten", "input",
+               "layers.0", "sequence", "window", ["input"], ["input", "input"], [[1, 0], "same"], [1, [2, 0]],
+               [-1, 0], {"name": "x", "type": "Input"}, "a" * 129, "a/b",
                "deep"]
 
 
@@ -186,6 +211,48 @@ def _mutate_json(doc, rnd: random.Random):
     return doc
 
 
+def _mutate_graph(doc, rnd: random.Random):
+    """A structural edit of a v2 node list (the edges, names, types and order)."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list) or len(nodes) < 2:
+        return _mutate_json(doc, rnd)
+    names = [n.get("name") for n in nodes if isinstance(n, dict)]
+    i = rnd.randrange(1, len(nodes))
+    node = nodes[i]
+    if not isinstance(node, dict):
+        return _mutate_json(doc, rnd)
+    what = rnd.choice(["swap", "rewire", "rewire", "drop", "dup", "rename", "retype", "arity", "arity",
+                       "sequential", "semantics", "no-inputs"])
+    if what == "swap":
+        j = rnd.randrange(len(nodes))
+        nodes[i], nodes[j] = nodes[j], nodes[i]
+    elif what == "rewire" and isinstance(node.get("inputs"), list) and node["inputs"]:
+        k = rnd.randrange(len(node["inputs"]))
+        node["inputs"][k] = rnd.choice(names + [node.get("name"), "nope", ""])  # earlier, later, itself, none
+    elif what == "drop":
+        del nodes[i]
+    elif what == "dup":
+        nodes.insert(rnd.randrange(1, len(nodes) + 1), copy.deepcopy(node))
+    elif what == "rename":
+        node["name"] = rnd.choice(names + ["renamed", "layers.0", "layers.1.add", "input"])
+    elif what == "retype":
+        node["type"] = rnd.choice(["Add", "Mul", "Concat", "ChannelSlice", "Pad", "Crop", "FrameFlatten",
+                                   "Conv1d", "Conv2d", "MaxPool1d", "AvgPool2d", "ReLU", "LastFrame",
+                                   "GlobalAvgPool", "Flatten", "Input", "Residual", "Linear", "PReLU"])
+    elif what == "arity" and isinstance(node.get("inputs"), list):
+        if node["inputs"] and rnd.random() < 0.5:
+            node["inputs"].pop(rnd.randrange(len(node["inputs"])))
+        else:
+            node["inputs"].append(rnd.choice(names[:i] or ["input"]))
+    elif what == "sequential":
+        doc["sequential"] = not doc.get("sequential", False)
+    elif what == "semantics":
+        doc["semantics"] = "sequence" if doc.get("semantics") != "sequence" else "window"
+    else:
+        node.pop("inputs", None)
+    return doc
+
+
 def _interesting(rnd):
     """A fresh copy: the lists and dicts of INTERESTING must never be shared or mutated."""
     return copy.deepcopy(rnd.choice(INTERESTING))
@@ -228,7 +295,8 @@ def mutate_structure(data: bytes, rnd: random.Random) -> tuple:
         j = names.index("__model__.npy")
         doc = json.loads(str(np.load(io.BytesIO(members[j][1]), allow_pickle=False)))
         for _ in range(rnd.choice([1, 1, 2, 4])):
-            doc = _mutate_json(doc, rnd)
+            graph = isinstance(doc, dict) and "nodes" in doc and rnd.random() < 0.4
+            doc = _mutate_graph(doc, rnd) if graph else _mutate_json(doc, rnd)
         text = json.dumps(doc)
         if rnd.random() < 0.1:  # tokens json.dumps never writes
             text = text.replace("1", rnd.choice(["NaN", "Infinity", "1e999", "-", "9" * 5000]), 1)
@@ -271,7 +339,8 @@ def mutate_structure(data: bytes, rnd: random.Random) -> tuple:
             members.insert(rnd.randrange(len(members) + 1), members[i])
         elif op == "rename":
             members[i] = (rnd.choice(names[:i] + names[i + 1:] + ["layers.99.weight.npy", "x", "__model__",
-                                                                     "layers.0.weight", "../evil.npy"]), raw)
+                                                                     "layers.0.weight", "../evil.npy",
+                                                                     "nodes.layers.0.weight.npy"]), raw)
         elif op == "deflate":
             return "zip-deflate", write_zip(members, zipfile.ZIP_DEFLATED)
         elif op == "bomb":  # 16 MiB of zeros, deflated to ~16 KiB, in place of a real array
@@ -301,7 +370,9 @@ def mutate_structure(data: bytes, rnd: random.Random) -> tuple:
         elif op == "pickle":
             members[i] = (name, npy_bytes(np.array([{"a": 1}], dtype=object)))
         else:
-            members.append((f"layers.{rnd.randrange(100)}.{rnd.choice(['weight', 'bias', 'x'])}.npy",
+            owner = rnd.choice([f"layers.{rnd.randrange(100)}", f"nodes.layers.{rnd.randrange(10)}",
+                                f"nodes.{name.split('.')[1] if name.startswith('nodes.') else 'input'}"])
+            members.append((f"{owner}.{rnd.choice(['weight', 'bias', 'running_var', 'x'])}.npy",
                             npy_bytes(np.ones(rnd.choice([1, 3, 8]), np.float32))))
         kind = f"zip-{op}"
     return kind, write_zip(members)

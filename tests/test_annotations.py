@@ -31,7 +31,7 @@ def test_round_trip_from_arguments_and_from_the_model(tmp_path):
     dse.save(model, tmp_path / "a.npz", labels=LABELS, metadata=META)
     back = dse.load(tmp_path / "a.npz")
     assert back.labels == tuple(LABELS) and back.metadata == META
-    assert _doc(tmp_path / "a.npz")["format_version"] == 1
+    assert _doc(tmp_path / "a.npz")["format_version"] == 2
     # the model's own attributes are saved when no argument is given; arguments win
     dse.save(back, tmp_path / "b.npz")
     again = dse.load(tmp_path / "b.npz")

@@ -196,6 +196,28 @@ def test_snapshot_of_another_model_or_layout_is_refused_untouched(tmp_path):
         assert_outputs_equal(push_each(s, x[60:]), want[60:], f"after refusing {what}")
 
 
+def test_graph_wiring_is_part_of_the_fingerprint():
+    """Two graphs with the same layers, weights and buffers that differ only in which node
+    an Add reads (or in a node's name) are different models: their snapshots do not mix."""
+    def build(wiring, name="relu"):
+        x = dse.Input(2)
+        c = dse.Conv1d(2, 2, 1, seed=1)(x, name="c")
+        r = dse.ReLU()(c, name=name)
+        return dse.Model(x, dse.Add()(*{"c+r": (c, r), "r+r": (r, r)}[wiring], name="sum"), window=3)
+
+    a, b, renamed = build("c+r"), build("r+r"), build("c+r", name="act")
+    assert [type(n).__name__ for n in a.layers] == [type(n).__name__ for n in b.layers]
+    prints = {dse_state.model_fingerprint(m) for m in (a, b, renamed)}
+    assert len(prints) == 3
+    assert dse_state.model_fingerprint(build("c+r")) == dse_state.model_fingerprint(a)
+    s = b.stream()
+    s.push_many(frames(b, 5, seed=1))
+    before = s.state()
+    with pytest.raises(dse.StateError):
+        s.restore(a.stream().state())
+    assert same_state(s.state(), before)
+
+
 def _corruptions(snap: dict):
     """(description, corrupted snapshot dict) pairs: every one must raise StateError."""
     def edit(**changes):

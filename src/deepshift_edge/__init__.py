@@ -24,7 +24,7 @@ from .nn.merge import Add, ChannelSlice, Concat, Crop, FrameFlatten, Mul, Pad, R
 from .nn.graph import Input, Model
 from .nn.sequential import Sequential
 from .engine.stream import Stream
-from .formats.npz import load, save  # model files (.npz format v1, docs/format.md)
+from .formats.npz import load, save  # model files (.npz format v2, v1 read; docs/format.md)
 from .convert.onnx_import import from_onnx  # imports `onnx` only when called
 from .convert.torch_import import from_torch  # imports `torch` only when called
 

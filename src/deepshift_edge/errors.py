@@ -27,10 +27,11 @@ class StreamInputTypeError(StreamInputError, TypeError):
 
 
 class ModelFormatError(DeepShiftError, ValueError):
-    """A model file is corrupt, hostile, or not a valid deepshift_edge model (format v1).
+    """A model file is corrupt, hostile, or not a valid deepshift_edge model (docs/format.md).
 
-    The message names the layer (``layers.3``), the array or JSON key, and what was
-    expected. Raised by :func:`deepshift_edge.load` and the importers.
+    The message names the node (``nodes.conv``; ``layers.3`` in a format v1 file), the
+    array or JSON key, what was expected and what the file holds. Raised by
+    :func:`deepshift_edge.load` and the importers.
     """
 
 

@@ -23,23 +23,20 @@ MAX_FRAMES = 1 << 62  # a frame counter beyond this is corrupt (a century at 1 G
 
 
 def model_fingerprint(model) -> str:
-    """sha256 over the model's structure, window and every weight's bytes."""
+    """sha256 over the model's graph (every node's name, type, hyper-parameters and
+    inputs), frame shape, window, semantics and every weight's bytes."""
     h = hashlib.sha256()
-    h.update(json.dumps({"in": model.in_features, "window": model.window}, sort_keys=True).encode())
-
-    def visit(layer):
-        h.update(type(layer).__name__.encode())
-        h.update(json.dumps(layer.config(), sort_keys=True, default=str).encode())
-        for name, arr in sorted(layer.params().items()):
+    h.update(json.dumps({"in": model.in_features, "window": model.window,
+                         "semantics": model.semantics}, sort_keys=True).encode())
+    for node in model.nodes:
+        layer = node.layer
+        h.update(json.dumps({"name": node.name, "inputs": list(node.inputs),
+                             "type": "Input" if layer is None else type(layer).__name__,
+                             "config": {} if layer is None else layer.config()},
+                            sort_keys=True, default=str).encode())
+        for name, arr in sorted(({} if layer is None else layer.params()).items()):
             h.update(name.encode())
             h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-        for sub in getattr(layer, "body", []) or []:
-            visit(sub)
-        if getattr(layer, "skip", None) is not None:
-            visit(layer.skip)
-
-    for layer in model.layers:
-        visit(layer)
     return h.hexdigest()
 
 

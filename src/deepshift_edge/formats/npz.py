@@ -1,21 +1,27 @@
-"""Model files: the ``.npz`` format, version 1 (see ``docs/format.md``).
+"""Model files: the ``.npz`` format (see ``docs/format.md``). Writes version 2, reads 1 and 2.
 
 A file is an uncompressed or deflated ZIP written by ``numpy.savez``:
 
 * ``__model__``: a 0-d NumPy unicode string array holding a small JSON description
-  (format name and version, producer, ``in_features``, ``window`` and the layer list
-  with every hyper-parameter);
-* one float32 array per parameter, named after its place in the model:
-  ``layers.3.weight``, ``layers.2.body.0.bias``, ``layers.2.skip.weight``.
+  (format name and version, producer, ``in_features``, ``window`` and the model);
+* one float32 array per parameter, named after its place in the model.
+
+Version 2, what :func:`save` writes, describes every model as its graph: ``nodes``, in
+topological order, the ``Input`` first and the output last, each with its name, type, the
+names of the nodes it reads and its hyper-parameters; arrays are ``nodes.<name>.<param>``.
+A :class:`~deepshift_edge.Sequential` is written the same way (its layers expanded as
+``Sequential`` expands them) and marked ``"sequential": true``, so that :func:`load` gives
+a ``Sequential`` back. Version 1 (a layer list with nested residual blocks, arrays named
+``layers.3.weight``, ``layers.2.body.0.bias``) is still read, never written.
 
 :func:`load` never unpickles (``allow_pickle=False``) and validates the whole file before
 any array data is read and before the model reaches the streaming kernels: JSON size and
-syntax, format version, layer types and hyper-parameters, the name, dtype and shape of
-every array (from the ``.npy`` headers, so a member declaring a huge array is refused
-without reading it), caps on total parameters, channels, window and receptive field,
-the channel/feature/window consistency of the stack, and finite weights. Every problem
-raises :class:`~deepshift_edge.errors.ModelFormatError` naming the layer, the key and
-what was expected.
+syntax, format version, node names and types, every hyper-parameter, the graph's edges and
+arity, the name, dtype and shape of every array (from the ``.npy`` headers, so a member
+declaring a huge array is refused without reading it), caps on nodes, total parameters,
+channels, window and receptive field, the shapes of the whole model, and finite weights.
+Every problem raises :class:`~deepshift_edge.errors.ModelFormatError` naming the node (or
+layer), the key, what was expected and what the file holds.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import re
 import struct
 import zipfile
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -36,11 +42,12 @@ from ..nn import merge as M
 from .._atomic import atomic_write
 from ..errors import ModelError, ModelFormatError
 
-__all__ = ["save", "load", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "LIMITS",
-           "ANNOTATION_LIMITS", "check_annotations"]
+__all__ = ["save", "load", "describe", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION",
+           "READ_VERSIONS", "LIMITS", "ANNOTATION_LIMITS", "check_annotations"]
 
 FORMAT_NAME = "deepshift-edge-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # what save writes
+READ_VERSIONS = (1, 2)      # what load reads
 MODEL_KEY = "__model__"
 
 #: Caps that keep a hostile file from allocating without bound. ``load(..., limits=...)``
@@ -48,11 +55,13 @@ MODEL_KEY = "__model__"
 LIMITS = {
     "json_chars": 1 << 20,          # characters of the JSON description
     "members": 4096,                # arrays in the zip
-    "layers": 1024,                 # layers, counting those inside residual blocks
+    "layers": 1024,                 # v1: layers, counting those inside residual blocks
+    "nodes": 4096,                  # v2: nodes of the graph, the Input included
+    "edges": 1 << 16,               # v2: node inputs, summed over the nodes
     "params": 1 << 25,              # float32 parameters in total (128 MiB)
     "channels": 1 << 16,            # any channel / feature count
     "window": 1 << 20,              # window, receptive field, and any kernel extent in frames
-    "activations": 1 << 26,         # sum over layers of the window's output elements
+    "activations": 1 << 26,         # sum over nodes of the window's output elements
 }
 
 #: Caps on the optional ``labels`` and ``metadata`` of a model file (see
@@ -67,6 +76,14 @@ ANNOTATION_LIMITS = {
 }
 
 _REQUIRED = object()
+_MISSING = object()
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")  # as dse.Model accepts node names
+
+try:
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # pragma: no cover - Python built without lzma
+    class _LZMAError(Exception):
+        pass
 
 
 # ----------------------------------------------------------------------------- labels, metadata
@@ -144,19 +161,23 @@ def check_annotations(labels, metadata, output_shape, where: str = "__model__", 
         raise error(f"{key}: {size:,} characters as JSON (at most {lim['metadata_chars']:,})")
     return labels, out
 
-try:
-    from lzma import LZMAError as _LZMAError
-except ImportError:  # pragma: no cover - Python built without lzma
-    class _LZMAError(Exception):
-        pass
+
+def _short(value, n: int = 60) -> str:
+    """repr of a JSON value for a message, cut to ``n`` characters."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- schema
-# Per layer type: hyper-parameter -> (kind, default). Kinds: "int" (>= 1), "int0" (>= 0),
-# "pair" (int >= 1 or [feature, time]), "bool", "float", "pos_float" (> 0),
-# "unit_float" ([0, 1]), or a tuple of allowed values. The keys are those of
-# ``layer.config()`` so that ``save`` writes exactly what ``load`` reads.
-_SCHEMA: Dict[str, Dict[str, tuple]] = {
+# Per type: hyper-parameter -> (kind, default). Kinds: "int" (>= 1), "chan" (a channel
+# count >= 1), "chan0" (>= 0), "features", "time0" (frames >= 0), "pair" (int >= 1 or
+# [feature, time]), "pad1d" / "pad2d" (the padding forms of the layers), "padding2d" (v1's
+# Conv2d padding), "bool", "float", "pos_float" (> 0), "unit_float" ([0, 1]), or a tuple
+# of allowed values. The keys are those of ``layer.config()``, so that ``save`` writes
+# exactly what ``load`` reads.
+
+#: Format v1, frozen: what version 1 files may hold (read only).
+_SCHEMA_V1: Dict[str, Dict[str, tuple]] = {
     "Conv1d": {"in_channels": ("chan", _REQUIRED), "out_channels": ("chan", _REQUIRED),
                "kernel_size": ("int", _REQUIRED), "stride": ("int", 1),
                "padding": (("valid", "causal"), "valid"), "dilation": ("int", 1),
@@ -188,7 +209,31 @@ _SCHEMA: Dict[str, Dict[str, tuple]] = {
     "Residual": {},  # body / skip are handled structurally
 }
 
-_CLASSES = {name: getattr(L, name, None) or getattr(M, name) for name in _SCHEMA}
+#: Format v2: the node types. Residual blocks are their nodes (body, skip, Add).
+_SCHEMA_V2: Dict[str, Dict[str, tuple]] = {
+    "Input": {},
+    **{k: v for k, v in _SCHEMA_V1.items() if k != "Residual"},
+    "Conv1d": {**_SCHEMA_V1["Conv1d"], "padding": ("pad1d", "valid")},
+    "Conv2d": {**_SCHEMA_V1["Conv2d"], "padding": ("pad2d", [0, 0])},
+    "MaxPool1d": {"kernel_size": ("int", _REQUIRED), "stride": ("int", None), "dilation": ("int", 1),
+                  "padding": ("pad1d", 0), "ceil_mode": ("bool", False)},
+    "AvgPool1d": {"kernel_size": ("int", _REQUIRED), "stride": ("int", None),
+                  "padding": ("pad1d", 0), "ceil_mode": ("bool", False),
+                  "count_include_pad": ("bool", True)},
+    "MaxPool2d": {"kernel_size": ("pair", _REQUIRED), "stride": ("pair", None),
+                  "padding": ("pad2d", 0), "ceil_mode": ("bool", False)},
+    "AvgPool2d": {"kernel_size": ("pair", _REQUIRED), "stride": ("pair", None),
+                  "padding": ("pad2d", 0), "ceil_mode": ("bool", False),
+                  "count_include_pad": ("bool", True)},
+    "Add": {}, "Mul": {}, "Concat": {}, "FrameFlatten": {},
+    "ChannelSlice": {"start": ("chan0", _REQUIRED), "stop": ("chan", _REQUIRED)},
+    "Pad": {"left": ("time0", 0), "right": ("time0", 0)},
+    "Crop": {"left": ("time0", 0), "right": ("time0", 0)},
+}
+
+_CLASSES = {name: getattr(L, name, None) or getattr(M, name)
+            for name in set(_SCHEMA_V1) | set(_SCHEMA_V2) if name != "Input"}
+_MERGES = tuple(name for name in _SCHEMA_V2 if name != "Input" and _CLASSES[name].n_inputs is None)
 
 
 def _param_shapes(kind: str, cfg: dict) -> Dict[str, tuple]:
@@ -218,18 +263,16 @@ def _as_pair(v) -> tuple:
 
 
 # ----------------------------------------------------------------------------- save
-def _layer_entry(layer: L.Layer, key: str, arrays: dict) -> dict:
+def _config_entry(layer: L.Layer, key: str, arrays: dict, schema: dict, version: int) -> dict:
+    """``{"type": ..., **config}`` of a built-in layer; its parameters go to ``arrays``."""
     kind = type(layer).__name__
-    if kind not in _SCHEMA or type(layer) is not _CLASSES[kind]:
+    if kind not in schema or kind == "Input" or type(layer) is not _CLASSES[kind]:
+        hint = ("; a residual block in a graph model is written Add()(body, skip)"
+                if isinstance(layer, M.Residual) else "")
         raise ModelError(f"{key}: cannot save a layer of type {type(layer).__module__}."
-                         f"{type(layer).__qualname__}; format v1 holds only the built-in layers "
-                         f"({', '.join(sorted(_SCHEMA))})")
+                         f"{type(layer).__qualname__}{hint}; format v{version} holds only the "
+                         f"built-in types ({', '.join(sorted(k for k in schema if k != 'Input'))})")
     entry = {"type": kind}
-    if isinstance(layer, M.Residual):
-        entry["body"] = [_layer_entry(sub, f"{key}.body.{j}", arrays)
-                         for j, sub in enumerate(layer.body)]
-        entry["skip"] = None if layer.skip is None else _layer_entry(layer.skip, f"{key}.skip", arrays)
-        return entry
     for name, value in layer.config().items():
         if isinstance(value, tuple):
             value = list(value)
@@ -244,31 +287,48 @@ def _layer_entry(layer: L.Layer, key: str, arrays: dict) -> dict:
     return entry
 
 
+def _json_features(model):
+    return list(model.in_features) if isinstance(model.in_features, tuple) else model.in_features
+
+
+def _derived(model) -> dict:
+    # Checked on load when present (optional in hand-written files).
+    return {"receptive_field": int(model.receptive_field), "hop": int(model.hop),
+            "output_shape": [int(v) for v in model.output_shape]}
+
+
 def describe(model, labels=None, metadata=None) -> Tuple[dict, Dict[str, np.ndarray]]:
-    """The JSON description and the named float32 arrays of ``model`` (format v1).
+    """The JSON description and the named float32 arrays of ``model`` (format v2).
 
     ``labels`` / ``metadata`` default to the model's own (``model.labels``,
     ``model.metadata``), and are left out of the description when there are none."""
     from .._version import __version__
+    from ..nn.graph import Model
     from ..nn.sequential import Sequential
 
-    if not isinstance(model, Sequential):
-        raise ModelError(f"expected a deepshift_edge Sequential, got {type(model).__name__}")
+    if not isinstance(model, Model):
+        raise ModelError(f"expected a deepshift_edge Model or Sequential, got {type(model).__name__}")
+    # The LastFrame that Model appends to an output with a time axis is not written:
+    # loading appends it again, under the same name.
+    nodes = model.nodes[:-1] if model._implicit_head else model.nodes
     arrays: Dict[str, np.ndarray] = {}
-    layers = [_layer_entry(layer, f"layers.{i}", arrays) for i, layer in enumerate(model.layers)]
-    in_features = list(model.in_features) if isinstance(model.in_features, tuple) else model.in_features
+    entries = [{"name": nodes[0].name, "type": "Input"}]
+    for node in nodes[1:]:
+        cfg = _config_entry(node.layer, f"nodes.{node.name}", arrays, _SCHEMA_V2, 2)
+        entries.append({"name": node.name, "type": cfg.pop("type"),
+                        "inputs": [nodes[j].name for j in node.inputs], **cfg})
     doc = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2,
         "producer": f"deepshift_edge {__version__}",
-        "in_features": in_features,
+        "in_features": _json_features(model),
         "window": int(model.window),
-        "layers": layers,
-        # Derived values, checked on load when present (optional in hand-written files).
-        "receptive_field": int(model.receptive_field),
-        "hop": int(model.hop),
-        "output_shape": [int(v) for v in model.output_shape],
+        "semantics": model.semantics,
     }
+    if isinstance(model, Sequential):
+        doc["sequential"] = True
+    doc["nodes"] = entries
+    doc.update(_derived(model))
     labels = getattr(model, "labels", None) if labels is None else labels
     metadata = getattr(model, "metadata", None) if metadata is None else metadata
     labels, metadata = check_annotations(labels, metadata, model.output_shape, "", ModelError)
@@ -279,8 +339,46 @@ def describe(model, labels=None, metadata=None) -> Tuple[dict, Dict[str, np.ndar
     return doc, arrays
 
 
+def describe_v1(model) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """The format v1 description of a :class:`~deepshift_edge.Sequential` whose layers v1
+    can hold (for tests and for readers that know only v1; :func:`save` writes v2)."""
+    from .._version import __version__
+    from ..nn.sequential import Sequential
+
+    if not isinstance(model, Sequential):
+        raise ModelError(f"format v1 holds only a deepshift_edge Sequential, got {type(model).__name__}")
+    if model.semantics != "window":
+        raise ModelError("format v1 holds only window semantics")
+    arrays: Dict[str, np.ndarray] = {}
+
+    def entry(layer, key):
+        if isinstance(layer, M.Residual) and type(layer) is M.Residual:
+            skip = layer.skip
+            if isinstance(skip, (list, tuple)):
+                if len(skip) > 1:
+                    raise ModelError(f"{key}.skip: format v1 holds a skip of at most one layer")
+                skip = skip[0] if skip else None
+            return {"type": "Residual",
+                    "body": [entry(sub, f"{key}.body.{j}") for j, sub in enumerate(layer.body)],
+                    "skip": None if skip is None else entry(skip, f"{key}.skip")}
+        return _config_entry(layer, key, arrays, _SCHEMA_V1, 1)
+
+    doc = {"format": FORMAT_NAME, "format_version": 1, "producer": f"deepshift_edge {__version__}",
+           "in_features": _json_features(model), "window": int(model.window),
+           "layers": [entry(layer, f"layers.{i}") for i, layer in enumerate(model.layers)],
+           **_derived(model)}
+    walker = _V1Walker(LIMITS)
+    try:
+        for i, e in enumerate(doc["layers"]):
+            walker.layer(json.loads(json.dumps(e)), f"layers.{i}", False)
+    except ModelFormatError as exc:
+        raise ModelError(f"format v1 cannot hold this model: {exc}") from None
+    return doc, arrays
+
+
 def save(model, path, labels=None, metadata=None) -> None:
-    """Write ``model`` (a :class:`~deepshift_edge.Sequential`) to ``path`` in format v1.
+    """Write ``model`` (a :class:`~deepshift_edge.Model` or
+    :class:`~deepshift_edge.Sequential`) to ``path`` in format v2.
 
     ``labels``: class names, one per output value (default: ``model.labels``);
     ``metadata``: a dict of names to JSON scalars, e.g. the model's name, sample rate,
@@ -293,6 +391,10 @@ def save(model, path, labels=None, metadata=None) -> None:
     ``path`` may also be a binary file object opened for writing.
     """
     doc, arrays = describe(model, labels, metadata)
+    _write(doc, arrays, path)
+
+
+def _write(doc: dict, arrays: dict, path) -> None:
     text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
     members = {MODEL_KEY: np.array(text)}  # 0-d '<U' array: no pickle needed
     members.update(arrays)
@@ -393,9 +495,13 @@ def _read_data(zf: zipfile.ZipFile, info: zipfile.ZipInfo, m: _Member) -> np.nda
     return arr
 
 
+
 # ----------------------------------------------------------------------------- load: JSON level
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
+
+
+_PAD_WORDS = ("valid", "causal", "same")
 
 
 def _check_value(kind, value, where: str, limits: dict):
@@ -405,14 +511,29 @@ def _check_value(kind, value, where: str, limits: dict):
 
     def int_in(v, lo, hi, what):
         if not is_int(v) or not lo <= v <= hi:
-            raise ModelFormatError(f"{where}: expected {what} in [{lo}, {hi}], got {v!r}")
+            raise ModelFormatError(f"{where}: expected {what} in [{lo}, {hi}], got {_short(v)}")
         return v
+
+    def pad_part(v, cap, what):
+        """One axis of padding: a word, zeros on both sides, or [left, right]."""
+        if isinstance(v, str) and v in _PAD_WORDS:
+            return v
+        if is_int(v):
+            return int_in(v, 0, cap, f"{what} (an integer)")
+        if isinstance(v, list) and len(v) == 2:
+            return [int_in(p, 0, cap, f"{what} {side}") for p, side in zip(v, ("left", "right"))]
+        raise ModelFormatError(f"{where}: {what} must be 'valid', 'causal', 'same', an integer >= 0 "
+                               f"or a pair [left, right], got {_short(v)}")
 
     big = limits["window"]
     if kind == "int":
         return int_in(value, 1, big, "an integer")
     if kind == "chan":
         return int_in(value, 1, limits["channels"], "an integer")
+    if kind == "chan0":
+        return int_in(value, 0, limits["channels"], "an integer")
+    if kind == "time0":
+        return int_in(value, 0, big, "an integer")
     if kind == "features":
         return int_in(value, 1, limits["params"], "an integer")
     if kind == "pair":
@@ -420,28 +541,40 @@ def _check_value(kind, value, where: str, limits: dict):
             return int_in(value, 1, big, "an integer")
         if isinstance(value, list) and len(value) == 2:
             return [int_in(v, 1, big, "an integer") for v in value]
-        raise ModelFormatError(f"{where}: expected an integer or a pair [feature, time], got {value!r}")
-    if kind == "padding2d":
+        raise ModelFormatError(f"{where}: expected an integer or a pair [feature, time], got {_short(value)}")
+    if kind == "pad1d":
+        return pad_part(value, big, "padding")
+    if kind == "pad2d":
+        # As the layers take it: one form for both axes, or [feature_pad, time_pad].
+        if isinstance(value, list) and len(value) == 2:
+            return [pad_part(value[0], limits["channels"], "feature padding"),
+                    pad_part(value[1], big, "time padding")]
+        if isinstance(value, str) or is_int(value):
+            return pad_part(value, min(big, limits["channels"]), "padding")
+        raise ModelFormatError(f"{where}: expected 'valid', 'causal', 'same', an integer >= 0 or "
+                               f"[feature_pad, time_pad], got {_short(value)}")
+    if kind == "padding2d":  # format v1
         if value in ("valid", "causal"):
             return value
         if is_int(value):
-            return int_in(value, 0, limits["channels"], "an integer")
+            # An integer pads both axes, and v1 pads time only causally (as v1 loaders did).
+            return int_in(value, 0, 0, "an integer for both axes (v1 has no symmetric time padding)")
         if isinstance(value, list) and len(value) == 2:
             p_f = int_in(value[0], 0, limits["channels"], "a feature padding")
             p_t = value[1]
             if p_t not in (0, "valid", "causal") or isinstance(p_t, bool):
                 raise ModelFormatError(f"{where}: time padding must be 0, 'valid' or 'causal', "
-                                       f"got {p_t!r}")
+                                       f"got {_short(p_t)}")
             return [p_f, p_t]
         raise ModelFormatError(f"{where}: expected 'valid', 'causal' or [feature_pad, time_pad], "
-                               f"got {value!r}")
+                               f"got {_short(value)}")
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ModelFormatError(f"{where}: expected true or false, got {value!r}")
+            raise ModelFormatError(f"{where}: expected true or false, got {_short(value)}")
         return value
     if kind in ("float", "pos_float", "unit_float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ModelFormatError(f"{where}: expected a finite number, got {value!r}")
+            raise ModelFormatError(f"{where}: expected a finite number, got {_short(value)}")
         value = float(value)
         if kind == "pos_float" and not value > 0:
             raise ModelFormatError(f"{where}: expected a number > 0, got {value!r}")
@@ -449,55 +582,29 @@ def _check_value(kind, value, where: str, limits: dict):
             raise ModelFormatError(f"{where}: expected a number in [0, 1], got {value!r}")
         return value
     if isinstance(kind, tuple):
-        if value not in kind or isinstance(value, bool):
-            raise ModelFormatError(f"{where}: expected one of {list(kind)}, got {value!r}")
+        if not isinstance(value, str) or value not in kind:
+            raise ModelFormatError(f"{where}: expected one of {list(kind)}, got {_short(value)}")
         return value
     raise AssertionError(kind)  # pragma: no cover
 
 
-class _Walker:
-    """Validates the layer list, collects expected arrays; no layer is built here."""
+class _Params:
+    """Hyper-parameter checks shared by both versions; collects the expected arrays."""
 
     def __init__(self, limits: dict):
         self.limits = limits
         self.expected: Dict[str, tuple] = {}  # array key -> shape
         self.params = 0
-        self.count = 0
 
-    def layer(self, entry: Any, key: str, nested: bool) -> dict:
-        self.count += 1
-        if self.count > self.limits["layers"]:
-            raise ModelFormatError(f"{key}: more than {self.limits['layers']} layers")
-        if not isinstance(entry, dict):
-            raise ModelFormatError(f"{key}: expected an object {{\"type\": ...}}, got "
-                                   f"{type(entry).__name__}")
-        kind = entry.get("type")
-        if not isinstance(kind, str):
-            raise ModelFormatError(f"{key}: missing \"type\" (a string such as \"Conv1d\")")
-        if kind not in _SCHEMA:
-            raise ModelFormatError(f"{key}: unknown layer type {kind!r}; format v1 knows "
-                                   f"{', '.join(sorted(_SCHEMA))}")
-        if kind == "Residual":
-            if nested:
-                raise ModelFormatError(f"{key}: a Residual block cannot hold another Residual")
-            extra = set(entry) - {"type", "body", "skip"}
-            if extra:
-                raise ModelFormatError(f"{key}: unknown keys {sorted(extra)} for Residual "
-                                       f"(expected type, body, skip)")
-            body = entry.get("body")
-            if not isinstance(body, list) or not body:
-                raise ModelFormatError(f"{key}.body: expected a non-empty list of layers")
-            skip = entry.get("skip")
-            return {"type": kind,
-                    "body": [self.layer(sub, f"{key}.body.{j}", True) for j, sub in enumerate(body)],
-                    "skip": None if skip is None else self.layer(skip, f"{key}.skip", True)}
-        schema = _SCHEMA[kind]
-        extra = set(entry) - set(schema) - {"type"}
+    def config(self, kind: str, entry: dict, key: str, schema: dict, structural: tuple) -> dict:
+        """``{"type": kind, **hyper-parameters}``, every value checked, defaults filled in."""
+        fields = schema[kind]
+        extra = set(entry) - set(fields) - set(structural)
         if extra:
             raise ModelFormatError(f"{key}: unknown keys {sorted(extra)} for {kind} (expected "
-                                   f"{', '.join(['type'] + list(schema)) })")
+                                   f"{', '.join(list(structural) + list(fields))})")
         cfg = {"type": kind}
-        for name, (vkind, default) in schema.items():
+        for name, (vkind, default) in fields.items():
             if name not in entry:
                 if default is _REQUIRED:
                     raise ModelFormatError(f"{key}: {kind} needs \"{name}\"")
@@ -533,13 +640,166 @@ class _Walker:
             return
         k = _as_pair(cfg["kernel_size"])
         d = _as_pair(cfg.get("dilation") or 1)
-        for axis, (kk, dd) in zip(("feature", "time"), zip(k, d)):
+        axes = zip(("feature", "time"), zip(k, d))
+        if not kind.endswith("2d"):
+            axes = [("time", (k[1], d[1]))]
+        for axis, (kk, dd) in axes:
             if (kk - 1) * dd + 1 > self.limits["window"]:
                 raise ModelFormatError(
                     f"{key}.kernel_size ({kind}): {axis} extent (kernel-1)*dilation+1 = "
                     f"{(kk - 1) * dd + 1} exceeds the cap {self.limits['window']}")
 
 
+class _V1Walker(_Params):
+    """Validates a v1 layer list, collects expected arrays; no layer is built here."""
+
+    def __init__(self, limits: dict):
+        super().__init__(limits)
+        self.count = 0
+
+    def layer(self, entry: Any, key: str, nested: bool) -> dict:
+        self.count += 1
+        if self.count > self.limits["layers"]:
+            raise ModelFormatError(f"{key}: more than {self.limits['layers']} layers")
+        if not isinstance(entry, dict):
+            raise ModelFormatError(f"{key}: expected an object {{\"type\": ...}}, got "
+                                   f"{type(entry).__name__}")
+        kind = entry.get("type")
+        if not isinstance(kind, str):
+            raise ModelFormatError(f"{key}: missing \"type\" (a string such as \"Conv1d\")")
+        if kind not in _SCHEMA_V1:
+            raise ModelFormatError(f"{key}: unknown layer type {_short(kind)}; format v1 knows "
+                                   f"{', '.join(sorted(_SCHEMA_V1))}")
+        if kind == "Residual":
+            if nested:
+                raise ModelFormatError(f"{key}: a Residual block cannot hold another Residual")
+            extra = set(entry) - {"type", "body", "skip"}
+            if extra:
+                raise ModelFormatError(f"{key}: unknown keys {sorted(extra)} for Residual "
+                                       f"(expected type, body, skip)")
+            body = entry.get("body")
+            if not isinstance(body, list) or not body:
+                raise ModelFormatError(f"{key}.body: expected a non-empty list of layers")
+            skip = entry.get("skip")
+            return {"type": kind,
+                    "body": [self.layer(sub, f"{key}.body.{j}", True) for j, sub in enumerate(body)],
+                    "skip": None if skip is None else self.layer(skip, f"{key}.skip", True)}
+        return self.config(kind, entry, key, _SCHEMA_V1, ("type",))
+
+
+class _Node(NamedTuple):
+    name: str
+    kind: str
+    inputs: tuple  # indices of earlier nodes
+    cfg: dict
+
+
+class _GraphWalker(_Params):
+    """Validates a v2 node list: names, types, edges, arity, hyper-parameters, arrays.
+    Nothing is built here."""
+
+    STRUCTURAL = ("name", "type", "inputs")
+
+    def nodes(self, entries: Any) -> List[_Node]:
+        lim = self.limits
+        if not isinstance(entries, list) or not entries:
+            raise ModelFormatError(f"{MODEL_KEY}.nodes: expected a non-empty list of nodes, the "
+                                   f"Input first, got {_short(entries)}")
+        if len(entries) > lim["nodes"]:
+            raise ModelFormatError(f"{MODEL_KEY}.nodes: {len(entries):,} nodes (at most "
+                                   f"{lim['nodes']:,})")
+        index: Dict[str, int] = {}
+        out: List[_Node] = []
+        edges = 0
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ModelFormatError(f"nodes[{i}]: expected an object {{\"name\": ..., \"type\": "
+                                       f"..., \"inputs\": [...]}}, got {type(entry).__name__}")
+            name = entry.get("name", _MISSING)
+            if name is _MISSING:
+                raise ModelFormatError(f"nodes[{i}]: missing \"name\"")
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ModelFormatError(f"nodes[{i}].name: expected 1-128 characters of letters, "
+                                       f"digits, _ . : -, got {_short(name)}")
+            if name in index:
+                raise ModelFormatError(f"nodes.{name}: two nodes are named {name!r} (nodes "
+                                       f"{index[name]} and {i}); node names must be unique")
+            key = f"nodes.{name}"
+            kind = entry.get("type")
+            if not isinstance(kind, str):
+                raise ModelFormatError(f"{key}: missing \"type\" (a string such as \"Conv1d\"), "
+                                       f"got {_short(kind)}")
+            if kind not in _SCHEMA_V2:
+                hint = (" (a residual block is its nodes: the body, the skip and an Add)"
+                        if kind == "Residual" else "")
+                raise ModelFormatError(f"{key}: unknown node type {_short(kind)}{hint}; format v2 "
+                                       f"knows {', '.join(sorted(_SCHEMA_V2))}")
+            if i == 0 and kind != "Input":
+                raise ModelFormatError(f"{key}: the first node must be the Input, got {kind}")
+            if i > 0 and kind == "Input":
+                raise ModelFormatError(f"{key}: a second Input (node {i}); a model has exactly one "
+                                       f"input, the first node")
+            inputs = entry.get("inputs", _MISSING)
+            if kind == "Input":
+                if inputs is not _MISSING and inputs != []:
+                    raise ModelFormatError(f"{key}.inputs (Input): the Input reads no node, got "
+                                           f"{_short(inputs)}")
+                self.config(kind, entry, key, _SCHEMA_V2, self.STRUCTURAL)
+                index[name] = i
+                out.append(_Node(name, kind, (), {"type": kind}))
+                continue
+            refs = self._inputs(inputs, kind, key, index, entries, i)
+            edges += len(refs)
+            if edges > lim["edges"]:
+                raise ModelFormatError(f"{key}.inputs: more than {lim['edges']:,} node inputs in "
+                                       f"the model")
+            cfg = self.config(kind, entry, key, _SCHEMA_V2, self.STRUCTURAL)
+            index[name] = i
+            out.append(_Node(name, kind, refs, cfg))
+        self._check_all_used(out)
+        return out
+
+    @staticmethod
+    def _inputs(inputs, kind, key, index, entries, i) -> tuple:
+        if inputs is _MISSING:
+            raise ModelFormatError(f"{key}: {kind} needs \"inputs\", the names of the nodes it reads")
+        if not isinstance(inputs, list) or not all(isinstance(r, str) for r in inputs):
+            raise ModelFormatError(f"{key}.inputs ({kind}): expected a list of node names, got "
+                                   f"{_short(inputs)}")
+        if kind in _MERGES:
+            if len(inputs) < 2:
+                raise ModelFormatError(f"{key}.inputs ({kind}): {kind} joins two or more nodes, "
+                                       f"got {len(inputs)} input{'s' if len(inputs) != 1 else ''}")
+        elif len(inputs) != 1:
+            raise ModelFormatError(f"{key}.inputs ({kind}): {kind} reads exactly one node, got "
+                                   f"{len(inputs)}: {_short(inputs)}")
+        refs = []
+        for ref in inputs:
+            if ref not in index:
+                later = any(isinstance(e, dict) and e.get("name") == ref for e in entries[i:])
+                why = ("which is not listed before it: nodes are in topological order, each "
+                       "reading only nodes above it (no cycles)" if later else
+                       "but there is no node of that name")
+                raise ModelFormatError(f"{key}.inputs ({kind}): reads {_short(ref)}, {why}")
+            refs.append(index[ref])
+        return tuple(refs)
+
+    @staticmethod
+    def _check_all_used(nodes: List[_Node]):
+        used = [False] * len(nodes)
+        used[-1] = True
+        for i in range(len(nodes) - 1, 0, -1):
+            if used[i]:
+                for j in nodes[i].inputs:
+                    used[j] = True
+        unused = [n.name for n, u in zip(nodes, used) if not u]
+        if unused:
+            more = f" (also {', '.join(unused[1:6])})" if len(unused) > 1 else ""
+            raise ModelFormatError(f"nodes.{unused[0]}: not used by the output, the last node "
+                                   f"{nodes[-1].name!r}{more}; every node must lead to it")
+
+
+# ----------------------------------------------------------------------------- build
 def _build_layer(cfg: dict, key: str) -> L.Layer:
     kind = cfg["type"]
     cls = _CLASSES[kind]
@@ -556,13 +816,7 @@ def _build_layer(cfg: dict, key: str) -> L.Layer:
         raise ModelFormatError(f"{key} ({kind}): {exc}") from None
 
 
-def _assign(layer: L.Layer, cfg: dict, key: str, arrays: Dict[str, np.ndarray]):
-    if cfg["type"] == "Residual":
-        for j, (sub, sub_cfg) in enumerate(zip(layer.body, cfg["body"])):
-            _assign(sub, sub_cfg, f"{key}.body.{j}", arrays)
-        if layer.skip is not None:
-            _assign(layer.skip, cfg["skip"], f"{key}.skip", arrays)
-        return
+def _assign_params(layer: L.Layer, key: str, arrays: Dict[str, np.ndarray]):
     for name in layer.param_names:
         full = f"{key}.{name}"
         if full in arrays:
@@ -574,6 +828,107 @@ def _assign(layer: L.Layer, cfg: dict, key: str, arrays: Dict[str, np.ndarray]):
             setattr(layer, name, None)
 
 
+def _assign_v1(layer: L.Layer, cfg: dict, key: str, arrays: Dict[str, np.ndarray]):
+    if cfg["type"] == "Residual":
+        for j, (sub, sub_cfg) in enumerate(zip(layer.body, cfg["body"])):
+            _assign_v1(sub, sub_cfg, f"{key}.body.{j}", arrays)
+        if layer.skip is not None:
+            _assign_v1(layer.skip, cfg["skip"], f"{key}.skip", arrays)
+        return
+    _assign_params(layer, key, arrays)
+
+
+_NODE_IN_ERROR = re.compile(r"node (\S+) \(")
+
+
+def _model_error(exc: ModelError, prefix: str, v1: bool = False) -> ModelFormatError:
+    """A ModelError of the model's own checks, as a ModelFormatError naming the node."""
+    msg = str(exc)
+    m = _NODE_IN_ERROR.match(msg)
+    if m:
+        where = m.group(1)
+        if v1:  # a residual block's nodes are layers.3.body.0, layers.3.add: name the layer
+            where = re.match(r"layers\.\d+", where).group(0) if where.startswith("layers.") else MODEL_KEY
+        else:
+            where = prefix + where
+    else:
+        where = f"{MODEL_KEY}.semantics" if "semantics" in msg else MODEL_KEY
+    return ModelFormatError(f"{where}: inconsistent model: {msg}")
+
+
+_SEQ_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,5})(?:\.(body|skip)\.(0|[1-9][0-9]{0,5})|\.(skip|add))?\Z")
+
+
+def _as_sequential(gnodes: list, top: "_Top"):
+    """The Sequential whose expansion is ``gnodes`` (a v2 file marked "sequential")."""
+    from ..nn.sequential import Sequential
+
+    def refuse(detail):
+        return ModelFormatError(f"{MODEL_KEY}.sequential: true, but the nodes are not a layer list "
+                                f"as dse.Sequential expands it: {detail}; without \"sequential\" the "
+                                f"file loads as a graph model")
+
+    groups: Dict[int, dict] = {}
+    for node in gnodes[1:]:
+        m = _SEQ_NAME.match(node.name)
+        if not m:
+            raise refuse(f"node {node.name!r} is not named layers.<i>, layers.<i>.body.<j>, "
+                         f"layers.<i>.skip, layers.<i>.skip.<k> or layers.<i>.add")
+        i = int(m.group(1))
+        part, j, single = m.group(2), m.group(3), m.group(4)
+        g = groups.setdefault(i, {"body": {}, "skips": {}})
+        if part is None and single is None:
+            g["plain"] = node.layer
+        elif part == "body":
+            g["body"][int(j)] = node.layer
+        elif part == "skip":
+            g["skips"][int(j)] = node.layer
+        elif single == "skip":
+            g["skip"] = node.layer
+        else:
+            g["add"] = True
+    if sorted(groups) != list(range(len(groups))):
+        missing = min(set(range(len(groups) + 1)) - set(groups))
+        raise refuse(f"no node for layer {missing} (layers are numbered 0, 1, 2, ...)")
+    layers = []
+    for i in range(len(groups)):
+        g = groups[i]
+        residual = bool(g["body"] or g["skips"] or "skip" in g or "add" in g)
+        if "plain" in g:
+            if residual:
+                raise refuse(f"layers.{i} is both a layer and a residual block")
+            layers.append(g["plain"])
+            continue
+        if not g["body"] or sorted(g["body"]) != list(range(len(g["body"]))) or "add" not in g:
+            raise refuse(f"the residual block layers.{i} needs body nodes layers.{i}.body.0, "
+                         f"layers.{i}.body.1, ... and layers.{i}.add")
+        if g["skips"] and ("skip" in g or sorted(g["skips"]) != list(range(len(g["skips"])))):
+            raise refuse(f"the skip of layers.{i} is layers.{i}.skip or layers.{i}.skip.0, "
+                         f"layers.{i}.skip.1, ..., not both or with gaps")
+        skip = ([g["skips"][k] for k in range(len(g["skips"]))] if g["skips"] else g.get("skip"))
+        try:
+            layers.append(M.Residual([g["body"][k] for k in range(len(g["body"]))], skip))
+        except ModelError as exc:
+            raise refuse(f"layers.{i}: {exc}") from None
+    try:
+        seq = Sequential(layers, in_features=top.in_features, window=top.window,
+                         semantics=top.semantics)
+    except ModelError as exc:
+        raise refuse(str(exc)) from None
+    got = seq.nodes[:-1] if seq._implicit_head else seq.nodes
+    for k in range(max(len(got), len(gnodes))):
+        a = got[k] if k < len(got) else None
+        b = gnodes[k] if k < len(gnodes) else None
+        if (a is None or b is None or a.name != b.name or a.inputs != b.inputs
+                # a residual block makes its own Add: compare those by type
+                or (a.layer is not b.layer and not (type(a.layer) is type(b.layer) is M.Add))):
+            theirs = (f"{a.name!r} reading {[got[j].name for j in a.inputs]}" if a is not None
+                      else "none")
+            raise refuse(f"node {k} ({(b or a).name!r}) is not dse.Sequential's node {k} ({theirs})")
+    return seq
+
+
+# ----------------------------------------------------------------------------- load: top level
 def _parse_json(text: str, limits: dict) -> dict:
     if len(text) > limits["json_chars"]:
         raise ModelFormatError(f"{MODEL_KEY}: JSON description of {len(text):,} characters "
@@ -590,70 +945,116 @@ def _parse_json(text: str, limits: dict) -> dict:
 
 
 _TOP_KEYS = {"format", "format_version", "producer", "in_features", "window", "layers",
-             "receptive_field", "hop", "output_shape", "labels", "metadata"}
+             "receptive_field", "hop", "output_shape"}
 
 
-def _check_top(doc: dict, limits: dict):
+
+class _Top(NamedTuple):
+    version: int
+    in_features: Any  # int or (C, F)
+    window: int
+    semantics: str
+    sequential: bool
+
+
+#: Top-level keys of each version, beside those of _TOP_ANY.
+_TOP_KEYS = {
+    1: {"format", "format_version", "producer", "in_features", "window", "layers",
+        "receptive_field", "hop", "output_shape"},
+    2: {"format", "format_version", "producer", "in_features", "window", "semantics",
+        "sequential", "nodes", "receptive_field", "hop", "output_shape"},
+}
+#: Optional top-level keys that every version may carry (annotations such as class
+#: labels): name -> check(value, model) -> the value to set as ``model.<name>``. Each is
+#: called once the model is built, before any weight is read; absent keys are skipped.
+_TOP_ANY: Dict[str, Any] = {
+    "labels": lambda value, model: check_annotations(value, None, model.output_shape)[0],
+    "metadata": lambda value, model: check_annotations(None, value, model.output_shape)[1],
+}
+
+
+def _check_top(doc: dict, limits: dict) -> _Top:
+    """The top-level keys of the description, each checked; the model's keys (``layers`` /
+    ``nodes``) are only checked to be there."""
     fmt = doc.get("format")
     if fmt != FORMAT_NAME:
-        raise ModelFormatError(f"{MODEL_KEY}.format: expected {FORMAT_NAME!r}, got {fmt!r}")
+        raise ModelFormatError(f"{MODEL_KEY}.format: expected {FORMAT_NAME!r}, got {_short(fmt)}")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version not in READ_VERSIONS:
         raise ModelFormatError(f"{MODEL_KEY}.format_version: this deepshift_edge reads format "
-                               f"version {FORMAT_VERSION}, the file has {version!r}; upgrade "
-                               f"deepshift_edge or re-export the model")
-    extra = set(doc) - _TOP_KEYS
+                               f"versions {' and '.join(map(str, READ_VERSIONS))}, the file has "
+                               f"{_short(version)}; upgrade deepshift_edge or re-export the model")
+    known = _TOP_KEYS[version] | set(_TOP_ANY)
+    extra = set(doc) - known
     if extra:
-        raise ModelFormatError(f"{MODEL_KEY}: unknown keys {sorted(extra)} (expected "
-                               f"{', '.join(sorted(_TOP_KEYS))})")
+        raise ModelFormatError(f"{MODEL_KEY}: unknown keys {sorted(extra)} for format v{version} "
+                               f"(expected {', '.join(sorted(known))})")
     producer = doc.get("producer")
     if not isinstance(producer, str) or not 0 < len(producer) <= 200:
         raise ModelFormatError(f"{MODEL_KEY}.producer: expected a non-empty string of at most "
-                               f"200 characters, got {producer!r}")
+                               f"200 characters, got {_short(producer)}")
     in_features = doc.get("in_features")
     where = f"{MODEL_KEY}.in_features"
     if isinstance(in_features, list):
         if len(in_features) != 2:
-            raise ModelFormatError(f"{where}: expected C or [C, F], got {in_features!r}")
+            raise ModelFormatError(f"{where}: expected C or [C, F], got {_short(in_features)}")
         in_features = tuple(_check_value("chan", v, where, limits) for v in in_features)
     else:
         in_features = _check_value("chan", in_features, where, limits)
     window = _check_value("int", doc.get("window"), f"{MODEL_KEY}.window", limits)
-    if not isinstance(doc.get("layers"), list):
-        raise ModelFormatError(f"{MODEL_KEY}.layers: expected a list of layers")
-    return in_features, window
+    semantics, sequential = "window", False
+    if version == 1:
+        if not isinstance(doc.get("layers"), list):
+            raise ModelFormatError(f"{MODEL_KEY}.layers: expected a list of layers")
+    else:
+        semantics = doc.get("semantics", "window")
+        if semantics not in ("window", "sequence") or not isinstance(semantics, str):
+            raise ModelFormatError(f"{MODEL_KEY}.semantics: expected 'window' or 'sequence', got "
+                                   f"{_short(semantics)}")
+        sequential = doc.get("sequential", False)
+        if not isinstance(sequential, bool):
+            raise ModelFormatError(f"{MODEL_KEY}.sequential: expected true or false, got "
+                                   f"{_short(sequential)}")
+        if "nodes" not in doc:
+            raise ModelFormatError(f"{MODEL_KEY}.nodes: missing (the list of nodes, the Input first)")
+    return _Top(version, in_features, window, semantics, sequential)
 
 
-def _check_model(model, doc: dict, limits: dict):
+def _check_model(model, doc: dict, limits: dict) -> dict:
+    """Caps and derived values of the built model; returns the checked optional keys."""
     if model.receptive_field > limits["window"]:
         raise ModelFormatError(f"{MODEL_KEY}: receptive field of {model.receptive_field} frames "
                                f"exceeds the cap {limits['window']}")
-    total = sum(int(np.prod(spec.shape, dtype=np.int64)) for spec in model.specs)
+    total = sum(math.prod(spec.shape) for spec in model.specs)  # Python ints: never wraps
     if total > limits["activations"]:
         raise ModelFormatError(f"{MODEL_KEY}: one window needs {total:,} activations "
                                f"(cap {limits['activations']:,}); window {model.window} is too "
-                               f"large for these layers")
+                               f"large for this model")
     derived = {"receptive_field": model.receptive_field, "hop": model.hop,
                "output_shape": [int(v) for v in model.output_shape]}
     for name, value in derived.items():
         if name in doc and doc[name] != value:
-            raise ModelFormatError(f"{MODEL_KEY}.{name}: the file declares {doc[name]!r} but the "
-                                   f"layers give {value!r}; the description is inconsistent")
+            raise ModelFormatError(f"{MODEL_KEY}.{name}: the file declares {_short(doc[name])} but "
+                                   f"the model gives {value!r}; the description is inconsistent")
+    return {name: check(doc[name], model) for name, check in _TOP_ANY.items() if name in doc}
 
 
 def load(path, *, limits: Optional[dict] = None):
     """Read a model written by :func:`save` (or by hand, see ``docs/format.md``).
 
+    Reads format v2 and v1. Returns a :class:`~deepshift_edge.Sequential` for a v1 file
+    and for a v2 file that holds one (``"sequential": true``), else a
+    :class:`~deepshift_edge.Model`. Never unpickles. Raises
+    :class:`~deepshift_edge.ModelFormatError` for anything wrong with the file (its
+    message names the node or layer, the key, what was expected and what the file holds)
+    and ``OSError`` (e.g. ``FileNotFoundError``, listing the built-in names) when the file
+    cannot be opened.
+
     ``path``: a file name or a binary file object. A name that is not an existing file may
     be a built-in model: ``"basicmotions"`` (trained, shipped with the package) or one of
     the examples with random weights (``"tiny"``, ``"kws"``, ``"activity"``,
     ``"spectrogram"``); see :func:`deepshift_edge.data.datasets.resolve_model`.
-
-    Returns a :class:`~deepshift_edge.Sequential`. Never unpickles. Raises
-    :class:`~deepshift_edge.ModelFormatError` for anything wrong with the file (its
-    message names the layer, the key and what was expected) and ``OSError`` (e.g.
-    ``FileNotFoundError``, listing the built-in names) when the file cannot be opened. ``limits`` overrides entries
-    of :data:`LIMITS` for trusted, unusually large models.
+    ``limits`` overrides entries of :data:`LIMITS` for trusted, unusually large models.
     """
     lim = dict(LIMITS)
     if limits:
@@ -675,7 +1076,7 @@ def load(path, *, limits: Optional[dict] = None):
 
 
 def _named(fn, f, limits, name):
-    """Every content error names the file first: ``model.npz: layers.0.weight: ...``."""
+    """Every content error names the file first: ``model.npz: nodes.conv.weight: ...``."""
     try:
         return fn(f, limits, name)
     except ModelFormatError as exc:
@@ -725,9 +1126,9 @@ def _load_file(f, limits, name):
         raise ModelFormatError(f"{name}: corrupt archive: {type(exc).__name__}: {exc}") from None
 
 
-def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
-    from ..nn.sequential import Sequential
 
+
+def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
     infos = zf.infolist()
     if len(infos) > limits["members"]:
         raise ModelFormatError(f"{name}: {len(infos)} members in the archive (at most "
@@ -761,26 +1162,79 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
     except (UnicodeDecodeError, UnicodeEncodeError, ValueError):
         raise ModelFormatError(f"{MODEL_KEY}: JSON text is not valid UTF-8") from None
     doc = _parse_json(text, limits)
-    in_features, window = _check_top(doc, limits)
+    top = _check_top(doc, limits)
+    arrays = {k: v for k, v in members.items() if k != MODEL_KEY}
+    model, extras = (_load_v1 if top.version == 1 else _load_v2)(zf, arrays, doc, top, limits)
+    model.labels, model.metadata = None, {}
+    for key, value in extras.items():  # the optional top-level keys (_TOP_ANY)
+        setattr(model, key, value)
+    return model
+
+
+def _load_v1(zf, members, doc, top: _Top, limits):
+    from ..nn.sequential import Sequential
 
     # 2. Every layer's hyper-parameters and the arrays they need (no allocation yet).
-    walker = _Walker(limits)
+    walker = _V1Walker(limits)
     cfgs = [walker.layer(entry, f"layers.{i}", False) for i, entry in enumerate(doc["layers"])]
-
     # 3. Missing / extra arrays, then every array header (shape, dtype, size).
-    present = set(members) - {MODEL_KEY}
-    missing = [k for k in walker.expected if k not in present]
+    headers = _check_arrays(zf, members, walker.expected)
+    # 4. The stack as a whole: channels, features, window, receptive field (no data read).
+    layer_objs = [_build_layer(cfg, f"layers.{i}") for i, cfg in enumerate(cfgs)]
+    try:
+        model = Sequential(layer_objs, in_features=top.in_features, window=top.window)
+    except ModelError as exc:
+        raise _model_error(exc, "", v1=True) from None
+    extras = _check_model(model, doc, limits)
+    # 5. The data: finite float32 weights, then assignment.
+    arrays = _read_weights(zf, members, headers)
+    for i, (layer, cfg) in enumerate(zip(model.layers, cfgs)):
+        _assign_v1(layer, cfg, f"layers.{i}", arrays)
+    return model, extras
+
+
+def _load_v2(zf, members, doc, top: _Top, limits):
+    from ..nn.graph import GraphNode, Model
+
+    # 2. Every node: name, type, inputs, hyper-parameters, the arrays it needs.
+    walker = _GraphWalker(limits)
+    nodes = walker.nodes(doc["nodes"])
+    # 3. Missing / extra arrays, then every array header (shape, dtype, size).
+    headers = _check_arrays(zf, members, walker.expected)
+    # 4. The layers, then the graph: shapes, time bookkeeping, window (no data read).
+    gnodes = [GraphNode(nodes[0].name, None, ())]
+    for node in nodes[1:]:
+        gnodes.append(GraphNode(node.name, _build_layer(node.cfg, f"nodes.{node.name}"), node.inputs))
+    try:
+        model = Model.from_nodes(top.in_features, gnodes, window=top.window, semantics=top.semantics)
+    except ModelError as exc:
+        raise _model_error(exc, "nodes.") from None
+    if top.sequential:
+        model = _as_sequential(gnodes, top)
+    extras = _check_model(model, doc, limits)
+    # 5. The data: finite float32 weights, then assignment.
+    arrays = _read_weights(zf, members, headers)
+    for node in gnodes[1:]:
+        _assign_params(node.layer, f"nodes.{node.name}", arrays)
+    return model, extras
+
+
+def _check_arrays(zf, members: Dict[str, zipfile.ZipInfo], expected: Dict[str, tuple]) -> dict:
+    """Exactly the expected arrays, each float32 of its shape (headers only: no data read)."""
+    present = set(members)
+    missing = [k for k in expected if k not in present]
     if missing:
         k = missing[0]
         raise ModelFormatError(f"{k}: missing array (expected float32 of shape "
-                               f"{walker.expected[k]}){'' if len(missing) == 1 else f'; also missing {missing[1:6]}'}")
-    extra = sorted(present - set(walker.expected))
+                               f"{expected[k]}){'' if len(missing) == 1 else f'; also missing {missing[1:6]}'}")
+    extra = sorted(present - set(expected))
     if extra:
-        raise ModelFormatError(f"{extra[0]}: unexpected array (no layer parameter has this name)"
-                               f"{'' if len(extra) == 1 else f'; also {extra[1:6]}'}; expected "
-                               f"only {sorted(walker.expected)[:12]}")
+        first = extra[0] if len(extra[0]) <= 140 else extra[0][:137] + "..."
+        raise ModelFormatError(f"{first}: unexpected array (no parameter of "
+                               f"the model has this name){'' if len(extra) == 1 else f'; also {extra[1:6]}'}"
+                               f"; expected only {sorted(expected)[:12]}")
     headers = {}
-    for key, shape in walker.expected.items():
+    for key, shape in expected.items():
         h = _read_npy_header(zf, members[key], key)
         if h.dtype.kind != "f" or h.dtype.itemsize != 4:
             raise ModelFormatError(f"{key}: expected dtype float32, got {h.dtype}")
@@ -788,21 +1242,10 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
             raise ModelFormatError(f"{key}: expected shape {shape}, got {h.shape}")
         _check_member_size(h)
         headers[key] = h
+    return headers
 
-    # 4. The stack as a whole: channels, features, window, receptive field (no data read).
-    try:
-        layer_objs = [_build_layer(cfg, f"layers.{i}") for i, cfg in enumerate(cfgs)]
-        model = Sequential(layer_objs, in_features=in_features, window=window)
-    except ModelFormatError:
-        raise
-    except ModelError as exc:
-        m = re.match(r"layer (\d+)", str(exc))
-        where = f"layers.{m.group(1)}" if m else MODEL_KEY
-        raise ModelFormatError(f"{where}: inconsistent model: {exc}") from None
-    _check_model(model, doc, limits)
-    labels, metadata = check_annotations(doc.get("labels"), doc.get("metadata"), model.output_shape)
 
-    # 5. The data: finite float32 weights, then assignment.
+def _read_weights(zf, members, headers) -> Dict[str, np.ndarray]:
     arrays = {}
     for key, h in headers.items():
         arr = _read_data(zf, members[key], h).astype(np.float32)  # native byte order, a copy
@@ -815,7 +1258,4 @@ def _load_zip(zf: zipfile.ZipFile, limits: dict, name: str):
             raise ModelFormatError(f"{key}: negative variance {arr[bad]} at index {bad}; "
                                    f"expected values >= 0")
         arrays[key] = arr
-    for i, (layer, cfg) in enumerate(zip(model.layers, cfgs)):
-        _assign(layer, cfg, f"layers.{i}", arrays)
-    model.labels, model.metadata = labels, metadata
-    return model
+    return arrays
