@@ -67,8 +67,10 @@ class _SequenceBuilder(P._Builder):
             if isinstance(layer, L._TimeLayer) and not layer.ceil_mode:
                 j = node.inputs[0]
                 pl, pr = layer.pad_t
-                if isinstance(m.nodes[j].layer, M.Pad) and len(cons[j]) == 1 and \
-                        not (isinstance(layer, L._Pool) and layer.op == "max"):
+                # A Pad's zeros are values: a conv, or an average counting padding, treats its
+                # own zeros alike; a max pool or an average that skips padding does not.
+                takes_zeros = not isinstance(layer, L._Pool) or (layer.op == "avg" and layer.count_include_pad)
+                if isinstance(m.nodes[j].layer, M.Pad) and len(cons[j]) == 1 and takes_zeros:
                     pad = m.nodes[j].layer
                     pl, pr = pl + pad.left, pr + pad.right
                     gone.add(j)
