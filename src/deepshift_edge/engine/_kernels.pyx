@@ -148,6 +148,7 @@ cdef struct Net:
     Py_ssize_t* ring_len   # L per node
     Py_ssize_t* col        # elements per row per node
     Py_ssize_t* esize      # bytes per element per node: 4 (float32) or 1 (int8)
+    const unsigned char* framewise  # per node: written per emitted window (strips, heads, vectors)
     int64_t* state         # per element: [t, h_0 .. h_{n_nodes-1}]
     Py_ssize_t state_stride
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
@@ -223,8 +224,9 @@ cdef inline int64_t runs_upto(int64_t t, int64_t period, int64_t phase) noexcept
 
 
 cdef inline Py_ssize_t lag_of(Net* net, int node, int64_t t, int64_t t_end) noexcept nogil:
-    """Rows the node gained after frame t, up to the block's last frame t_end (0 in push)."""
-    if t == t_end:
+    """Rows the node gained after frame t, up to the block's last frame t_end (0 in push).
+    Window nodes (strips, heads, vectors) run frame by frame even in push_many: 0."""
+    if t == t_end or net.framewise[node]:
         return 0
     return <Py_ssize_t>(runs_upto(t_end, net.node_period[node], net.node_phase[node])
                         - runs_upto(t, net.node_period[node], net.node_phase[node]))
@@ -884,8 +886,12 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     cdef bint gemv
     for j in range(n):
         write_input(net, b, frames + j * fstride)
+    # Interior ops, each over the whole block; window ops (strips, heads, vectors), which read
+    # the interiors, frame by frame afterwards, so their rows need no room for a block.
     for k in range(net.n_ops):
         op = &net.ops[k]
+        if net.framewise[op.dst]:
+            continue
         gemv = op.kind == K_CONV and op.table == NULL and not (op.cin == op.groups and op.cout == op.groups)
         cnt = 0
         for j in range(n):
@@ -907,12 +913,15 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
     for j in range(n):
         t = t0 + j
         if emits(net, t):
-            lag = lag_of(net, net.out_node, t, t_end)
+            for k in range(net.n_ops):
+                op = &net.ops[k]
+                if net.framewise[op.dst] and scheduled(op, t):
+                    run_op(net, op, b, t, t_end)
             if packed:
-                write_output(net, b, out + m * ostride, lag)
+                write_output(net, b, out + m * ostride, 0)
                 m += 1
             else:
-                write_output(net, b, out + j * ostride, lag)
+                write_output(net, b, out + j * ostride, 0)
                 ready[j * rstride] = 1
         elif not packed:
             fill_nan(out + j * ostride, net.out_c * net.out_f)
@@ -1039,7 +1048,10 @@ cdef class StreamCore:
         lens = np.zeros(max(n_nodes, 1), dtype=np.intp)
         cols = np.zeros(max(n_nodes, 1), dtype=np.intp)
         esizes = np.zeros(max(n_nodes, 1), dtype=np.intp)
-        keep += [ops, ptrs, lens, cols, esizes]
+        framewise = np.array([bool(getattr(nd, "framewise", False)) for nd in plan.nodes] + [False],
+                             dtype=np.uint8)
+        keep += [ops, ptrs, lens, cols, esizes, framewise]
+        cdef const unsigned char[::1] fw_v = framewise
         cdef unsigned char[::1] ops_bytes = ops
         cdef unsigned char[::1] ptr_bytes = ptrs
         cdef Py_ssize_t[::1] lens_v = lens
@@ -1051,6 +1063,7 @@ cdef class StreamCore:
         self.net.ring_len = &lens_v[0]
         self.net.col = &cols_v[0]
         self.net.esize = &es_v[0]
+        self.net.framewise = &fw_v[0]
         self.net.n_ops, self.net.n_nodes = n_ops, n_nodes
         self._rings = []
         self._aux = []

@@ -62,6 +62,8 @@ class Node:
     label: str = ""
     dtype: str = "float32"  # or "int8" (quantized streams)
     fill: int = 0  # the value rows hold before they are written (int8: the zero point)
+    framewise: bool = False  # written per emitted window (strips, heads, vectors): push_many
+    #                          runs its op frame by frame, so its ring needs no block rows
 
     @property
     def poscol(self) -> int:
@@ -664,8 +666,11 @@ class _Builder:
             if op.kind == RMEAN:
                 node = op.inputs[0][0]
                 need[node] = max(need[node], op.tap_step + 1)
+        for op in self.plan.ops:
+            if op.part in ("strip", "window", "vector"):
+                self.plan.nodes[op.dst].framewise = True
         for node, rows in zip(self.plan.nodes, need):
-            node.ring = rows + self.plan.block - 1
+            node.ring = rows + (0 if node.framewise else self.plan.block - 1)
         self.plan.zero_col = max([nd.poscol for nd in self.plan.nodes] + [1])
 
 
