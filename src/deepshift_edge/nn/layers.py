@@ -928,7 +928,7 @@ class Flatten(_Head):
     the head: flattens the vector (e.g. (C, F) from LastFrame)."""
 
     def out_spec(self, spec, where):
-        return Spec(channels=int(np.prod(spec.shape)), features=None, length=None)
+        return Spec(channels=math.prod(spec.shape), features=None, length=None)  # Python ints: never wraps
 
     def forward(self, x):
         return np.asarray(x, dtype=np.float64).reshape(-1)
