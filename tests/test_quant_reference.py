@@ -73,9 +73,9 @@ def test_qparams_hold_zero_exactly():
         assert p.dequantize(np.array([p.zero_point]))[0] == 0.0  # zero padding is representable
 
 
-def test_accumulator_overflow_is_refused():
-    with pytest.raises(dse.ModelError, match="overflows int32"):
-        Q.requantize(np.array([[1 << 33]]), [1 << 30], [0], 0)
+def test_accumulators_saturate_as_the_core_does():
+    assert Q.requantize(np.array([[1 << 33]]), [1 << 30], [0], 0)[0, 0] == 127
+    assert Q.saturate_int32(np.array([-(1 << 40)]))[0] == Q.INT32_MIN
 
 
 # ---------------------------------------------------------------------------- the shipped model

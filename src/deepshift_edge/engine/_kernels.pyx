@@ -13,9 +13,9 @@ Unsafe directives (boundscheck/wraparound off, C division) come from setup.py so
 debug build (DSE_DEBUG=1) turns the checks back on for the whole module.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT
-from libc.math cimport expf, expm1f, tanhf, erff, log1pf, fabsf, INFINITY, NAN
+from libc.math cimport expf, expm1f, tanhf, erff, log1pf, fabsf, roundf, INFINITY, NAN
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, int32_t, int8_t
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 
 cdef extern from "_gemv.h" nogil:
@@ -110,7 +110,7 @@ cdef enum:
     REF_PAD = -1      # a tap on padding: convs skip it, max pools ignore it
     REF_ZERO = -2     # a tap on the shared zero column (the zeros of a Pad layer)
 
-N_INT_FIELDS = 28
+N_INT_FIELDS = 31
 
 cdef struct Op:
     int kind
@@ -136,6 +136,15 @@ cdef struct Op:
     const float* act_w        # A_PRELU: per-channel slopes
     const float* rowdiv       # K_POOL_AVG strip rows: the time part of each row's divisor
     const int64_t* index
+    int32_t qzp_out, qlo, qhi   # int8 ops (_qops.pxi): output zero point, clamps
+    const int32_t* qzp_in       # input zero points
+    const int32_t* qm0          # requantization multipliers (per channel, or per input + output)
+    const int32_t* qshift
+    const int32_t* qbias
+    const int32_t* qwsum        # K_QCONV: (cout, ntaps*kf) weight sums
+    const void* qweight         # K_QCONV: weights in the kernel's layout
+    const int8_t* qtable        # K_QLUT
+    float qscale                # K_DEQ
     double* aux               # K_RMEAN: (batch, nslots, cin) running sums
     int64_t* auxn             # K_RMEAN: (batch, nslots) updates since the last exact re-sum
 
@@ -166,6 +175,12 @@ cdef struct Net:
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
                            # push: a 2-D conv's output positions (max fout)
     Py_ssize_t block
+    const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
+    Py_ssize_t* qchunk     # their weight chunk indices
+    int32_t* qacc          # int8 accumulators (max cout + a block)
+    bint in_int8           # int8 plans: frames are quantized as they are written
+    float in_scale
+    int32_t in_zp
     bint sequence          # semantics='sequence': state holds per-node counts after the heads
     int out_node
     bint out_transpose
@@ -252,8 +267,8 @@ cdef void resolve_taps(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t row, int
         node = <int>ref[3 * r]
         if node == REF_PAD:
             net.taps[r] = NULL
-        elif node == REF_ZERO:
-            net.taps[r] = net.zeros
+        elif node == REF_ZERO:  # the float zero column, or one of an int8 zero point
+            net.taps[r] = net.zeros + ref[3 * r + 2]
         else:
             net.taps[r] = ring_row(net, node, b, <Py_ssize_t>ref[3 * r + 1] + lag_of(net, node, t, t_end)) \
                 + ref[3 * r + 2]  # a byte offset (setup scales the plan's element offsets)
@@ -553,6 +568,9 @@ cdef void run_elementwise(const Op* op, const char** taps, float* out) noexcept 
                     out[j] = out[j] * x[j]
 
 
+include "_qops.pxi"
+
+
 cdef void run_move(const Op* op, const char** taps, char* out) noexcept nogil:
     """Data movement of elements of op.esize bytes (float32 or int8 alike): CONCAT along
     channels, SLICE of channels, COPY (NULL: zeros), GATHER."""
@@ -581,9 +599,13 @@ cdef inline bint is_move(int kind) noexcept nogil:
 cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end) noexcept nogil:
     """Run op once for stream b at frame t; in push_many the block ends at t_end (inputs
     have moved on by then: lag_of)."""
-    cdef char* out = advance(net, op.dst, b)
+    cdef char* out
     cdef Py_ssize_t row
     cdef float* o
+    if op.kind >= K_QCONV:
+        run_qop(net, op, b, t, t_end)
+        return
+    out = advance(net, op.dst, b)
     if op.kind == K_RMEAN:
         run_rmean(net, op, b, <float*>out, t, t_end)
         epilogue(op, <float*>out)
@@ -613,8 +635,12 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
 
 cdef inline void write_input(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
     """Append a (C, F) frame to the input ring, stored channels-last as (F, C)."""
-    cdef float* dst = <float*>advance(net, 0, b)
+    cdef float* dst
     cdef Py_ssize_t c, f
+    if net.in_int8:
+        write_qinput(net, b, frame)
+        return
+    dst = <float*>advance(net, 0, b)
     if net.in_f == 1:
         memcpy(dst, frame, net.in_c * sizeof(float))
     else:
@@ -1009,7 +1035,7 @@ cdef class StreamCore:
 
     cdef Net net
     cdef object _keep            # arrays whose memory the C structs point into
-    cdef object _rings, _state, _ints, _aux
+    cdef object _rings, _state, _ints, _aux, _fills
     cdef readonly object out     # (batch, *output_shape) float32, reused every push
     cdef readonly object ready   # (batch,) bool, which rows of `out` hold an output
     cdef object _out_single      # out[0], returned by unbatched push
@@ -1067,6 +1093,7 @@ cdef class StreamCore:
         self.net.n_ops, self.net.n_nodes = n_ops, n_nodes
         self._rings = []
         self._aux = []
+        self._fills = [getattr(nd, "fill", 0) for nd in plan.nodes]
         for i in range(n_nodes):
             node = plan.nodes[i]
             dtype = np.dtype(getattr(node, "dtype", "float32"))
@@ -1089,10 +1116,27 @@ cdef class StreamCore:
         self.net.scratch = &dview[0]
         max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
         fscratch = np.zeros(max_out, dtype=np.float32)
-        zeros = np.zeros(plan.zero_col, dtype=np.float32)
+        zeros = plan.zero_bytes()  # float32 zeros, then int8 columns of each zero point needed
         keep.append(zeros)
-        fview = zeros
-        self.net.zeros = <const char*>&fview[0]
+        cdef unsigned char[::1] zview = zeros
+        self.net.zeros = <const char*>&zview[0]
+        max_qout = max([o.cout for o in plan.ops] + [1]) + DSE_QBLK * 2
+        qacc = np.zeros(max_qout, dtype=np.int32)
+        max_qchunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
+        qx = np.zeros(2 * max_qchunks, dtype=np.uintp)
+        qchunk = np.zeros(max_qchunks, dtype=np.intp)
+        keep += [qacc, qx, qchunk]
+        cdef int32_t[::1] qacc_v = qacc
+        cdef size_t[::1] qx_v = qx
+        cdef Py_ssize_t[::1] qchunk_v = qchunk
+        self.net.qacc = &qacc_v[0]
+        self.net.qx = <const int8_t**>&qx_v[0]
+        self.net.qchunk = &qchunk_v[0]
+        self.net.in_int8 = plan.nodes[0].dtype == "int8"
+        self.net.in_scale = plan.in_qparams[0]
+        self.net.in_zp = plan.in_qparams[1]
+        from .plan import qkernel_weights
+        qlayout = dse_qlayout()
         max_refs = max([max(1, len(o.inputs)) * o.ntaps for o in plan.ops] + [1])
         taps = np.zeros(max_refs, dtype=np.uintp)
         keep.append(taps)
@@ -1170,12 +1214,13 @@ cdef class StreamCore:
             cop.ins = self._int_ptr(ins if ins.size else np.zeros(4, np.int64), keep)
             cop.table = NULL if op.table is None else self._int_ptr(plan.byte_table(op), keep)
             cop.index = NULL if op.index is None else self._int_ptr(op.index, keep)
-            if cop.kind == K_RMEAN:
-                sums = np.zeros((batch, cop.nslots, cop.cin), dtype=np.float64)
+            if cop.kind == K_RMEAN or cop.kind == K_QRSUM:
+                # float64 sums (re-summed exactly every window), or int64 ones (exact already)
+                sums = np.zeros((batch, cop.nslots, cop.cin),
+                                dtype=np.float64 if cop.kind == K_RMEAN else np.int64)
                 counts = np.zeros((batch, cop.nslots), dtype=np.int64)
                 self._aux += [sums, counts]
-                dview = sums.reshape(-1)
-                cop.aux = &dview[0]
+                cop.aux = <double*>self._bytes_ptr(sums, [])
                 iview = counts.reshape(-1)
                 cop.auxn = &iview[0]
             cop.act_param = op.act_param
@@ -1185,6 +1230,16 @@ cdef class StreamCore:
             cop.shift = self._float_ptr(op.shift, keep)
             cop.act_w = self._float_ptr(op.act_w, keep)
             cop.rowdiv = self._float_ptr(op.rowdiv, keep)
+            cop.qzp_out, cop.qlo, cop.qhi = op.qzp_out, op.qlo, op.qhi
+            cop.qscale = op.qscale
+            cop.qzp_in = self._i32_ptr(op.qzp_in, keep)
+            cop.qm0 = self._i32_ptr(op.qm0, keep)
+            cop.qshift = self._i32_ptr(op.qshift, keep)
+            cop.qbias = self._i32_ptr(op.qbias, keep)
+            cop.qwsum = self._i32_ptr(op.qwsum, keep)
+            cop.qtable = <const int8_t*>self._bytes_ptr(op.qtable, keep)
+            cop.qweight = <const void*>self._bytes_ptr(
+                None if op.qweight is None else qkernel_weights(op, qlayout), keep)
         self._ints = table
         self._keep = keep
         self.net.in_c = frame_shape[0]
@@ -1217,6 +1272,26 @@ cdef class StreamCore:
         self._out_single = self.out[0]
         self._release_gil = plan.macs_per_frame() * batch >= release_gil_macs
         self._block = plan.block
+
+    cdef const int32_t* _i32_ptr(self, arr, list keep) except? NULL:
+        import numpy as np
+        cdef int32_t[::1] v
+        if arr is None:
+            return NULL
+        a = np.ascontiguousarray(arr, dtype=np.int32).reshape(-1)
+        keep.append(a)
+        v = a
+        return &v[0]
+
+    cdef const char* _bytes_ptr(self, arr, list keep) except? NULL:
+        import numpy as np
+        cdef unsigned char[::1] v
+        if arr is None:
+            return NULL
+        a = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        keep.append(a)
+        v = a
+        return <const char*>&v[0]
 
     cdef const int64_t* _int_ptr(self, arr, list keep) except? NULL:
         import numpy as np
@@ -1467,8 +1542,8 @@ cdef class StreamCore:
 
     def _reset_rows_unguarded(self, rows):
         for b in rows:
-            for ring in self._rings:
-                ring[b] = 0
+            for ring, fill in zip(self._rings, self._fills):
+                ring[b] = fill  # int8 rows hold their zero point, as zero padding does
             for arr in self._aux:
                 arr[b] = 0
             self._state[b] = 0
@@ -1489,6 +1564,11 @@ cdef class StreamCore:
 def debug_build():
     """True when this extension was compiled with DSE_DEBUG=1 (bounds checks on)."""
     return bool(DSE_DEBUG_BUILD)
+
+
+def qkernel_isa():
+    """Which int8 kernels run on this CPU, e.g. 'avx512vnni (vpdpbusd, 16 outputs)'."""
+    return dse_qkernel_isa().decode()
 
 
 def kernel_isa():

@@ -35,19 +35,26 @@ from ..nn import merge as M
 # Op kinds and activation codes: must match the constants in _kernels.pyx.
 (CONV, POOL_MAX, POOL_AVG, ADD, COPY, GATHER, GMEAN, GMAX, SOFTMAX, RMEAN, MUL, CONCAT, SLICE,
  GAPMIX) = range(14)
+# int8 kinds (quant/plan.py builds them; quantization in docs/int8.md)
+(QCONV, QPOOL_MAX, QPOOL_AVG, QGMAX, QGMEAN, QRSUM, QGAPMIX, QADD, QMUL, QCONCAT, QLUT, DEQ) = range(20, 32)
 (ACT_NONE, ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, ACT_GELU_ERF,
  ACT_GELU_TANH, ACT_SILU, ACT_HARDSIGMOID, ACT_MISH, ACT_ELU, ACT_CELU, ACT_SELU, ACT_PRELU,
  ACT_SOFTPLUS, ACT_SOFTSIGN, ACT_HARDTANH) = range(19)
 
-OP_NAMES = ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max",
-            "softmax", "running-mean", "mul", "concat", "slice", "global-mean-mix"]
+OP_NAMES = {i: n for i, n in enumerate(
+    ["conv", "maxpool", "avgpool", "add", "copy", "gather", "global-mean", "global-max", "softmax",
+     "running-mean", "mul", "concat", "slice", "global-mean-mix"])}
+OP_NAMES.update({20 + i: n for i, n in enumerate(
+    ["int8-conv", "int8-maxpool", "int8-avgpool", "int8-global-max", "int8-global-mean",
+     "int8-running-sum", "int8-global-mean-mix", "int8-add", "int8-mul", "int8-concat", "int8-table",
+     "dequantize"])})
 
 #: A reference to padding (no value: a conv skips it, a max pool ignores it).
 PAD = -1
 #: A reference to the shared zero column (a real zero, e.g. the zeros of a Pad layer).
 ZERO = -2
 
-N_INT_FIELDS = 28
+N_INT_FIELDS = 31
 BLOCK = 16  # output channels per register block: DSE_BLK in _gemv.h
 
 
@@ -115,6 +122,19 @@ class Op:
     ppad: int = 0     # j*pstride - ppad + i*pdil (+ the input's offset), taps i < ntaps;
     ppadr: int = 0    # ppadr: right padding (average pools' divisor at the end)
     pdil: int = 1
+    # int8 ops: zero points, requantization (per output channel, or per input then the
+    # output), clamps, biases, weight sums per (output, chunk), the kernel's weights, a table
+    qzp_out: int = 0
+    qlo: int = -128
+    qhi: int = 127
+    qzp_in: Optional[np.ndarray] = None   # int32 per input
+    qm0: Optional[np.ndarray] = None      # int32
+    qshift: Optional[np.ndarray] = None   # int32
+    qbias: Optional[np.ndarray] = None    # int32 per output channel
+    qwsum: Optional[np.ndarray] = None    # int32 (cout, ntaps * kf)
+    qweight: Optional[np.ndarray] = None  # int8 (out, in/groups, kf, kt), PyTorch's layout
+    qtable: Optional[np.ndarray] = None   # int8 (256,)
+    qscale: float = 1.0                   # DEQ: the scale of its int8 input
     model_node: int = -1  # the model node this op computes (inspect)
     part: str = ""  # 'interior', 'strip', 'window' (heads) or 'vector'
 
@@ -136,6 +156,9 @@ class Plan:
     zero_col: int = 1  # floats of the shared zero column (ZERO references)
     sequence: bool = False  # semantics='sequence': ops compute positions as their inputs allow
     out_node: int = 0  # the node holding the output vector
+    quantized: bool = False  # an int8 plan (quant/plan.py)
+    in_qparams: tuple = (1.0, 0)  # int8 plans: (scale, zero point) the input is quantized with
+    zero_zps: tuple = ()  # int8 plans: the zero points of the zero columns after the float one
     fingerprint: str = ""
 
     def kernel_weight(self, op: Op) -> np.ndarray:
@@ -150,19 +173,43 @@ class Plan:
         return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
     def byte_table(self, op: Op) -> np.ndarray:
-        """op.table with each reference's element offset scaled to bytes of its node."""
+        """op.table with each reference's element offset scaled to bytes of its node, and each
+        ZERO reference of an int8 op pointed at a column of its input's zero point."""
         t = np.array(op.table, dtype=np.int64, copy=True)
         flat = t.reshape(-1, 3)
-        for r in flat:
+        per_input = max(1, flat.shape[0] // max(1, op.nrows) // max(1, len(op.inputs)))
+        for k, r in enumerate(flat):
             if r[0] >= 0:
                 r[2] *= np.dtype(self.nodes[int(r[0])].dtype).itemsize
+            elif r[0] == ZERO and op.qzp_in is not None and op.kind >= QCONV:
+                s = (k % (flat.shape[0] // max(1, op.nrows))) // per_input
+                zp = int(op.qzp_in[min(s, len(op.qzp_in) - 1)])
+                r[2] = 4 * self.zero_col + self.zero_zps.index(zp) * self.zero_col
         return t
+
+    def zero_bytes(self) -> np.ndarray:
+        """The shared zero columns: float32 zeros, then one int8 column per zero point."""
+        out = np.zeros(4 * self.zero_col + len(self.zero_zps) * self.zero_col, np.uint8)
+        for k, zp in enumerate(self.zero_zps):
+            out[4 * self.zero_col + k * self.zero_col:4 * self.zero_col + (k + 1) * self.zero_col] = \
+                np.uint8(zp & 0xFF)
+        return out
+
+    def zero_columns(self, builder=None):
+        """Collect the zero points that int8 ZERO references (Pad zeros) need."""
+        zps = set()
+        for op in self.ops:
+            if op.table is not None and op.qzp_in is not None and op.kind >= QCONV \
+                    and (op.table[..., 0] == ZERO).any():
+                zps.update(int(z) for z in op.qzp_in)
+        self.zero_zps = tuple(sorted(zps))
 
     def int_table(self) -> np.ndarray:
         """Integer fields of every op, in the column order the compiled core expects."""
         rows = [[o.kind, o.dst, o.period, o.phase, o.ntaps, o.tap_step, o.cin, o.cout, o.groups,
                  o.fin, o.fout, o.kf, o.sf, o.pf, o.pfr, o.df, o.act, o.nslots, o.npos, o.delay,
-                 len(o.inputs), o.nrows, o.cip, o.coff, o.pstride, o.ppad, o.ppadr, o.pdil]
+                 len(o.inputs), o.nrows, o.cip, o.coff, o.pstride, o.ppad, o.ppadr, o.pdil,
+                 o.qzp_out, o.qlo, o.qhi]
                 for o in self.ops]
         return np.asarray(rows, dtype=np.int64).reshape(len(self.ops), N_INT_FIELDS)
 
@@ -219,6 +266,35 @@ def blocked_weight(kernel_weight: np.ndarray, groups: int) -> np.ndarray:
     padded[..., :cout_g] = w
     padded = padded.reshape(k_t * k_f, groups, cin_g, nblk, BLOCK)
     return np.ascontiguousarray(padded.transpose(1, 3, 0, 2, 4), dtype=np.float32)
+
+
+QBLK = 16  # output channels per block of the int8 kernels: DSE_QBLK in _qgemv.h
+
+
+def qkernel_weights(op: Op, layout: int) -> np.ndarray:
+    """An int8 conv's weights in the layout of the running kernel (_qgemv.h):
+    0 = C16 int16 [group][block][chunk][cin/g][16]; 1 = DOT4 int8 [group][block][chunk][cq][16][4];
+    a depthwise conv: int8 [chunk][channel]."""
+    w4 = op.qweight  # (out, in/g, kf, kt)
+    c_out, cin_g, k_f, k_t = w4.shape
+    g = op.groups
+    if cin_g == 1 and c_out == g:  # depthwise
+        return np.ascontiguousarray(w4[:, 0].transpose(2, 1, 0).reshape(k_t * k_f, c_out), np.int8)
+    cout_g = c_out // g
+    nblk = -(-cout_g // QBLK)
+    chunks = k_t * k_f
+    w = w4.reshape(g, cout_g, cin_g, k_f, k_t).transpose(0, 4, 3, 2, 1).reshape(g, chunks, cin_g, cout_g)
+    padded = np.zeros((g, chunks, cin_g, nblk * QBLK), np.int32)
+    padded[..., :cout_g] = w
+    padded = padded.reshape(g, chunks, cin_g, nblk, QBLK).transpose(0, 3, 1, 2, 4)  # g blk chunk c 16
+    if layout == 0:
+        return np.ascontiguousarray(padded, np.int16)
+    cq = -(-cin_g // 4)
+    four = np.zeros((g, nblk, chunks, cq * 4, QBLK), np.int32)
+    four[:, :, :, :cin_g] = padded
+    four = four.reshape(g, nblk, chunks, cq, 4, QBLK).transpose(0, 1, 2, 3, 5, 4)  # ... cq 16 4
+    return np.ascontiguousarray(four, np.int8)
+
 
 
 def _runs_upto(t: int, period: int, phase: int) -> int:
@@ -344,9 +420,13 @@ class _Builder:
         self.plan.out_transpose = len(m.output_shape) == 2
         if not self.ops_of.get(len(m.nodes) - 1):  # an output that is an alias (Identity after the head)
             self.copy_vector(len(m.nodes) - 1)
-        self.plan.out_node = self.interior[self.base(len(m.nodes) - 1)]
+        self.plan.out_node = self.output_node()
         self.size_rings()
         return self.plan
+
+    def output_node(self) -> int:
+        """The plan node the stream's output is read from."""
+        return self.interior[self.base(len(self.model.nodes) - 1)]
 
     def node(self, i: int):
         node = self.model.nodes[i]
@@ -549,7 +629,7 @@ class _Builder:
                 table.append(refs)
             op.table = np.asarray(table, dtype=np.int64).reshape(len(rows), -1, 3)
             op.inputs = [(-1, 0, self.specs[j].channels) for j in ins]
-            if op.kind == POOL_AVG:
+            if op.kind in (POOL_AVG, QPOOL_AVG):
                 op.rowdiv = _avg_divisors(self.specs[ins[0]], layer, rows)
             op.macs *= len(rows)
             op.label = f"{where} strips"

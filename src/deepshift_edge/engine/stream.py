@@ -65,14 +65,17 @@ class Stream(StreamCore):
     output (see :attr:`ready`) are NaN.
     """
 
-    def __init__(self, model, batch: Optional[int] = None, mode: str = "dense", block: int = 64):
+    def __init__(self, model, batch: Optional[int] = None, mode: str = "dense", block: int = 64,
+                 plan=None):
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
                                   or batch < 1):
             raise ValueError(f"batch must be None or an integer >= 1, got {batch!r}")
         self.model = model
         self.mode = mode
         self.semantics = getattr(model, "semantics", "window")
-        if self.semantics == "sequence":
+        if plan is not None:  # compiled elsewhere (an int8 plan: quant/plan.py)
+            self.plan = plan
+        elif self.semantics == "sequence":
             if mode != "dense":
                 raise ModelError("semantics='sequence' runs every layer at its own rate and emits "
                                  "each output position once; leave mode at its default")

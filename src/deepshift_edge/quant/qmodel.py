@@ -94,6 +94,19 @@ class QuantizedModel:
         w = self.window
         return np.stack([self.forward_int_window(x[i:i + w]) for i in range(len(x) - w + 1)])
 
+    def stream(self, batch: Optional[int] = None, mode: str = "dense", block: int = 64):
+        """An int8 stream: rings hold int8, frames (float32) are quantized as they arrive, the
+        output is dequantized (then the float tail, if any)."""
+        from ..engine.stream import Stream
+        from .plan import build_quantized_plan
+        return Stream(self.model, batch=batch, mode=mode, block=block,
+                      plan=build_quantized_plan(self, mode, block))
+
+    def forward_dequantized(self, x) -> np.ndarray:
+        """The int8 reference's output dequantized in float32, exactly as the stream does it
+        (equal bit for bit to an int8 stream without a float tail)."""
+        return self.int_output.out.dequantize(self.forward_int(x))
+
     def forward(self, x) -> np.ndarray:
         """float outputs: the dequantized int8 output, then the float tail (float64)."""
         q = self.forward_int(x)

@@ -198,12 +198,12 @@ class _Quantizer:
     def lut(self, i: int, src: int, layer) -> QNode:
         inp = self.qnodes[src].out
         out = self.qparams(i)
-        q = np.arange(Q.QMIN, Q.QMAX + 1)
-        real = inp.scale * (q - inp.zero_point)
-        y = layer.forward(real.astype(np.float64)[:, None] if isinstance(layer, L.PReLU) else real)
         if isinstance(layer, L.PReLU) and layer.num_parameters != 1:
             raise ModelError(f"node {self.model.nodes[i].name}: a per-channel PReLU has no single "
-                             f"int8 table; put it after a conv, or use num_parameters=1")
+                             f"int8 table; use num_parameters=1")
+        q = np.arange(Q.QMIN, Q.QMAX + 1)
+        real = inp.scale * (q - inp.zero_point)
+        y = layer.forward(real.astype(np.float64)[None, :] if isinstance(layer, L.PReLU) else real)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         table = out.quantize(y.astype(np.float32))
         return QNode(self.model.nodes[i].name, LUT, [src], layer, out=out, table=table)
@@ -254,6 +254,13 @@ class _Quantizer:
         bias = np.round(b / (s_in * s_w.astype(np.float64)))
         if np.abs(bias).max(initial=0) > Q.INT32_MAX:
             raise ModelError(f"node {m.nodes[i].name}: a bias overflows int32 at scale s_in*s_w")
+        # The kernels accumulate in int32 (VNNI's inputs carry +128): refuse a layer that could
+        # overflow rather than let it wrap.
+        bound = np.abs(wq.astype(np.int64)).reshape(wq.shape[0], -1).sum(axis=1) * (255 + 128) \
+            + np.abs(bias)
+        if bound.max(initial=0) >= Q.INT32_MAX:
+            raise ModelError(f"node {m.nodes[i].name}: {wq[0].size} inputs per output could overflow "
+                             f"int8 streaming's 32-bit accumulators")
         mults = [Q.quantize_multiplier(s_in * float(sw) / out.scale) for sw in s_w]
         qn = QNode(m.nodes[i].name, CONV, [src], layer, out=out, weight=wq, w_scale=s_w,
                    bias=bias.astype(np.int32), m0=np.array([a for a, _ in mults]),

@@ -10,7 +10,7 @@
 These are the same operations, in the same order, as TFLite's reference kernels
 (``MultiplyByQuantizedMultiplier``), so a model quantized elsewhere maps onto them and the
 compiled kernels can match this module bit for bit. Everything here works on NumPy int64
-arrays and checks that the int32 values it models never overflow.
+arrays and saturates at the int32 range where the compiled core does.
 """
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ def quantize_multiplier(real: float) -> tuple:
     return m0, exponent
 
 
-def _check_int32(x: np.ndarray, what: str):
-    if x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
-        raise ModelError(f"{what} overflows int32 (range {int(x.min())}..{int(x.max())}); the "
-                         f"layer is too large for int8 streaming with 32-bit accumulators")
+def saturate_int32(x: np.ndarray) -> np.ndarray:
+    """Clamp to the int32 range, as the compiled core does before a requantization (quantize()
+    refuses layers whose accumulators could get there, so this only defines the edge)."""
+    return np.clip(np.asarray(x, dtype=np.int64), INT32_MIN, INT32_MAX)
 
 
 def _trunc_div(a: np.ndarray, d: int) -> np.ndarray:
@@ -128,16 +128,14 @@ def multiply_by_quantized_multiplier(x, m0: int, shift: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.int64)
     left = shift if shift > 0 else 0
     right = 0 if shift > 0 else -shift
-    shifted = x * np.int64(1 << left)
-    _check_int32(shifted, "a requantization input")
+    shifted = saturate_int32(x * np.int64(1 << left))
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m0), right)
 
 
 def requantize(acc, m0, shift, zero_point: int, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
     """int32 accumulators to int8: zero_point + acc * M, clamped to [lo, hi]. m0/shift may be
     per channel (arrays along the last axis)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    _check_int32(acc, "an accumulator")
+    acc = saturate_int32(acc)
     m0 = np.broadcast_to(np.asarray(m0, dtype=np.int64), acc.shape[-1:])
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), acc.shape[-1:])
     out = np.empty(acc.shape, dtype=np.int64)

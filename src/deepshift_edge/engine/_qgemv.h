@@ -1,0 +1,289 @@
+/* int8 matrix-vector products for the int8 streaming conv kernel (exact, int32 accumulators).
+ *
+ * One output position of an int8 conv: acc[o] = sum over chunks j (time tap x feature tap)
+ * and input channels c of w[j][c][o] * x_j[c], with x int8 activations and w int8 weights.
+ * The caller adds the bias and subtracts (zero point + dse_qoffset()) * sum of the weights of
+ * the chunks it used, then requantizes (gemmlowp arithmetic, in _kernels.pyx).
+ *
+ * Weights come in blocks of DSE_QBLK outputs, in one of two layouts (dse_qlayout()):
+ *   - DSE_QLAYOUT_C16: int16 [group][block][chunk][cin][16]: one multiply-accumulate of 16
+ *     outputs per input channel. Plain C, vectorised by the compiler (x86 SSE2/AVX2, NEON's
+ *     widening SMLAL on aarch64 and armv7).
+ *   - DSE_QLAYOUT_DOT4: int8 [group][block][chunk][ceil(cin/4)][16][4]: four channels per
+ *     dot-product instruction (x86 VPDPBUSD with AVX-VNNI or AVX512-VNNI, ARMv8.2 SDOT).
+ *     VPDPBUSD multiplies unsigned by signed bytes, so the x86 kernels feed x XOR 0x80 = x + 128
+ *     and report an input offset of 128 (dse_qoffset()), which the caller's correction removes.
+ * Every path adds the same integers, so all give identical results (integer addition is exact).
+ *
+ * Chosen at run time on the CPU that runs it: __builtin_cpu_supports on x86-64,
+ * getauxval(AT_HWCAP) on ARM. DSE_QKERNELS=scalar|c16|avxvnni|avx512vnni|dotprod forces a path
+ * the CPU has (tests run every one); DSE_KERNELS=baseline caps x86 at the plain C path too.
+ */
+#ifndef DSE_QGEMV_H
+#define DSE_QGEMV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DSE_QBLK 16
+enum { DSE_QLAYOUT_C16 = 0, DSE_QLAYOUT_DOT4 = 1 };
+enum { DSE_QPATH_C16 = 0, DSE_QPATH_AVXVNNI = 1, DSE_QPATH_AVX512VNNI = 2, DSE_QPATH_DOTPROD = 3,
+       DSE_QPATH_C16_V3 = 4, DSE_QPATH_C16_NEON = 5 };
+
+/* ---------------------------------------------------------------------------- the C16 layout */
+#define DSE_QC16_BODY                                                                             \
+    for (ptrdiff_t b = 0; b < nblk; b++) {                                                        \
+        int32_t a[DSE_QBLK] = {0};                                                                \
+        const int16_t *wb = (const int16_t *)w + b * blk_stride;                                  \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                       \
+            const int8_t *xj = x[j];                                                              \
+            const int16_t *wj = wb + chunk[j] * cin * DSE_QBLK;                                   \
+            for (ptrdiff_t c = 0; c < cin; c++) {                                                 \
+                const int32_t xc = xj[c];                                                         \
+                for (int o = 0; o < DSE_QBLK; o++)                                                \
+                    a[o] += (int32_t)wj[c * DSE_QBLK + o] * xc;                                   \
+            }                                                                                     \
+        }                                                                                         \
+        memcpy(acc + b * DSE_QBLK, a, sizeof(a));                                                 \
+    }
+
+#define DSE_QC16_SIG(NAME, ATTR)                                                                  \
+    ATTR static void NAME(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,            \
+                          ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,     \
+                          int32_t *acc)
+
+DSE_QC16_SIG(dse_qgemv_c16, ) { DSE_QC16_BODY }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DSE_NO_CLONES)
+#define DSE_QX86 1
+#include <immintrin.h>
+DSE_QC16_SIG(dse_qgemv_c16_v3, __attribute__((target("avx2")))) { DSE_QC16_BODY }
+
+/* x^0x80 of 4 channels as one 32-bit lane (the tail zero-padded: its weights are 0). */
+static inline int32_t dse_q4u(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
+{
+    uint8_t t[4] = {0, 0, 0, 0};
+    ptrdiff_t k = cin - c < 4 ? cin - c : 4;
+    memcpy(t, x + c, (size_t)k);
+    int32_t v;
+    memcpy(&v, t, 4);
+    return v ^ (int32_t)0x80808080;
+}
+
+__attribute__((target("avx2,avxvnni")))
+static void dse_qgemv_avxvnni(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                              ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                              int32_t *acc)
+{
+    const ptrdiff_t cq = (cin + 3) / 4;
+    for (ptrdiff_t b = 0; b < nblk; b++) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        const int8_t *wb = (const int8_t *)w + b * blk_stride;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
+            for (ptrdiff_t q = 0; q < cq; q++) {
+                const __m256i xv = _mm256_set1_epi32(dse_q4u(xj, 4 * q, cin));
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wj + q * 64));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wj + q * 64 + 32));
+                a0 = _mm256_dpbusd_avx_epi32(a0, xv, w0);
+                a1 = _mm256_dpbusd_avx_epi32(a1, xv, w1);
+            }
+        }
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK), a0);
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK + 8), a1);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void dse_qgemv_avx512vnni(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                                 ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                                 int32_t *acc)
+{
+    const ptrdiff_t cq = (cin + 3) / 4;
+    ptrdiff_t b = 0;
+    for (; b + 1 < nblk; b += 2) {  /* two blocks per pass share the input loads */
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        const int8_t *wb0 = (const int8_t *)w + b * blk_stride;
+        const int8_t *wb1 = wb0 + blk_stride;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const ptrdiff_t off = chunk[j] * cq * DSE_QBLK * 4;
+            for (ptrdiff_t q = 0; q < cq; q++) {
+                const __m512i xv = _mm512_set1_epi32(dse_q4u(xj, 4 * q, cin));
+                a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512((const void *)(wb0 + off + q * 64)));
+                a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512((const void *)(wb1 + off + q * 64)));
+            }
+        }
+        _mm512_storeu_si512((void *)(acc + b * DSE_QBLK), a0);
+        _mm512_storeu_si512((void *)(acc + (b + 1) * DSE_QBLK), a1);
+    }
+    for (; b < nblk; b++) {
+        __m512i a0 = _mm512_setzero_si512();
+        const int8_t *wb = (const int8_t *)w + b * blk_stride;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
+            for (ptrdiff_t q = 0; q < cq; q++)
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(dse_q4u(xj, 4 * q, cin)),
+                                         _mm512_loadu_si512((const void *)(wj + q * 64)));
+        }
+        _mm512_storeu_si512((void *)(acc + b * DSE_QBLK), a0);
+    }
+}
+#else
+#define DSE_QX86 0
+#endif
+
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
+#define DSE_QARM64 1
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
+{
+    int8_t t[4] = {0, 0, 0, 0};
+    ptrdiff_t k = cin - c < 4 ? cin - c : 4;
+    memcpy(t, x + c, (size_t)k);
+    int32_t v;
+    memcpy(&v, t, 4);
+    return v;
+}
+
+__attribute__((target("arch=armv8.2-a+dotprod")))
+static void dse_qgemv_dotprod(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                              ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                              int32_t *acc)
+{
+    const ptrdiff_t cq = (cin + 3) / 4;
+    for (ptrdiff_t b = 0; b < nblk; b++) {
+        int32x4_t a0 = vdupq_n_s32(0), a1 = vdupq_n_s32(0), a2 = vdupq_n_s32(0), a3 = vdupq_n_s32(0);
+        const int8_t *wb = (const int8_t *)w + b * blk_stride;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
+            for (ptrdiff_t q = 0; q < cq; q++) {
+                const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(dse_q4s(xj, 4 * q, cin)));
+                const int8_t *wq = wj + q * 64;
+                a0 = vdotq_s32(a0, vld1q_s8(wq), xv);
+                a1 = vdotq_s32(a1, vld1q_s8(wq + 16), xv);
+                a2 = vdotq_s32(a2, vld1q_s8(wq + 32), xv);
+                a3 = vdotq_s32(a3, vld1q_s8(wq + 48), xv);
+            }
+        }
+        vst1q_s32(acc + b * DSE_QBLK, a0);
+        vst1q_s32(acc + b * DSE_QBLK + 4, a1);
+        vst1q_s32(acc + b * DSE_QBLK + 8, a2);
+        vst1q_s32(acc + b * DSE_QBLK + 12, a3);
+    }
+}
+#else
+#define DSE_QARM64 0
+#endif
+
+#if defined(__arm__) && !defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
+#define DSE_QARM32 1
+#include <sys/auxv.h>
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1 << 12)
+#endif
+/* armv7: the same C, compiled for NEON (integer NEON is exact), chosen where HWCAP_NEON says so. */
+DSE_QC16_SIG(dse_qgemv_c16_neon, __attribute__((target("fpu=neon")))) { DSE_QC16_BODY }
+#else
+#define DSE_QARM32 0
+#endif
+
+static int dse_qpath_cached = -1;
+
+static int dse_qpath(void)
+{
+    if (dse_qpath_cached >= 0)
+        return dse_qpath_cached;
+    const char *want = getenv("DSE_QKERNELS");
+    const char *cap = getenv("DSE_KERNELS");
+    (void)cap;
+    int best = DSE_QPATH_C16;
+#if DSE_QX86
+    __builtin_cpu_init();
+    int vnni = __builtin_cpu_supports("avxvnni") && __builtin_cpu_supports("avx2");
+    int v512 = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+    int v3 = __builtin_cpu_supports("avx2");
+    best = v512 ? DSE_QPATH_AVX512VNNI : vnni ? DSE_QPATH_AVXVNNI : v3 ? DSE_QPATH_C16_V3 : DSE_QPATH_C16;
+    if (cap && (!strcmp(cap, "baseline") || !strcmp(cap, "base") || !strcmp(cap, "sse2")))
+        best = DSE_QPATH_C16;
+    else if (cap && !strcmp(cap, "avx2") && best == DSE_QPATH_AVX512VNNI)
+        best = vnni ? DSE_QPATH_AVXVNNI : DSE_QPATH_C16_V3;
+    if (want && !strcmp(want, "avxvnni") && vnni) best = DSE_QPATH_AVXVNNI;
+    if (want && !strcmp(want, "avx512vnni") && v512) best = DSE_QPATH_AVX512VNNI;
+    if (want && !strcmp(want, "c16") && v3) best = DSE_QPATH_C16_V3;
+#elif DSE_QARM64
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) best = DSE_QPATH_DOTPROD;
+#elif DSE_QARM32
+    if (getauxval(AT_HWCAP) & HWCAP_NEON) best = DSE_QPATH_C16_NEON;
+#endif
+    if (want && (!strcmp(want, "scalar") || !strcmp(want, "baseline")))
+        best = DSE_QPATH_C16;
+#if DSE_QARM64 || DSE_QARM32
+    if (want && !strcmp(want, "c16")) best = DSE_QPATH_C16;
+#endif
+    dse_qpath_cached = best;
+    return best;
+}
+
+/* Which weight layout the running path reads, and the offset its inputs carry. */
+static int dse_qlayout(void)
+{
+    int p = dse_qpath();
+    return (p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_AVX512VNNI || p == DSE_QPATH_DOTPROD)
+        ? DSE_QLAYOUT_DOT4 : DSE_QLAYOUT_C16;
+}
+
+static int dse_qoffset(void)
+{
+    int p = dse_qpath();
+    return (p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_AVX512VNNI) ? 128 : 0;
+}
+
+static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin,
+                      const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride, int32_t *acc)
+{
+    switch (dse_qpath()) {
+#if DSE_QX86
+    case DSE_QPATH_AVX512VNNI: dse_qgemv_avx512vnni(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    case DSE_QPATH_AVXVNNI: dse_qgemv_avxvnni(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    case DSE_QPATH_C16_V3: dse_qgemv_c16_v3(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+#endif
+#if DSE_QARM64
+    case DSE_QPATH_DOTPROD: dse_qgemv_dotprod(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+#endif
+#if DSE_QARM32
+    case DSE_QPATH_C16_NEON: dse_qgemv_c16_neon(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+#endif
+    default: dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    }
+}
+
+static const char *dse_qkernel_isa(void)
+{
+    switch (dse_qpath()) {
+    case DSE_QPATH_AVX512VNNI: return "avx512vnni (vpdpbusd, 16 outputs)";
+    case DSE_QPATH_AVXVNNI: return "avxvnni (vpdpbusd, 8 outputs)";
+    case DSE_QPATH_C16_V3: return "avx2 (widening multiply-add)";
+    case DSE_QPATH_DOTPROD: return "neon dotprod (sdot)";
+    case DSE_QPATH_C16_NEON: return "neon (widening multiply-accumulate)";
+    default:
+#if defined(__aarch64__)
+        return "neon (widening multiply-accumulate)";
+#elif defined(__x86_64__) || defined(__SSE2__)
+        return "sse2 (widening multiply-add)";
+#else
+        return "scalar";
+#endif
+    }
+}
+
+#endif

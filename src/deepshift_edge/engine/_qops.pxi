@@ -1,0 +1,318 @@
+# int8 ops of the compiled core (included by _kernels.pyx; plans from quant/plan.py).
+#
+# The arithmetic is TFLite's / gemmlowp's, step for step as in quant/scheme.py, which is the
+# readable reference these loops are tested against bit for bit: int32 accumulators,
+# SaturatingRoundingDoublingHighMul, RoundingDivideByPOT, round half away from zero.
+
+from libc.stdint cimport int8_t, int32_t, uint8_t
+
+cdef extern from "_qgemv.h" nogil:
+    enum: DSE_QBLK
+    void dse_qgemv(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, Py_ssize_t cin,
+                   const void* w, Py_ssize_t nblk, Py_ssize_t blk_stride, int32_t* acc)
+    int dse_qlayout()
+    int dse_qoffset()
+    const char* dse_qkernel_isa()
+
+cdef enum:
+    K_QCONV = 20
+    K_QPOOL_MAX = 21
+    K_QPOOL_AVG = 22
+    K_QGMAX = 23
+    K_QGMEAN = 24
+    K_QRSUM = 25
+    K_QGAPMIX = 26
+    K_QADD = 27
+    K_QMUL = 28
+    K_QCONCAT = 29
+    K_QLUT = 30
+    K_DEQ = 31
+
+DEF INT32_MIN_ = -2147483648
+DEF INT32_MAX_ = 2147483647
+
+
+# ---------------------------------------------------------------------------- gemmlowp
+cdef inline int32_t q_sat32(int64_t v) noexcept nogil:
+    if v > INT32_MAX_:
+        return INT32_MAX_
+    if v < INT32_MIN_:
+        return INT32_MIN_
+    return <int32_t>v
+
+
+cdef inline int32_t q_srdhm(int32_t a, int32_t b) noexcept nogil:
+    """SaturatingRoundingDoublingHighMul: (a*b*2 + 2^31) >> 32, rounding to nearest."""
+    cdef int64_t ab, nudge, v
+    if a == INT32_MIN_ and b == INT32_MIN_:
+        return INT32_MAX_
+    ab = <int64_t>a * <int64_t>b
+    nudge = (1 << 30) if ab >= 0 else (1 - (1 << 30))
+    v = ab + nudge
+    # C division truncates toward zero, as gemmlowp's does
+    return <int32_t>(v / (<int64_t>1 << 31))
+
+
+cdef inline int32_t q_rdbp(int32_t x, int e) noexcept nogil:
+    """RoundingDivideByPOT: x / 2^e rounded half away from zero."""
+    cdef int32_t mask, remainder, threshold
+    if e == 0:
+        return x
+    mask = (<int32_t>1 << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> e) + (1 if remainder > threshold else 0)
+
+
+cdef inline int32_t q_mbqm(int32_t x, int32_t m0, int32_t shift) noexcept nogil:
+    """MultiplyByQuantizedMultiplier: x * m0 * 2^(shift - 31)."""
+    cdef int left = shift if shift > 0 else 0
+    cdef int right = 0 if shift > 0 else -shift
+    return q_rdbp(q_srdhm(q_sat32(<int64_t>x * (<int64_t>1 << left)), m0), right)
+
+
+cdef inline int8_t q_clamp(int32_t v, int32_t lo, int32_t hi) noexcept nogil:
+    return <int8_t>(lo if v < lo else (hi if v > hi else v))
+
+
+cdef inline int32_t q_div_round(int32_t acc, int32_t count) noexcept nogil:
+    """acc / count rounded half away from zero (count > 0)."""
+    if acc >= 0:
+        return (acc + count // 2) // count
+    return -((-acc + count // 2) // count)
+
+
+# ---------------------------------------------------------------------------- kernels
+cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
+    feature tap) chunks inside the padded frame, the bias, the zero-point correction of the
+    chunks used, then the requantization."""
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nchunks = op.ntaps * op.kf
+    cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
+    cdef bint depthwise = cin_g == 1 and cout_g == 1
+    cdef int layout = dse_qlayout()
+    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else ((cin_g + 3) // 4) * DSE_QBLK * 4)
+    cdef Py_ssize_t esz = 2 if layout == 0 else 1
+    cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
+    cdef Py_ssize_t fo, i, k, fi, g, m, c, n, o
+    cdef const int8_t* x
+    cdef const int8_t* wd
+    cdef int8_t* yo
+    cdef int64_t corr, v
+    for fo in range(op.fout):
+        yo = out + fo * op.cout
+        n = 0
+        for i in range(op.ntaps):
+            x = <const int8_t*>taps[i]
+            if x == NULL:
+                continue
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                net.qx[n] = x + fi * op.cin
+                net.qchunk[n] = i * op.kf + k
+                n += 1
+        if depthwise:  # weights [chunk][channel], a multiply-add over contiguous channels
+            for c in range(op.cout):
+                net.qacc[c] = 0
+            for m in range(n):
+                x = net.qx[m]
+                wd = <const int8_t*>op.qweight + net.qchunk[m] * op.cout
+                for c in range(op.cout):
+                    net.qacc[c] += (<int32_t>x[c] - zin) * <int32_t>wd[c]
+            for c in range(op.cout):
+                yo[c] = q_clamp(op.qzp_out + q_mbqm(q_sat32(<int64_t>net.qacc[c] + op.qbias[c]),
+                                                    op.qm0[c], op.qshift[c]), op.qlo, op.qhi)
+            continue
+        for g in range(op.groups):
+            for m in range(n):
+                net.qx[n + m] = net.qx[m] + g * cin_g
+            dse_qgemv(net.qx + n, net.qchunk, n, cin_g,
+                      <const char*>op.qweight + g * nblk * blk_stride * esz, nblk, blk_stride, net.qacc)
+            for m in range(cout_g):
+                o = g * cout_g + m
+                corr = 0
+                for c in range(n):
+                    corr += op.qwsum[o * nchunks + net.qchunk[c]]
+                v = <int64_t>net.qacc[m] + op.qbias[o] - (<int64_t>zin + offset) * corr
+                yo[o] = q_clamp(op.qzp_out + q_mbqm(q_sat32(v), op.qm0[o], op.qshift[o]), op.qlo, op.qhi)
+
+
+cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, float tdiv) noexcept nogil:
+    """Max (padding ignored) or mean (PyTorch's divisor; padding as the zero point, i.e. a
+    real zero) over the time taps and the feature window of each output position."""
+    cdef Py_ssize_t fo, i, k, c, fi, fstart, fend, fcount
+    cdef const int8_t* x
+    cdef int8_t* yo
+    cdef int32_t zp = op.qzp_in[0], count
+    cdef int32_t* best = net.qacc
+    cdef bint is_max = op.kind == K_QPOOL_MAX
+    for fo in range(op.fout):
+        yo = out + fo * op.cout
+        for c in range(op.cout):
+            best[c] = -128 if is_max else 0
+        for i in range(op.ntaps):
+            if taps[i] == NULL:
+                continue
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k
+                if fi < 0 or fi >= op.fin:
+                    continue
+                x = <const int8_t*>taps[i] + fi * op.cin
+                if is_max:
+                    for c in range(op.cout):
+                        best[c] = x[c] if x[c] > best[c] else best[c]
+                else:
+                    for c in range(op.cout):
+                        best[c] += <int32_t>x[c] - zp
+        if is_max:
+            for c in range(op.cout):
+                yo[c] = <int8_t>best[c]
+            continue
+        fstart = fo * op.sf - op.pf
+        fend = min(fstart + op.kf, op.fin + op.pfr)
+        fcount = fend - fstart
+        if not op.cip:
+            fcount = min(fend, op.fin) - max(fstart, 0)
+        count = <int32_t>(tdiv + 0.5) * <int32_t>fcount
+        for c in range(op.cout):
+            yo[c] = q_clamp(zp + q_div_round(best[c], count), -128, 127)
+
+
+cdef void run_qglobal(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """Max, or mean (int32 sums of q - zero point, requantized) over positions and features;
+    K_QGAPMIX: tap 0 holds the interior's int32 running sums, the others the strip positions."""
+    cdef Py_ssize_t i, f, c, i0 = 0
+    cdef const int8_t* x
+    cdef const int32_t* sums
+    cdef int32_t zp = op.qzp_in[0]
+    cdef int64_t* acc = <int64_t*>net.scratch
+    cdef bint is_max = op.kind == K_QGMAX
+    for c in range(op.cin):
+        acc[c] = -128 if is_max else 0
+    if op.kind == K_QGAPMIX:
+        sums = <const int32_t*>taps[0]
+        for c in range(op.cin):
+            acc[c] = sums[c]
+        i0 = 1
+    for i in range(i0, op.ntaps):
+        x = <const int8_t*>taps[i]
+        for f in range(op.fin):
+            if is_max:
+                for c in range(op.cin):
+                    if x[f * op.cin + c] > acc[c]:
+                        acc[c] = x[f * op.cin + c]
+            else:
+                for c in range(op.cin):
+                    acc[c] += <int32_t>x[f * op.cin + c] - zp
+    for c in range(op.cin):
+        if is_max:
+            out[c] = <int8_t>acc[c]
+        else:
+            out[c] = q_clamp(op.qzp_out + q_mbqm(q_sat32(acc[c]), op.qm0[0], op.qshift[0]), -128, 127)
+
+
+cdef void run_qrsum(Net* net, const Op* op, Py_ssize_t b, int32_t* out, int64_t t,
+                    int64_t t_end) noexcept nogil:
+    """GlobalAvgPool's interior as exact running sums of q - zero point (int64: no drift, no
+    re-sum needed); the output is the sum of the npos columns ending at frame t."""
+    cdef int node = <int>op.ins[0]
+    cdef Py_ssize_t lag = <Py_ssize_t>op.ins[1] + lag_of(net, node, t, t_end)
+    cdef Py_ssize_t P = op.nslots, C = op.cin, F = op.fin, n = op.npos
+    cdef const int8_t* new = <const int8_t*>ring_row(net, node, b, lag)
+    cdef const int8_t* old = <const int8_t*>ring_row(net, node, b, lag + n * P)
+    cdef Py_ssize_t slot = (t // op.period) % P
+    cdef int64_t* sums = <int64_t*>op.aux + (b * P + slot) * C
+    cdef Py_ssize_t f, c
+    for f in range(F):
+        for c in range(C):
+            sums[c] += <int64_t>new[f * C + c] - <int64_t>old[f * C + c]
+    for c in range(C):
+        out[c] = q_sat32(sums[c])
+
+
+cdef void run_qelementwise(const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """Add (TFLite's: inputs to a common scale at 2^20, summed, requantized), Mul, Concat
+    (each input requantized), a 256-entry table, per element of one position."""
+    cdef Py_ssize_t j, s, f, off, ch, n = op.poscol
+    cdef int64_t total
+    cdef const int8_t* x
+    if op.kind == K_QADD:
+        for j in range(n):
+            total = 0
+            for s in range(op.nin):
+                x = <const int8_t*>taps[s]
+                total += q_mbqm((<int32_t>x[j] - op.qzp_in[s]) * (1 << 20), op.qm0[s], op.qshift[s])
+            out[j] = q_clamp(op.qzp_out + q_mbqm(q_sat32(total), op.qm0[op.nin], op.qshift[op.nin]),
+                             op.qlo, op.qhi)
+    elif op.kind == K_QMUL:
+        for j in range(n):
+            total = (<int32_t>(<const int8_t*>taps[0])[j] - op.qzp_in[0]) * \
+                (<int32_t>(<const int8_t*>taps[1])[j] - op.qzp_in[1])
+            out[j] = q_clamp(op.qzp_out + q_mbqm(<int32_t>total, op.qm0[0], op.qshift[0]), -128, 127)
+    elif op.kind == K_QCONCAT:
+        for f in range(op.fout):
+            off = 0
+            for s in range(op.nin):
+                ch = <Py_ssize_t>op.ins[4 * s + 2]
+                x = <const int8_t*>taps[s] + f * ch
+                for j in range(ch):
+                    out[f * op.cout + off + j] = q_clamp(
+                        op.qzp_out + q_mbqm(<int32_t>x[j] - op.qzp_in[s], op.qm0[s], op.qshift[s]), -128, 127)
+                off += ch
+    elif op.kind == K_QLUT:
+        x = <const int8_t*>taps[0]
+        for j in range(n):
+            out[j] = op.qtable[<int32_t>x[j] + 128]
+
+
+cdef void run_qop(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end) noexcept nogil:
+    """Run an int8 op once for stream b at frame t (as run_op does for float ops)."""
+    cdef char* out = advance(net, op.dst, b)
+    cdef Py_ssize_t row, j
+    cdef const int8_t* x
+    cdef float* fo
+    if op.kind == K_QRSUM:
+        run_qrsum(net, op, b, <int32_t*>out, t, t_end)
+        mirror(net, op.dst, b)
+        return
+    for row in range(op.nrows):
+        resolve_taps(net, op, b, row, t, t_end)
+        if op.kind == K_QCONV:
+            run_qconv(net, op, net.taps, <int8_t*>out + row * op.poscol)
+        elif op.kind == K_QPOOL_MAX or op.kind == K_QPOOL_AVG:
+            run_qpool(net, op, net.taps, <int8_t*>out + row * op.poscol,
+                      op.rowdiv[row] if op.rowdiv != NULL else <float>op.ntaps)
+        elif op.kind == K_QGMAX or op.kind == K_QGMEAN or op.kind == K_QGAPMIX:
+            run_qglobal(net, op, net.taps, <int8_t*>out + row * op.poscol)
+        elif op.kind == K_DEQ:
+            x = <const int8_t*>net.taps[0]
+            fo = <float*>out + row * op.poscol
+            for j in range(op.poscol):
+                fo[j] = <float>(<int32_t>x[j] - op.qzp_in[0]) * op.qscale
+        else:
+            run_qelementwise(op, net.taps, <int8_t*>out + row * op.poscol)
+    mirror(net, op.dst, b)
+
+
+cdef inline void write_qinput(Net* net, Py_ssize_t b, const float* frame) noexcept nogil:
+    """Quantize a (C, F) frame into the int8 input ring (channels-last): round(x / scale) half
+    away from zero (C's roundf on the float32 quotient), plus the zero point, clamped."""
+    cdef int8_t* dst = <int8_t*>advance(net, 0, b)
+    cdef Py_ssize_t c, f
+    cdef float v
+    cdef int8_t q
+    for c in range(net.in_c):
+        for f in range(net.in_f):
+            v = roundf(frame[c * net.in_f + f] / net.in_scale)
+            if v > 1000.0:
+                q = 127
+            elif v < -1000.0:
+                q = -128
+            else:
+                q = q_clamp(<int32_t>v + net.in_zp, -128, 127)
+            dst[f * net.in_c + c] = q
+    mirror(net, 0, b)

@@ -1,0 +1,153 @@
+"""int8 streams equal the integer reference bit for bit (quant.QuantizedModel.forward_int):
+random graph models with padding of every kind, strides, branches and heads, quantized on
+random calibration frames; push, push_many, both modes, batches; every int8 kernel path this
+CPU has (DSE_QKERNELS, in a child process)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import event, given, note, settings
+from hypothesis import strategies as st
+
+import deepshift_edge as dse
+from deepshift_edge.engine import _kernels
+from deepshift_edge.quant import quantize
+from graph_strategies import graph_models, randomize_graph
+from test_stream_vs_reference import HYPO
+
+
+def quantized(model, seed):
+    rng = np.random.default_rng(seed)
+    calib = rng.standard_normal((model.window + 40,) + model.frame_shape).astype(np.float32)
+    return quantize(model, calib)
+
+
+def check_bit_exact(qm, x):
+    """Every output of every way to stream equals the reference's, bit for bit."""
+    model = qm.model
+    want_all = qm.forward_dequantized(x) if not qm.tail else None
+    for mode in ("dense", "decimated"):
+        hop = 1 if mode == "dense" else model.hop
+        stream = qm.stream(mode=mode)
+        pushed = [y.copy() for y in (stream.push(f) for f in x) if y is not None]
+        many = qm.stream(mode=mode, block=5).push_many(x)
+        assert len(pushed) == len(many)
+        if pushed:
+            np.testing.assert_array_equal(np.array(pushed), many)  # push == push_many
+        batch = qm.stream(mode=mode, batch=2)
+        outs, ready = batch.push_many(np.stack([x, x], axis=1))
+        np.testing.assert_array_equal(outs[ready[:, 0], 0], many)
+        np.testing.assert_array_equal(outs[:, 1], outs[:, 0])
+        if want_all is not None:
+            want = want_all[::hop]
+            assert many.shape == want.shape
+            np.testing.assert_array_equal(many, want)  # == the integer reference
+        else:  # a float tail (Softmax) after the dequantized int8 part
+            np.testing.assert_allclose(many, qm.forward(x)[::hop], rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, **HYPO)
+@given(drawn=graph_models(heads=("last", "avg", "max", "flatten"), max_blocks=2))
+def test_random_graphs_int8_stream_equals_integer_reference(drawn):
+    model, head, seed = drawn
+    try:
+        qm = quantized(model, seed)
+    except dse.ModelError as exc:  # e.g. a per-channel PReLU on its own, a 3-input Mul
+        event(f"not quantized: {str(exc)[:50]}")
+        return
+    note(repr(model))
+    x = np.random.default_rng(seed ^ 1).standard_normal(
+        (model.window + 2 * model.hop + 6,) + model.frame_shape).astype(np.float32)
+    check_bit_exact(qm, x)
+
+
+def _model_of_every_int8_op():
+    x = dse.Input((2, 5))
+    h = dse.ReLU()(dse.BatchNorm2d(4)(dse.Conv2d(2, 4, (3, 3), padding=(1, "same"))(x)))
+    h = dse.AvgPool2d((2, 2), stride=(1, 1), padding=(1, 1), count_include_pad=False)(h)
+    flat = dse.FrameFlatten()(dse.MaxPool2d((2, 1), padding=(1, 0))(h))
+    c = flat_ch = 4 * 4
+    a = dse.Conv1d(flat_ch, 8, 3, padding=2, dilation=2)(flat)
+    gate = dse.Mul()(dse.Tanh()(dse.ChannelSlice(0, 4)(a)), dse.Sigmoid()(dse.ChannelSlice(4, 8)(a)))
+    body = dse.Conv1d(4, 4, 3, stride=2, padding=1, groups=2)(gate)
+    skip = dse.Conv1d(4, 4, 1, stride=2)(gate)
+    res = dse.ReLU()(dse.Add()(body, skip))
+    cat = dse.Concat()(dse.ELU()(res), dse.Conv1d(4, 4, 3, padding="same", groups=4)(dse.Pad(1, 0)(res)))
+    y = dse.Linear(8, 3)(dse.GlobalAvgPool()(cat))
+    del c
+    model = dse.Model(x, y, window=24)
+    rng = np.random.default_rng(4)
+    randomize_graph(model, rng)  # the same weights in every process
+    bn = model.nodes[2].layer
+    bn.running_mean, bn.running_var = rng.standard_normal(4) * 0.2, rng.uniform(0.5, 2, 4)
+    return model
+
+
+def test_every_int8_op_streams_bit_exact():
+    model = _model_of_every_int8_op()
+    qm = quantized(model, 3)
+    kinds = {q.kind for q in qm.qnodes}
+    assert kinds >= {"conv", "pool", "mul", "add", "concat", "lut", "move", "gmean"}, kinds
+    x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(np.float32)
+    check_bit_exact(qm, x)
+    stream = qm.stream()
+    assert any(s.left or s.right for s in model.specs if not s.is_vector)  # strips in int8 too
+    ring_i8 = sum(r.nbytes for r, nd in zip(stream._buffers()[0], stream.plan.nodes) if nd.dtype == "int8")
+    assert ring_i8 > 0
+
+
+def test_the_comparison_can_fail():
+    """One weight off by one step changes outputs: bit-exactness is a real check."""
+    model = _model_of_every_int8_op()
+    qm = quantized(model, 3)
+    x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(np.float32)
+    want = qm.forward_dequantized(x)
+    conv = next(q for q in qm.qnodes if q.kind == "conv")
+    conv.weight = conv.weight.copy()
+    conv.weight.flat[0] = np.int8(max(-127, int(conv.weight.flat[0]) - 5))
+    assert not np.array_equal(qm.stream().push_many(x), want)
+
+
+_PATH_PROBE = """
+import numpy as np, sys
+sys.path.insert(0, {tests!r})
+from deepshift_edge.engine import _kernels
+import test_quant_stream as T
+print(_kernels.qkernel_isa())
+model = T._model_of_every_int8_op()
+qm = T.quantized(model, 3)
+x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(np.float32)
+T.check_bit_exact(qm, x)
+np.save({out!r}, qm.stream().push_many(x))
+"""
+
+
+def _paths():
+    isa = _kernels.qkernel_isa()
+    paths = ["scalar"]
+    if "avx" in isa or "sse" in isa:
+        paths += ["c16", "avxvnni", "avx512vnni"]
+    if "neon" in isa:
+        paths += ["c16", "dotprod"]
+    return paths
+
+
+@pytest.mark.parametrize("path", _paths())
+def test_every_kernel_path_gives_the_same_bits(path, tmp_path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    outs = {}
+    for name, env_path in (("forced", path), ("default", None)):
+        env = dict(os.environ)
+        env.pop("DSE_QKERNELS", None)
+        if env_path:
+            env["DSE_QKERNELS"] = env_path
+        out = tmp_path / f"{name}.npy"
+        proc = subprocess.run([sys.executable, "-c", _PATH_PROBE.format(tests=here, out=str(out))],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = (proc.stdout.strip().splitlines()[0], np.load(out))
+    np.testing.assert_array_equal(outs["forced"][1], outs["default"][1])
