@@ -213,7 +213,7 @@ def test_every_option_of_every_command_has_help():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"demo", "inspect", "convert", "bench", "run"}
+    assert set(sub.choices) == {"demo", "inspect", "convert", "bench", "run", "quantize"}
     for name, command in sub.choices.items():
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):

@@ -27,6 +27,7 @@ from .engine.stream import Stream
 from .formats.npz import load, save  # model files (.npz format v2, v1 read; docs/format.md)
 from .convert.onnx_import import from_onnx  # imports `onnx` only when called
 from .convert.torch_import import from_torch  # imports `torch` only when called
+from .quant import QuantizedModel, quantize  # int8 (docs/int8.md)
 
 from ._version import __version__
 
@@ -49,7 +50,7 @@ __all__ = [
     # errors, files, converters
     "DeepShiftError", "ModelError", "NotStreamableError", "StreamInputError", "StreamInputTypeError",
     "StateError", "StreamBusyError", "ModelFormatError", "debug_build", "load", "save", "from_onnx",
-    "from_torch",
+    "from_torch", "quantize", "QuantizedModel",
 ]
 
 

@@ -397,7 +397,7 @@ class _Builder:
             return (ZERO, 0, 0)
         s = self.specs[j]
         if q < s.left or q >= s.length - s.right:
-            row = q if q < s.left else s.left + (q - (s.length - s.right))
+            row = self.strip_rows[j][q]  # only the strip positions the output needs are rows
             return (self.strip[j], 0, row * s.channels * (s.features or 1))
         node = self.interior[j]
         return (node, self.rows_between(node, self.col_time(j, q, t), t), 0)
@@ -413,6 +413,8 @@ class _Builder:
     def run(self) -> Plan:
         m = self.model
         spec0 = self.specs[0]
+        self.needed = needed_positions(m)
+        self.strip_rows: Dict[int, Dict[int, int]] = {}
         self.interior[0] = self.new_node(spec0.channels, spec0.features, label="input")
         for i in range(1, len(m.nodes)):
             self.node(i)
@@ -481,6 +483,7 @@ class _Builder:
             for op in ops:
                 self.set_act(op, layer, act)
         self.interior[i], self.strip[i] = self.interior[j], self.strip[j]
+        self.strip_rows[i] = self.strip_rows.get(j, {})
         self.ops_of[i] = ops
         return True
 
@@ -609,7 +612,10 @@ class _Builder:
             op.label = f"{where}"
             self.add(op, i, "interior")
             self.interior[i] = op.dst
-        rows = spec.strip_positions
+        # Only the strip positions the output depends on: a causal TCN's LastFrame reads none of
+        # its left strips, a global average all of them.
+        rows = [q for q in spec.strip_positions if self.needed[i][q]]
+        self.strip_rows[i] = {q: r for r, q in enumerate(rows)}
         if rows:
             op = self.clone(tmpl)
             op.period, op.phase = self.emit
@@ -666,11 +672,13 @@ class _Builder:
         period, phase = self.emit
         t = self.t_ref
         name = type(layer).__name__
-        all_refs = [self.ref(src, p, t) for p in range(n)]
+        # LastFrame reads the newest position only (the others are not even computed); the
+        # other heads read every position.
+        all_refs = None if isinstance(layer, L.LastFrame) else [self.ref(src, p, t) for p in range(n)]
         if isinstance(layer, L.LastFrame):
             dst = self.new_node(c, f)
             op = Op(COPY, dst, period, phase, cin=c, cout=c, fin=f, fout=f,
-                    table=np.asarray([[all_refs[-1]]], dtype=np.int64))
+                    table=np.asarray([[self.ref(src, n - 1, t)]], dtype=np.int64))
         elif isinstance(layer, L.GlobalMaxPool):
             dst = self.new_node(c, 1)
             op = Op(GMAX, dst, period, phase, ntaps=n, cin=c, cout=c, fin=f, fout=1,
@@ -752,6 +760,44 @@ class _Builder:
         for node, rows in zip(self.plan.nodes, need):
             node.ring = rows + (0 if node.framewise else self.plan.block - 1)
         self.plan.zero_col = max([nd.poscol for nd in self.plan.nodes] + [1])
+
+
+def needed_positions(model) -> list:
+    """Per model node, a boolean mask over its window positions: those the output depends on
+    (a backward pass from the heads). None for nodes after the head."""
+    specs, nodes = model.specs, model.nodes
+    need = [None if s.is_vector else np.zeros(s.length, dtype=bool) for s in specs]
+    for c in range(len(nodes) - 1, 0, -1):
+        node = nodes[c]
+        layer = node.layer
+        mine = need[c]
+        for k, i in enumerate(node.inputs):
+            if need[i] is None:
+                continue
+            n_in = specs[i].length
+            if specs[c].is_vector:  # a head reads the newest position, or all of them
+                if isinstance(layer, L.LastFrame):
+                    need[i][n_in - 1] = True
+                else:
+                    need[i][:] = True
+                continue
+            j = np.nonzero(mine)[0]
+            if not j.size:
+                continue
+            if isinstance(layer, L._TimeLayer):
+                taps = (j[:, None] * layer.s_t - layer.pad_t[0] + np.arange(layer.k_t)[None, :] * layer.d_t)
+                p = taps.reshape(-1)
+            elif isinstance(layer, M.Pad):
+                p = j - layer.left
+            elif isinstance(layer, M.Crop):
+                p = j + layer.left
+            elif len(node.inputs) > 1:  # a right-aligned merge
+                p = j + (n_in - specs[c].length)
+            else:
+                p = j
+            p = p[(p >= 0) & (p < n_in)]
+            need[i][p] = True
+    return need
 
 
 def build_plan(model, mode: str = "dense", block: int = 64) -> Plan:

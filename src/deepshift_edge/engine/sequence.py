@@ -37,6 +37,7 @@ class _SequenceBuilder(P._Builder):
         m = self.model
         spec0 = self.specs[0]
         self.interior[0] = self.new_node(spec0.channels, spec0.features, label="input")
+        self.strip_rows = {}  # no strips: every position is computed once, in order
         self.fused = self.fold_pads_and_chomps()
         for i in range(1, len(m.nodes)):
             if i in self.fused:

@@ -390,7 +390,15 @@ def save(model, path, labels=None, metadata=None) -> None:
     temporary name next to it and renamed, so a crash never leaves half a model behind.
     ``path`` may also be a binary file object opened for writing.
     """
-    doc, arrays = describe(model, labels, metadata)
+    from ..quant.qmodel import QuantizedModel
+
+    if isinstance(model, QuantizedModel):  # the float model, plus its int8 parameters
+        from . import quantized
+        doc, arrays = describe(model.model, labels, metadata)
+        doc[quantized.KEY], qarrays = quantized.describe(model)
+        arrays.update(qarrays)
+    else:
+        doc, arrays = describe(model, labels, metadata)
     _write(doc, arrays, path)
 
 
@@ -962,7 +970,7 @@ _TOP_KEYS = {
     1: {"format", "format_version", "producer", "in_features", "window", "layers",
         "receptive_field", "hop", "output_shape"},
     2: {"format", "format_version", "producer", "in_features", "window", "semantics",
-        "sequential", "nodes", "receptive_field", "hop", "output_shape"},
+        "sequential", "nodes", "receptive_field", "hop", "output_shape", "quantization"},
 }
 #: Optional top-level keys that every version may carry (annotations such as class
 #: labels): name -> check(value, model) -> the value to set as ``model.<name>``. Each is
@@ -1196,10 +1204,18 @@ def _load_v1(zf, members, doc, top: _Top, limits):
 def _load_v2(zf, members, doc, top: _Top, limits):
     from ..nn.graph import GraphNode, Model
 
+    from . import quantized
+
     # 2. Every node: name, type, inputs, hyper-parameters, the arrays it needs.
     walker = _GraphWalker(limits)
     nodes = walker.nodes(doc["nodes"])
-    # 3. Missing / extra arrays, then every array header (shape, dtype, size).
+    # 3. Missing / extra arrays, then every array header (shape, dtype, size). A quantized
+    # model's int8 arrays (quant.*) are checked with its quantization section below.
+    qmembers = {k: v for k, v in members.items() if k.startswith(quantized.PREFIX)}
+    if qmembers and quantized.KEY not in doc:
+        raise ModelFormatError(f"{sorted(qmembers)[0]}: an int8 array, but the file has no "
+                               f"{quantized.KEY!r} section")
+    members = {k: v for k, v in members.items() if k not in qmembers}
     headers = _check_arrays(zf, members, walker.expected)
     # 4. The layers, then the graph: shapes, time bookkeeping, window (no data read).
     gnodes = [GraphNode(nodes[0].name, None, ())]
@@ -1216,6 +1232,14 @@ def _load_v2(zf, members, doc, top: _Top, limits):
     arrays = _read_weights(zf, members, headers)
     for node in gnodes[1:]:
         _assign_params(node.layer, f"nodes.{node.name}", arrays)
+    if quantized.KEY in doc:
+        if top.semantics != "window":
+            raise ModelFormatError(f"{quantized.KEY}: int8 models stream windows (semantics 'window')")
+        model.labels, model.metadata = None, {}
+        for key, value in extras.items():
+            setattr(model, key, value)
+        model = quantized.load(model, doc[quantized.KEY], zf, qmembers, _read_npy_header,
+                               _read_data, _check_member_size)
     return model, extras
 
 

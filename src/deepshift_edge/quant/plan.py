@@ -78,6 +78,7 @@ class _QuantBuilder(P._Builder):
             return False
         # BatchNorm and ReLU/ReLU6 folded into their producer's int8 op at quantization
         self.interior[i], self.strip[i] = self.interior[src], self.strip[src]
+        self.strip_rows[i] = self.strip_rows.get(src, {})
         self.ops_of[i] = self.ops_of.get(src, [])
         return True
 

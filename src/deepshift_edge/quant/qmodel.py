@@ -59,9 +59,46 @@ class QuantizedModel:
     tail: List[int]  # float model nodes run after the int8 part, in float, on its dequantized output
     calibration: dict
 
+    def __getattr__(self, name):
+        """The float model's description (window, hop, specs, layers, output_shape, ...): the
+        int8 model computes the same network."""
+        if name.startswith("_") or name in ("model", "qnodes", "tail", "calibration"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
     @property
     def window(self):
         return self.model.window
+
+    @property
+    def hop(self):
+        return self.model.hop
+
+    @property
+    def in_features(self):
+        return self.model.in_features
+
+    @property
+    def labels(self):
+        return self.model.labels
+
+    @labels.setter
+    def labels(self, value):
+        self.model.labels = value
+
+    @property
+    def metadata(self):
+        return self.model.metadata
+
+    @metadata.setter
+    def metadata(self, value):
+        self.model.metadata = value
+
+    def save(self, path) -> None:
+        """Write the model (float model + int8 parameters, docs/format.md); ``dse.load`` reads it
+        back as a QuantizedModel."""
+        from ..formats.npz import save
+        save(self, path)
 
     @property
     def frame_shape(self):

@@ -98,15 +98,36 @@ def quantize(model: Model, calibration, *, method: str = "minmax", percentile: f
     return _Quantizer(model, ranges).run(len(windows), method)
 
 
+def quantize_with(model: Model, tensors: Dict[str, Q.QParams], convs: Dict[str, tuple],
+                  calibration: Optional[dict] = None) -> QuantizedModel:
+    """Rebuild a QuantizedModel from stored parameters (a model file, an imported QDQ graph):
+    `tensors` maps float node names to the QParams of the int8 tensor they end; `convs` maps a
+    conv's node name to (int8 weights (out, in/g, kf, kt), float32 weight scales, int32 bias)."""
+    q = _Quantizer(model, None, fixed=(tensors, convs))
+    return q.run(0, "stored") if calibration is None else \
+        _with_calibration(q.run(0, "stored"), calibration)
+
+
+def _with_calibration(qm: QuantizedModel, calibration: dict) -> QuantizedModel:
+    qm.calibration = dict(calibration)
+    return qm
+
+
 class _Quantizer:
-    def __init__(self, model: Model, ranges: _Ranges):
+    def __init__(self, model: Model, ranges: Optional[_Ranges], fixed=None):
         self.model = model
         self.ranges = ranges
+        self.fixed = fixed  # (tensors by node name, conv arrays by node name), or None
         self.consumers = model.consumers()
         self.q_of: Dict[int, int] = {}  # float node -> the QNode holding its value
         self.qnodes: List[QNode] = []
 
     def qparams(self, i: int) -> Q.QParams:
+        if self.fixed is not None:
+            name = self.model.nodes[i].name
+            if name not in self.fixed[0]:
+                raise ModelError(f"quantization: no scale and zero point for node {name!r}")
+            return self.fixed[0][name]
         return Q.choose_qparams(*self.ranges.range_of(i))
 
     def add(self, qn: QNode, float_nodes: Sequence[int]) -> int:
@@ -143,7 +164,8 @@ class _Quantizer:
             raise ModelError("int8 streaming needs the model's head (the time reduction) in the int8 part")
         return QuantizedModel(model=m, qnodes=self.qnodes, tail=tail,
                               calibration={"windows": n_windows, "method": method,
-                                           "percentile": self.ranges.percentile})
+                                           "percentile": None if self.ranges is None
+                                           else self.ranges.percentile})
 
     @staticmethod
     def expressible(layer) -> bool:
@@ -249,9 +271,19 @@ class _Quantizer:
             if isinstance(m.nodes[act].layer, L.ReLU6):
                 hi = min(hi, out.zero_point + int(math.floor(6.0 / out.scale + 0.5)))
         s_in = self.qnodes[src].out.scale
-        s_w = Q.weight_scales(w4.astype(np.float32))
-        wq = Q.quantize_weights(w4, s_w)
-        bias = np.round(b / (s_in * s_w.astype(np.float64)))
+        stored = None if self.fixed is None else self.fixed[1].get(m.nodes[i].name)
+        if self.fixed is not None and stored is None:
+            raise ModelError(f"no int8 weights for node {m.nodes[i].name!r}")
+        if stored is not None:  # int8 weights as stored (a file, an imported quantized graph)
+            wq, s_w, bias = (np.asarray(a) for a in stored)
+            if wq.shape != w4.shape:
+                raise ModelError(f"quantization.{m.nodes[i].name}: int8 weights of shape {wq.shape}, "
+                                 f"the layer has {w4.shape}")
+            bias = bias.astype(np.float64)
+        else:
+            s_w = Q.weight_scales(w4.astype(np.float32))
+            wq = Q.quantize_weights(w4, s_w)
+            bias = np.round(b / (s_in * s_w.astype(np.float64)))
         if np.abs(bias).max(initial=0) > Q.INT32_MAX:
             raise ModelError(f"node {m.nodes[i].name}: a bias overflows int32 at scale s_in*s_w")
         # The kernels accumulate in int32 (VNNI's inputs carry +128): refuse a layer that could
@@ -284,4 +316,4 @@ def _weight4(layer, in_spec) -> tuple:
     return w, b
 
 
-__all__ = ["quantize"]
+__all__ = ["quantize", "quantize_with"]

@@ -178,6 +178,11 @@ def _bench(args) -> int:
     return 0
 
 
+def _quantize(args) -> int:
+    from . import quantize_cmd
+    return quantize_cmd.run(args)
+
+
 def _run(args) -> int:
     from .run import run
 
@@ -265,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
     bench.add_argument("--json", default=None, help="also write the full result as JSON here")
+    from . import quantize_cmd
+    quantize_cmd.add_arguments(sub.add_parser(
+        "quantize", help="an int8 model: calibrate on recorded frames, write it, report agreement",
+        description=quantize_cmd.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     from . import run as _run_module
     _run_module.add_arguments(sub.add_parser(
         "run", help="stream frames from stdin, a CSV or a .npy file: one prediction per output line",
@@ -276,7 +285,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import DeepShiftError
 
-    commands = {"demo": _demo, "inspect": _inspect, "convert": _convert, "bench": _bench, "run": _run}
+    commands = {"demo": _demo, "inspect": _inspect, "convert": _convert, "bench": _bench, "run": _run,
+                "quantize": _quantize}
     try:
         status = commands[args.command](args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
