@@ -109,8 +109,9 @@ def _from_torchscript(args, time_axis):
     dims = tuple(int(v) for v in str(args.in_features).split(","))
     if time_axis is not None and not isinstance(time_axis, int):
         raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
+    # A TorchScript archive is what the TorchScript exporter was made for (dynamo traces Python).
     return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
-                      time_axis=-1 if time_axis is None else time_axis, return_report=True)
+                      time_axis=-1 if time_axis is None else time_axis, return_report=True, dynamo=False)
 
 
 def _convert(args) -> int:
