@@ -115,20 +115,51 @@ def _from_torchscript(args, time_axis):
 
 
 def _convert(args) -> int:
-    from ..formats.npz import save
     from ..convert.onnx_import import from_onnx
 
     time_axis = args.time_axis
     if time_axis is not None and time_axis.lstrip("-").isdigit():
         time_axis = int(time_axis)
+    # from_onnx/from_torch stream the converted model and compare it with its offline
+    # reference (dense and decimated): a model that does not stream exactly raises here.
     if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
         model, report = _from_torchscript(args, time_axis)
     else:
         model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True)
-    save(model, args.target)
+    data = _checked_file(model)
+    from .._atomic import atomic_write
+
+    atomic_write(args.target, lambda fh: fh.write(data))
     print(report)
     print(f"wrote {args.target}")
     return 0
+
+
+def _checked_file(model) -> bytes:
+    """The model file's bytes, once the file read back streams exactly what the converted
+    model streams (so ``convert`` never writes a file that fails or differs on the device)."""
+    import io
+
+    from ..errors import ModelFormatError
+    from ..formats.npz import load, save
+
+    buf = io.BytesIO()
+    save(model, buf)
+    data = buf.getvalue()
+    try:
+        loaded = load(io.BytesIO(data))
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"the model file would not load back: {exc}; nothing written") from None
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((model.window + 3 * max(model.hop, 1) + 8,) + tuple(model.frame_shape))
+    x = x.astype(np.float32)
+    for mode in ("dense", "decimated"):
+        want = model.stream(mode=mode).push_many(x)
+        got = loaded.stream(mode=mode).push_many(x)
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise ModelFormatError(f"the model file, read back, streams differently from the converted "
+                                   f"model ({mode} mode); nothing written: please report this")
+    return data
 
 
 def _bench(args) -> int:
