@@ -1,6 +1,8 @@
 """from_onnx / from_torch: the stream equals onnxruntime (and PyTorch) on the window
 ending at every frame; unsupported graphs give a ModelFormatError naming op and node."""
+import importlib.util
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -259,17 +261,29 @@ TORCH_MODELS = {
 }
 
 
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def _need(exporter):
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+
+
 @pytest.mark.torch
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("name", sorted(TORCH_MODELS))
-def test_from_torch_matches_torch_and_onnxruntime(name):
+def test_from_torch_matches_torch_and_onnxruntime(name, exporter):
+    _need(exporter)
     make, in_features, window = TORCH_MODELS[name]
     torch.manual_seed(0)
     module = make()
     _randomize_bn(module)
     module.eval()
     opset = 20 if name == "gelu_tanh_leaky" else 17  # tanh-GELU is a native op from opset 20
+    if exporter == "dynamo":
+        opset = max(opset, 18)  # the dynamo exporter writes opset 18 and later
     model, report = dse.from_torch(module, in_features=in_features, window=window, return_report=True,
-                                   opset=opset)
+                                   opset=opset, dynamo=exporter == "dynamo")
     assert "max |error|" in report and "window-exact" in report
     x = RNG.standard_normal((window + 15,) + model.frame_shape).astype(np.float32)
     got = model.stream().push_many(x)
@@ -349,12 +363,15 @@ LAYOUT_MODELS = {  # module, in_features, window, time axis
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("name", sorted(LAYOUT_MODELS))
-def test_time_axis_not_last_matches_torch_and_onnxruntime(name):
+def test_time_axis_not_last_matches_torch_and_onnxruntime(name, exporter):
+    _need(exporter)
     make, in_features, window, t_axis = LAYOUT_MODELS[name]
     torch.manual_seed(1)
     module = make().eval()
-    model = dse.from_torch(module, in_features=in_features, window=window, time_axis=t_axis)
+    model = dse.from_torch(module, in_features=in_features, window=window, time_axis=t_axis,
+                           dynamo=exporter == "dynamo")
     x = RNG.standard_normal((window + 9,) + model.frame_shape).astype(np.float32)
     got = model.stream().push_many(x)
     rank = len(model.frame_shape) + 2
@@ -417,3 +434,32 @@ def test_flatten_of_a_one_channel_window_is_the_flatten_head():
     nodes = [c1, helper.make_node("Flatten", ["a"], ["y"], name="flat")]
     model = _compare_with_ort(_graph(nodes, i1, [1, 1, 3]), 3)
     assert isinstance(model.layers[-1], dse.Flatten)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_a_channels_last_module_without_time_axis_gets_a_hint(exporter):
+    _need(exporter)
+    with pytest.raises(dse.ModelFormatError, match=r"the module fails on a window of shape \(1, 4, 12\): "
+                                                   r"RuntimeError: .*pass time_axis=1") as info:
+        dse.from_torch(ChannelsLast().eval(), in_features=4, window=12, dynamo=exporter == "dynamo")
+    assert "Traceback" not in str(info.value) and info.value.__cause__ is None
+
+
+@pytest.mark.torch
+def test_the_dynamo_exporter_is_the_default_and_needs_onnxscript(monkeypatch):
+    # a plain CNN exported as torch 2.13 does by default (its Unsqueeze before the head was
+    # refused before graph models); without onnxscript the error says what to install
+    module = nn.Sequential(nn.Conv1d(3, 4, 3, padding="same"), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                           nn.Flatten(), nn.Linear(4, 2)).eval()
+    if importlib.util.find_spec("onnxscript") is not None:
+        model = dse.from_torch(module, in_features=3, window=10)
+        x = RNG.standard_normal((14, 3)).astype(np.float32)
+        with torch.no_grad():
+            want = np.stack([module(torch.from_numpy(np.ascontiguousarray(x[i:i + 10].T[None]))).numpy()[0]
+                             for i in range(5)])
+        np.testing.assert_allclose(model.stream().push_many(x), want, rtol=1e-5, atol=1e-6)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(ImportError, match="needs onnxscript: pip install onnxscript, or pass dynamo=False"):
+        dse.from_torch(module, in_features=3, window=10)
+    assert dse.from_torch(module, in_features=3, window=10, dynamo=False).window == 10
