@@ -153,6 +153,20 @@ def test_family_state_snapshot_and_warm_up(name, exporter):
     np.testing.assert_allclose(warm.push_many(x[k:]), full[len(full) - len(rest):], rtol=0, atol=1e-6 * scale)
 
 
+@pytest.mark.xfail(strict=False, reason="graph models and FrameFlatten need model format v2 (formats/npz.py, "
+                                        "on another branch); chains save in v1 already")
+@pytest.mark.parametrize("name", STREAMED)
+def test_family_survives_the_model_file(name):
+    import io
+
+    model = converted(name, "torchscript")[0]
+    buf = io.BytesIO()
+    dse.save(model, buf)
+    buf.seek(0)
+    x = frames(model, seed=4)
+    np.testing.assert_array_equal(dse.load(buf).stream().push_many(x), model.stream().push_many(x))
+
+
 # ----------------------------------------------------------------------------- sequence semantics
 @pytest.mark.skipif(not hasattr(dse.Stream, "flush"),
                     reason="semantics='sequence' streams once the engine has Stream.flush (lead's part "

@@ -463,3 +463,21 @@ def test_the_dynamo_exporter_is_the_default_and_needs_onnxscript(monkeypatch):
     with pytest.raises(ImportError, match="needs onnxscript: pip install onnxscript, or pass dynamo=False"):
         dse.from_torch(module, in_features=3, window=10)
     assert dse.from_torch(module, in_features=3, window=10, dynamo=False).window == 10
+
+
+@pytest.mark.parametrize("n,k,s,p,op", [(3, 2, 2, 1, "MaxPool"), (4, 1, 2, 0, "MaxPool"), (3, 2, 2, 1, "AveragePool"),
+                                        (7, 2, 3, 1, "AveragePool")])
+def test_ceil_mode_windows_starting_in_the_right_padding_are_dropped_as_pytorch_does(n, k, s, p, op):
+    # onnx's shape inference counts a last window that would start in the right padding;
+    # PyTorch and onnxruntime drop it (a hypothesis find): the converter follows them, and the
+    # shapes after it (a conv here) are right too
+    extra = {"count_include_pad": 1} if op == "AveragePool" else {}
+    c1, i1 = _conv("c1", "p", "y", 2, 3, 1)
+    nodes = [helper.make_node(op, ["x"], ["p"], kernel_shape=[k], strides=[s], pads=[p, p], ceil_mode=1,
+                              name="pool", **extra), c1]
+    model = _compare_with_ort(_graph(nodes, i1, [1, 2, n]), n)
+    x = RNG.standard_normal((n + 4, 2)).astype(np.float32)
+    pool = nn.MaxPool1d(k, s, p, ceil_mode=True) if op == "MaxPool" else nn.AvgPool1d(k, s, p, ceil_mode=True)
+    with torch.no_grad():
+        lengths = {pool(torch.from_numpy(np.ascontiguousarray(x[:n].T[None]))).shape[-1]}
+    assert lengths == {model.specs[1].length}

@@ -245,6 +245,20 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
                 shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
         if not folded:
             break
+    pool_attrs = _ceil_pools_for_inference(proto, shapes)
+    if pool_attrs:
+        del proto.graph.value_info[:]  # inferred with the old attributes: infer them again
+        for o in proto.graph.output:
+            o.type.tensor_type.ClearField("shape")
+        try:
+            proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise ModelFormatError(f"ONNX shape inference failed: {exc}") from None
+        shapes = {}
+        for vi in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
     graph = proto.graph
     bad = _first_unsupported(graph, inp.name)
     if bad is not None:
@@ -258,6 +272,7 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
         in_features = (other[0], other[1])
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}  # with the folded ones
     conv = _Converter(inits, shapes, numpy_helper, opset, graph)
+    conv.pool_attrs = pool_attrs
     x = Input(in_features, name=conv.unique(inp.name or "input"))
     vals: Dict[str, _Val] = {inp.name: _Val(x, tuple(fixed), roles, node=inp.name)}
     for node in graph.node:
@@ -367,6 +382,47 @@ def _fold_constant_nodes(proto, numpy_helper, opset, shapes) -> bool:
     return True
 
 
+def _ceil_pools_for_inference(proto, shapes) -> Dict[str, dict]:
+    """ceil_mode pools whose last window would start in the right padding: PyTorch and
+    onnxruntime drop that window, onnx's shape inference counts it (and so every shape after
+    it is off by one). Such a node gets ``ceil_mode=0`` and just enough right padding for
+    inference to count PyTorch's windows; its own attributes are returned (by output name)
+    for the conversion, which follows PyTorch."""
+    from ..nn.spec import output_length
+
+    original = {}
+    for node in proto.graph.node:
+        if node.op_type not in ("MaxPool", "AveragePool"):
+            continue
+        a = _attrs(node)
+        x, y = shapes.get(node.input[0]), shapes.get(node.output[0]) if node.output else None
+        if not a.get("ceil_mode") or a.get("auto_pad", "NOTSET") != "NOTSET" or not x or not y \
+                or None in x or None in y or "kernel_shape" not in a:
+            continue
+        k = list(a["kernel_shape"])
+        nd = len(k)
+        if len(x) != nd + 2 or len(y) != nd + 2:
+            continue
+        s, d = list(a.get("strides", [1] * nd)), list(a.get("dilations", [1] * nd))
+        pads = [int(p) for p in a.get("pads", [0] * (2 * nd))]
+        ours = [output_length(x[2 + j], k[j], d[j], s[j], pads[j], pads[j + nd], True) for j in range(nd)]
+        if list(y[2:]) == ours or min(ours) < 1:
+            continue
+        # ceil_mode=0 on every axis, with the right padding that gives PyTorch's count
+        new = list(pads)
+        for j in range(nd):
+            new[j + nd] = max(0, (ours[j] - 1) * s[j] + (k[j] - 1) * d[j] + 1 - x[2 + j] - pads[j])
+        if [output_length(x[2 + j], k[j], d[j], s[j], new[j], new[j + nd], False) for j in range(nd)] == ours:
+            from onnx import helper
+
+            original[node.output[0]] = {"ceil_mode": 1, "pads": pads}
+            keep = [att for att in node.attribute if att.name not in ("ceil_mode", "pads")]
+            del node.attribute[:]
+            node.attribute.extend(keep + [helper.make_attribute("ceil_mode", 0),
+                                          helper.make_attribute("pads", new)])
+    return original
+
+
 def _shape_value(node, shape) -> np.ndarray:
     """What an ONNX Shape node gives for a tensor of static `shape` (its start/end applied)."""
     a = _attrs(node)
@@ -378,10 +434,9 @@ def _check(model, seed, notes=()) -> str:
              f"{tuple(model.output_shape)}; window {model.window}, receptive field "
              f"{model.receptive_field}, hop {model.hop}; equivalence: {model.equivalence}"]
     lines.extend(notes)
-    if model.semantics != "window":
-        lines.append("  check: skipped ('sequence' semantics: compare with the offline run yourself)")
-        return "\n".join(lines)
     rng = np.random.default_rng(seed)
+    if model.semantics != "window":
+        return _check_sequence(model, rng, lines)
     n = model.window + 2 * max(model.hop, 1) + 8
     x = rng.standard_normal((n,) + model.frame_shape).astype(np.float32)
     ref = model.forward(x)
@@ -398,6 +453,29 @@ def _check(model, seed, notes=()) -> str:
                  f"(dense and decimated): max |error| = {max(errs):.2e} (max |output| {scale:.2e})")
     if not max(errs) <= 1e-4 * max(1.0, scale):
         raise ModelFormatError(f"converted model streams with error {max(errs):.2e}: please report this")
+    return "\n".join(lines)
+
+
+def _check_sequence(model, rng, lines) -> str:
+    """'sequence' semantics: the stream, flushed, equals the network run over the recording."""
+    from ..engine.stream import Stream
+
+    if not hasattr(Stream, "flush"):
+        lines.append("  check: not run (this engine does not stream 'sequence' semantics yet)")
+        return "\n".join(lines)
+    x = rng.standard_normal((3 * model.window + 8,) + model.frame_shape).astype(np.float32)
+    ref = model.forward(x)
+    stream = model.stream()
+    got = np.concatenate([stream.push_many(x), stream.flush()])
+    if got.shape != ref.shape:
+        raise ModelFormatError(f"converted model streams {got.shape} outputs where the offline run has "
+                               f"{ref.shape}: please report this")
+    err = float(np.max(np.abs(got - ref))) if got.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    lines.append(f"  check: streamed and flushed vs the offline run on {len(x)} frames of random input: "
+                 f"max |error| = {err:.2e} (max |output| {scale:.2e})")
+    if not err <= 1e-4 * max(1.0, scale):
+        raise ModelFormatError(f"converted model streams with error {err:.2e}: please report this")
     return "\n".join(lines)
 
 
@@ -439,6 +517,7 @@ class _Converter:
         self.used = set()
         self.expect: Dict[str, tuple] = {}  # model node name -> (channels, features, length) in ONNX
         self.readers: Dict[str, int] = {}
+        self.pool_attrs: Dict[str, dict] = {}  # the attributes of pools rewritten for shape inference
         if graph is not None:
             for n in graph.node:
                 for i in n.input:
@@ -905,7 +984,7 @@ class _Converter:
     # -- pools and heads
     def _pool(self, node, vals, x, op):
         self.need_bc(node, x, "pooling")
-        a = _attrs(node)
+        a = {**_attrs(node), **self.pool_attrs.get(node.output[0], {})}
         k = list(a["kernel_shape"])
         nd = len(k)
         if len(x.shape) != nd + 2:
@@ -936,8 +1015,9 @@ class _Converter:
                                         count_include_pad=cip)
         except ModelError as exc:
             raise _fail(node, str(exc)) from None
+        onnx_shape = self.shape(node.output[0])
         t = self.apply(node, layer, [x.tensor])
-        v = self.put(vals, node, t, self.shape(node.output[0]) or x.shape, x.roles)
+        v = self.put(vals, node, t, onnx_shape or x.shape, x.roles)
         spans = all(p[0] == x.shape[x.axis(r)] and p[2] == 1 and not p[3] and not p[4] for r, p in sp.items())
         if spans:  # AdaptiveXxxPool(1) exports this way
             v.spans_window = op
