@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, reject, settings
+from hypothesis import HealthCheck, assume, given, note, reject, settings
 from hypothesis import strategies as st
 
 import deepshift_edge as dse
@@ -122,12 +122,32 @@ def _export(model, dynamo) -> bytes:
         return buf.getvalue()
 
 
+def _exported_graph_is_right(data, model, x) -> bool:
+    """onnxruntime computes what the model computes on one window: the export itself is sound.
+    (Not always: after a ceil_mode pool whose last window starts in the right padding, the
+    TorchScript exporter sizes a following AdaptiveMaxPool1d(1) from onnx's miscount.)"""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return True
+    try:
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        win = np.ascontiguousarray(np.moveaxis(x[:model.window], 0, -1)[None])
+        got = sess.run(None, {sess.get_inputs()[0].name: win})[0]
+    except Exception:
+        return False
+    want = model.forward_window(x[:model.window])
+    return got.size == want.size and np.allclose(got.reshape(want.shape), want, rtol=1e-3, atol=1e-3)
+
+
 def _check(model, dynamo):
     note(repr(model))
-    converted = dse.from_onnx(_export(model, dynamo), window=model.window)
-    assert converted.frame_shape == model.frame_shape and converted.output_shape == model.output_shape
+    data = _export(model, dynamo)
     x = np.random.default_rng(7).standard_normal((model.window + 2 * model.hop + 5,) + model.frame_shape)
     x = x.astype(np.float32)
+    assume(_exported_graph_is_right(data, model, x))
+    converted = dse.from_onnx(data, window=model.window)
+    assert converted.frame_shape == model.frame_shape and converted.output_shape == model.output_shape
     ref = model.forward(x)
     scale = max(1.0, float(np.max(np.abs(ref))))
     np.testing.assert_allclose(converted.stream().push_many(x), ref, rtol=0, atol=1e-4 * scale)

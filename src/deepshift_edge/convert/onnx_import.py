@@ -554,6 +554,9 @@ class _Converter:
 
     def apply(self, node, layer, inputs, suffix=""):
         """A graph node for ``layer`` on the tensors ``inputs``, named after the ONNX node."""
+        for pname, arr in layer.params().items():
+            if not np.isfinite(arr).all():  # an infinite variance still gives finite outputs
+                raise _fail(node, f"the {type(layer).__name__} {pname} has non-finite values")
         try:
             return layer(*inputs, name=self.unique((node.name or node.op_type) + suffix))
         except ModelError as exc:
