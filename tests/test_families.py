@@ -167,6 +167,23 @@ def test_family_survives_the_model_file(name):
     np.testing.assert_array_equal(dse.load(buf).stream().push_many(x), model.stream().push_many(x))
 
 
+@pytest.mark.parametrize("mode", ["dense", "decimated"])
+@pytest.mark.parametrize("name", ["inception_time", "wavenet", "ecg_resnet"])
+def test_family_push_allocates_nothing(name, mode):
+    # graph models with edge strips ('same' padding), gates, concats, strided residuals
+    from test_zero_alloc import _baseline, _measure
+
+    model = converted(name, "torchscript")[0]
+    stream = model.stream(mode=mode)
+    frame = np.random.default_rng(1).standard_normal(model.frame_shape).astype(np.float32)
+    for _attempt in range(3):  # a thread left over from another test may allocate: best of three
+        base = _baseline()
+        got = _measure(stream.push, frame, frames=3000)
+        if got == base:
+            break
+    assert got == base, f"push allocates: (peak, current, blocks) {got} vs {base} for len()"
+
+
 # ----------------------------------------------------------------------------- sequence semantics
 @pytest.mark.skipif(not hasattr(dse.Stream, "flush"),
                     reason="semantics='sequence' streams once the engine has Stream.flush (lead's part "
