@@ -481,3 +481,38 @@ def test_ceil_mode_windows_starting_in_the_right_padding_are_dropped_as_pytorch_
     with torch.no_grad():
         lengths = {pool(torch.from_numpy(np.ascontiguousarray(x[:n].T[None]))).shape[-1]}
     assert lengths == {model.specs[1].length}
+
+
+PADDING_AND_ACTIVATION_MODULES = {  # the activations and pools of issue 11, as nn modules write them
+    "prelu": lambda: nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.PReLU(4), nn.AdaptiveMaxPool1d(1), nn.Flatten()),
+    "prelu_shared": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.PReLU(), nn.Flatten()),
+    "softplus_beta": lambda: nn.Sequential(nn.Conv1d(3, 4, 3, padding="same"), nn.Softplus(beta=2.0),
+                                           nn.AdaptiveAvgPool1d(1), nn.Flatten()),
+    "hardtanh": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.Hardtanh(-0.5, 0.7), nn.AdaptiveAvgPool1d(1), nn.Flatten()),
+    "celu_selu_softsign_elu": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.CELU(0.6), nn.Conv1d(4, 4, 1), nn.SELU(),
+                                                    nn.Conv1d(4, 4, 1), nn.Softsign(), nn.Conv1d(4, 4, 1),
+                                                    nn.ELU(0.8), nn.AdaptiveAvgPool1d(1), nn.Flatten()),
+    "avgpool_padding": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.AvgPool1d(3, 2, padding=1, count_include_pad=False),
+                                             nn.AvgPool1d(3, 1, padding=1), nn.Flatten()),
+    "maxpool_ceil": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.MaxPool1d(3, 2, padding=1, ceil_mode=True), nn.Flatten()),
+    "constant_pads": lambda: nn.Sequential(nn.ConstantPad1d((2, 1), 0.0), nn.Conv1d(3, 4, 3), nn.ReLU(),
+                                           nn.ZeroPad1d((0, 2)), nn.MaxPool1d(2), nn.Flatten()),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", sorted(PADDING_AND_ACTIVATION_MODULES))
+def test_activations_and_padded_pools_match_torch(name, exporter):
+    _need(exporter)
+    torch.manual_seed(2)
+    module = PADDING_AND_ACTIVATION_MODULES[name]().eval()
+    model = dse.from_torch(module, in_features=3, window=13, dynamo=exporter == "dynamo")
+    x = RNG.standard_normal((21, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = module.double()
+        want = np.stack([ref(torch.from_numpy(np.ascontiguousarray(x[i:i + 13].T[None]).astype(np.float64))).numpy()
+                         .reshape(model.output_shape) for i in range(9)])
+    scale = float(np.max(np.abs(want)))
+    np.testing.assert_allclose(model.stream().push_many(x), want, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(model.stream(mode="decimated").push_many(x), want[::model.hop], rtol=0, atol=1e-5 * scale)

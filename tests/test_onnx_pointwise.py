@@ -179,6 +179,10 @@ def test_input_normalisation_is_its_own_first_layer():
 @pytest.mark.parametrize("body,kind", [
     (lambda b, x: b.op("Softplus", [x]), "Softplus"),
     (lambda b, x: b.op("Softsign", [x]), "Softsign"),
+    # Softplus(beta=2) as the dynamo exporter writes it: Where(2x > 20, x, Softplus(2x) / 2)
+    (lambda b, x: b.op("Where", [b.op("Greater", [b.op("Mul", [x, b.const(2.0)]), b.const(20.0)]), x,
+                                 b.op("Div", [b.op("Softplus", [b.op("Mul", [x, b.const(2.0)])]), b.const(2.0)])]),
+     "Softplus"),
     (lambda b, x: b.op("Elu", [x], alpha=0.7), "ELU"),
     (lambda b, x: b.op("Celu", [x], alpha=0.5), "CELU"),
     (lambda b, x: b.op("Selu", [x]), "SELU"),

@@ -62,6 +62,12 @@ ELEMENTWISE: Dict[str, Callable] = {
     "Max": lambda *a: np.maximum.reduce(np.broadcast_arrays(*a)),
     "Min": lambda *a: np.minimum.reduce(np.broadcast_arrays(*a)),
     "Clip": _clip,
+    # comparisons and selection: how the dynamo exporter writes Softplus(beta, threshold)
+    "Greater": lambda a, b: np.greater(a, b).astype(np.float64),
+    "Less": lambda a, b: np.less(a, b).astype(np.float64),
+    "GreaterOrEqual": lambda a, b: np.greater_equal(a, b).astype(np.float64),
+    "LessOrEqual": lambda a, b: np.less_equal(a, b).astype(np.float64),
+    "Where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
     # ops with attributes: the importer binds them (see `bind`)
     "LeakyRelu": None, "HardSigmoid": None, "HardSwish": None, "Gelu": None, "Elu": None,
     "Celu": None, "Selu": None,
@@ -178,7 +184,7 @@ def _substitute(e: Expr, inner: Expr, var: Expr) -> Expr:
 
 
 def _catalogue(leaky_slope: Optional[float], tail_lo: Optional[float] = None,
-               tail_hi: Optional[float] = None):
+               tail_hi: Optional[float] = None, at_zero: Optional[float] = None):
     """The engine's activations to try. Parameters are read off the probe: LeakyReLU's slope
     at -1, ELU/CELU's alpha and Hardtanh's bounds from the far tails."""
     cands = [("ReLU", L.ReLU), ("ReLU6", L.ReLU6), ("Sigmoid", L.Sigmoid), ("Tanh", L.Tanh),
@@ -187,6 +193,9 @@ def _catalogue(leaky_slope: Optional[float], tail_lo: Optional[float] = None,
              ("SELU", L.SELU), ("Softplus", L.Softplus), ("Softsign", L.Softsign)]
     if leaky_slope is not None and math.isfinite(leaky_slope):
         cands.append((f"LeakyReLU({leaky_slope:g})", lambda: L.LeakyReLU(leaky_slope)))
+    if at_zero is not None and math.isfinite(at_zero) and at_zero > 0:  # Softplus(beta)(0) = log(2) / beta
+        beta = math.log(2.0) / at_zero
+        cands.append((f"Softplus({beta:g})", lambda: L.Softplus(beta)))
     if tail_lo is not None and math.isfinite(tail_lo) and tail_lo < 0:
         alpha = -tail_lo
         cands.append((f"ELU({alpha:g})", lambda: L.ELU(alpha)))
@@ -311,8 +320,10 @@ def _identify_one(expr: Expr, var_shape: tuple):
     lo_row, hi_row = got[int(np.argmin(PROBE))], got[int(np.argmax(PROBE))]
     tail_lo = float(lo_row[0]) if np.allclose(lo_row, lo_row[0], rtol=1e-6, atol=1e-9) else None
     tail_hi = float(hi_row[0]) if np.allclose(hi_row, hi_row[0], rtol=1e-6, atol=1e-9) else None
+    zero_row = got[int(np.argmin(np.abs(PROBE)))]
+    at_zero = float(zero_row[0]) if np.allclose(zero_row, zero_row[0], rtol=1e-6, atol=1e-12) else None
     best = (math.inf, "")
-    for name, make in _catalogue(slope, tail_lo, tail_hi):
+    for name, make in _catalogue(slope, tail_lo, tail_hi, at_zero):
         layer = make()
         dev = _deviation(got, layer.forward(z))
         if dev <= TOLERANCE:
