@@ -483,6 +483,19 @@ def test_ceil_mode_windows_starting_in_the_right_padding_are_dropped_as_pytorch_
     assert lengths == {model.specs[1].length}
 
 
+class MultiScaleHeads(nn.Module):
+    """Two branches pooled three ways, the vectors concatenated after the heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv1d(3, 4, 3, padding=1), nn.Conv1d(3, 5, 7, padding=3)
+        self.fc = nn.Linear(4 + 5 + 4, 2)
+
+    def forward(self, x):
+        a, b = torch.relu(self.a(x)), torch.tanh(self.b(x))
+        return self.fc(torch.cat([a.mean(-1), b.amax(-1), a[:, :, -1]], dim=1))
+
+
 PADDING_AND_ACTIVATION_MODULES = {  # the activations and pools of issue 11, as nn modules write them
     "prelu": lambda: nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.PReLU(4), nn.AdaptiveMaxPool1d(1), nn.Flatten()),
     "prelu_shared": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.PReLU(), nn.Flatten()),
@@ -495,6 +508,7 @@ PADDING_AND_ACTIVATION_MODULES = {  # the activations and pools of issue 11, as 
     "avgpool_padding": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.AvgPool1d(3, 2, padding=1, count_include_pad=False),
                                              nn.AvgPool1d(3, 1, padding=1), nn.Flatten()),
     "maxpool_ceil": lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.MaxPool1d(3, 2, padding=1, ceil_mode=True), nn.Flatten()),
+    "vectors_concatenated": MultiScaleHeads,
     "constant_pads": lambda: nn.Sequential(nn.ConstantPad1d((2, 1), 0.0), nn.Conv1d(3, 4, 3), nn.ReLU(),
                                            nn.ZeroPad1d((0, 2)), nn.MaxPool1d(2), nn.Flatten()),
 }

@@ -16,8 +16,8 @@ named before anything else is said (:class:`~deepshift_edge.ModelFormatError`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional
+from dataclasses import dataclass, replace
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -1379,9 +1379,6 @@ class _Converter:
         roles = tuple(x.roles[p] for p in perm)
         shape = tuple(x.shape[p] for p in perm)
         self.put(vals, node, x.tensor, shape, roles)
-
-    def op_Identity(self, node, vals, x):
-        vals[node.output[0]] = x
 
     def op_Unsqueeze(self, node, vals, x):
         axes = self.opt_const(node, 1)
