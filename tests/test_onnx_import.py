@@ -354,7 +354,24 @@ class TimeMajorSpectrogram(nn.Module):
         return self.fc(h)
 
 
+class CRNNTimeMajor(nn.Module):
+    """(B, 1, T, F) -> 2-D convs -> permute to (B, T, C, F) -> reshape (B, T, C*F) -> per-frame
+    Linear -> transpose -> Conv1d: the frames flatten in C order whatever the transposes."""
+
+    def __init__(self):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d((1, 2)))
+        self.proj, self.conv, self.fc = nn.Linear(3 * 4, 6), nn.Conv1d(6, 5, 3, padding=1), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.cnn(x)
+        b, c, t, f = h.shape
+        h = torch.relu(self.proj(h.permute(0, 2, 1, 3).reshape(b, t, c * f))).transpose(1, 2)
+        return self.fc(self.conv(h).mean(-1))
+
+
 LAYOUT_MODELS = {  # module, in_features, window, time axis
+    "crnn_time_major_reshape": (CRNNTimeMajor, (1, 8), 10, 2),
     "channels_last": (ChannelsLast, 4, 12, 1),
     "channels_last_flatten": (ChannelsLastFlatten, 3, 10, 1),
     "time_major_2d_mean": (lambda: TimeMajorSpectrogram(False), (1, 12), 10, 2),
