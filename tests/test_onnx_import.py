@@ -547,3 +547,26 @@ def test_activations_and_padded_pools_match_torch(name, exporter):
     scale = float(np.max(np.abs(want)))
     np.testing.assert_allclose(model.stream().push_many(x), want, rtol=0, atol=1e-5 * scale)
     np.testing.assert_allclose(model.stream(mode="decimated").push_many(x), want[::model.hop], rtol=0, atol=1e-5 * scale)
+
+
+def test_an_unsupported_op_is_named_before_input_layout_complaints():
+    # the input's dims are symbolic (which is refused too), but the GRU comes first
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 1], name="tr"),
+             helper.make_node("GRU", ["t", "W", "R"], ["y"], name="gru", hidden_size=2)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "C", "T"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[_init("W", np.ones((1, 6, 2))), _init("R", np.ones((1, 6, 2)))])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(dse.ModelFormatError, match=r"'gru' \(GRU\): unsupported op 'GRU': recurrent"):
+        dse.from_onnx(proto, window=8)
+
+
+def test_a_kernel_longer_than_the_window_is_refused_not_a_crash():
+    # onnx's shape inference aborts the process on a Slice of an axis with no positions (a C++
+    # assertion): the converter finds the axis first (a fuzz find), e.g. a chomped TCN given a
+    # window shorter than its kernel
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="c"),
+             helper.make_node("Slice", ["a", "s", "e", "ax"], ["y"], name="chomp")]
+    inits = [_init("w", np.ones((2, 2, 30))), _ints("s", [1]), _ints("e", [1 << 30]), _ints("ax", [2])]
+    with pytest.raises(dse.ModelFormatError, match=r"'c' \(Conv\): its output would have shape \(1, 2, -19\)"):
+        dse.from_onnx(_graph(nodes, inits, [1, 2, "T"]), window=10)

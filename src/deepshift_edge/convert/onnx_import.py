@@ -201,6 +201,9 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
     if len(graph.output) != 1:
         raise ModelFormatError(f"expected one graph output, got {[o.name for o in graph.output]}")
     inp = inputs[0]
+    early = _first_unsupported(graph, inp.name, foldable_too=False)  # before any layout complaint
+    if early is not None:
+        raise early
     in_dims = inp.type.tensor_type.shape.dim
     dims = [d.dim_value if d.HasField("dim_value") else None for d in in_dims]
     names = [d.dim_param if d.HasField("dim_param") else "" for d in in_dims]
@@ -234,7 +237,9 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
     for _ in range(6):
         folded = _fold_constant_nodes(proto, numpy_helper, opset, shapes)
         try:
-            proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+            proto = _infer_shapes(proto)
+        except ModelFormatError:
+            raise
         except Exception as exc:
             raise _first_unsupported(proto.graph, inp.name) or ModelFormatError(
                 f"ONNX shape inference failed: {exc}") from None
@@ -251,7 +256,9 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
         for o in proto.graph.output:
             o.type.tensor_type.ClearField("shape")
         try:
-            proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+            proto = _infer_shapes(proto)
+        except ModelFormatError:
+            raise
         except Exception as exc:
             raise ModelFormatError(f"ONNX shape inference failed: {exc}") from None
         shapes = {}
@@ -332,11 +339,14 @@ def _dynamic_nodes(graph, input_name) -> list:
     return out
 
 
-def _first_unsupported(graph, input_name) -> Optional[ModelFormatError]:
+def _first_unsupported(graph, input_name, foldable_too=True) -> Optional[ModelFormatError]:
     """The first node computed from the input whose op the converter does not know, as an
-    error (named before any complaint about layouts or shapes), or None."""
+    error (named before any complaint about layouts or shapes), or None. ``foldable_too=False``
+    (before constant folding) skips the ops of shape arithmetic, which folding may remove."""
     for node in _dynamic_nodes(graph, input_name):
         op = node.op_type
+        if not foldable_too and op in _Converter.FOLDABLE:
+            continue
         if node.domain not in ("", "ai.onnx") or not _Converter.handles(op):
             if op in RECURRENT:
                 return _fail(node, f"unsupported op {op!r}: recurrent layers (GRU, LSTM, RNN) do not "
@@ -380,6 +390,31 @@ def _fold_constant_nodes(proto, numpy_helper, opset, shapes) -> bool:
     del graph.node[:]
     graph.node.extend(keep)
     return True
+
+
+def _infer_shapes(proto):
+    """onnx's shape inference, guarded: onnx aborts the process (a C++ assertion, no exception)
+    when a Slice reads a tensor with a negative or empty axis, e.g. after a Conv whose kernel is
+    longer than the window. A first pass with every Slice read as Identity finds such axes and
+    refuses the graph, naming the node."""
+    from onnx import shape_inference
+
+    probe = type(proto).FromString(proto.SerializeToString())
+    for node in probe.graph.node:
+        if node.op_type == "Slice":
+            del node.input[1:]
+            del node.attribute[:]
+            node.op_type = "Identity"
+    del probe.graph.value_info[:]
+    probe = shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
+    producer = {o: n for n in probe.graph.node for o in n.output}
+    for vi in probe.graph.value_info:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if any(d is not None and d <= 0 for d in dims) and vi.name in producer:
+            node = producer[vi.name]
+            raise _fail(node, f"its output would have shape {tuple(dims)}: an axis with no positions (is the "
+                              f"window shorter than the kernel? pass a longer window=)")
+    return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
 
 
 def _ceil_pools_for_inference(proto, shapes) -> Dict[str, dict]:
