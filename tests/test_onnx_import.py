@@ -152,6 +152,11 @@ def test_window_defaults_to_input_length_and_symbolic_needs_window():
     ([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")], []),
     ([helper.make_node("Sigmoid", ["x"], ["s"], name="s1"), helper.make_node("Relu", ["x"], ["r"], name="r1"),
       helper.make_node("Mul", ["s", "r"], ["y"], name="gate")], []),
+    # the mean of three branches, a Cast to float on the way
+    ([helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Tanh", ["x"], ["t"], name="t"),
+      helper.make_node("Conv", ["x", "w"], ["c"], name="c", pads=[1, 1]),
+      helper.make_node("Cast", ["c"], ["cf"], to=1, name="cast"),
+      helper.make_node("Mean", ["r", "t", "cf"], ["y"], name="mean")], [_init("w", RNG.standard_normal((2, 2, 3)))]),
     ([helper.make_node("Pad", ["x", "pads"], ["p"], name="pad"), helper.make_node("MaxPool", ["p"], ["y"],
                                                                                  kernel_shape=[2], name="mp")],
      [_ints("pads", [0, 0, 3, 0, 0, 1])]),

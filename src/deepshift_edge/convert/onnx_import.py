@@ -38,7 +38,8 @@ SUPPORTED_OPS = (
     "MaxPool / AveragePool (pads, auto_pad, ceil_mode, count_include_pad; dilated 1-D max)",
     "GlobalAveragePool, GlobalMaxPool, ReduceMean / ReduceMax / ReduceSum over time (and "
     "features): the head; ReduceSum / ReduceMean over a stack of branches (torch.stack(...).sum)",
-    "Add / Sub / Mul / Sum of computed tensors (residuals, skip sums, gates)",
+    "Add / Sub / Mul / Sum / Mean of computed tensors (residuals, skip sums, gates)",
+    "Cast to float or double (the identity)",
     "Concat over channels (Inception) or along a new size-1 axis (torch.stack)",
     "Split / Slice / Gather on channels (torch.chunk) and on time (crops, chomps, the last frame)",
     "Pad (zeros, on time and features; negative pads crop)",
@@ -562,7 +563,7 @@ class _Converter:
 
     @classmethod
     def handles(cls, op) -> bool:
-        return op in P.ELEMENTWISE or op in ("Constant", "Sum") or hasattr(cls, f"op_{op}")
+        return op in P.ELEMENTWISE or op in ("Constant", "Sum", "Mean") or hasattr(cls, f"op_{op}")
 
     # -- helpers
     def unique(self, name: str) -> str:
@@ -647,6 +648,14 @@ class _Converter:
             return self.elementwise(node, vals)
         if op == "Sum":
             return self.join(node, vals, "Add")
+        if op == "Mean":  # the average of branches: their sum, scaled
+            self.join(node, vals, "Add")
+            v = vals[node.output[0]]
+            n = len([i for i in node.input if i])
+            if n > 1:
+                t = self.apply(node, self.affine_layer(v, np.array(1.0 / n), None), [v.tensor], ".mean")
+                self.put(vals, node, t, v.shape, v.roles)
+            return
         keep_pending = {"Conv": "pad", "ReduceSum": "stack", "ReduceMean": "stack", "ReduceMax": "stack"}
         if any(vals[i].stack is not None for i in dyn) and keep_pending.get(op) != "stack":
             raise _fail(node, "a stack of branches (torch.stack) is supported only when summed or "

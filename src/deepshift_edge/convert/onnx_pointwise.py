@@ -74,6 +74,7 @@ ELEMENTWISE: Dict[str, Callable] = {
     "Softsign": lambda a: a / (1.0 + np.abs(a)),
     "Mish": lambda a: a * np.tanh(np.logaddexp(0.0, a)),
     "Identity": lambda a: a, "Dropout": lambda a, *_: a,
+    "Cast": None,  # to float or double: the identity (see `bind`)
 }
 
 
@@ -90,6 +91,8 @@ def bind(op: str, attrs: dict) -> Callable:
     if op == "Elu":
         alpha = float(attrs.get("alpha", 1.0))
         return lambda a: np.where(a >= 0, a, alpha * np.expm1(np.minimum(a, 0.0)))
+    if op == "Cast":  # float32/float64 values stay what they are; other types would change them
+        return (lambda a: a) if attrs.get("to") in (1, 11) else None
     if op == "Celu":
         alpha = float(attrs.get("alpha", 1.0))
         return lambda a: np.where(a >= 0, a, alpha * np.expm1(np.minimum(a, 0.0) / alpha))
