@@ -116,6 +116,39 @@ def onnx_seeds() -> dict:
         [init("w1", rng.standard_normal((4, 2, 3, 3))), init("b1", rng.standard_normal(4)),
          init("s", rng.uniform(0.5, 2, 4)), init("bb", rng.standard_normal(4)),
          init("m", rng.standard_normal(4)), init("v", rng.uniform(0.5, 2, 4))], [1, 2, 6, 10])
+    # graph-shaped models: a chunk gate, a stack of skips summed, a concat, a (C, F) reshape
+    seeds["gate-stack-concat"] = model(
+        [helper.make_node("Pad", ["x", "pads"], ["p"], name="pad"),
+         helper.make_node("Conv", ["p", "w1", "b1"], ["a"], name="c1", dilations=[2]),
+         helper.make_node("Split", ["a", "halves"], ["f", "g"], axis=1, name="chunk"),
+         helper.make_node("Tanh", ["f"], ["tf"], name="tanh"),
+         helper.make_node("Sigmoid", ["g"], ["sg"], name="sig"),
+         helper.make_node("Mul", ["tf", "sg"], ["z"], name="gate"),
+         helper.make_node("Conv", ["z", "w2"], ["s1"], name="skip1"),
+         helper.make_node("Conv", ["x", "w3"], ["s2"], name="skip2", pads=[1, 1]),
+         helper.make_node("Unsqueeze", ["s1", "ax0"], ["u1"], name="u1"),
+         helper.make_node("Unsqueeze", ["s2", "ax0"], ["u2"], name="u2"),
+         helper.make_node("Concat", ["u1", "u2"], ["st"], axis=0, name="stack"),
+         helper.make_node("ReduceSum", ["st", "ax0"], ["sum"], keepdims=0, name="sum"),
+         helper.make_node("Concat", ["sum", "z"], ["cat"], axis=1, name="cat"),
+         helper.make_node("MaxPool", ["cat"], ["mp"], kernel_shape=[3], pads=[1, 1], strides=[2], ceil_mode=1,
+                          name="mp"),
+         helper.make_node("ReduceMean", ["mp"], ["y"], axes=[2], keepdims=0, name="mean")],
+        [init("pads", [0, 0, 2, 0, 0, 0], np.int64), init("w1", rng.standard_normal((4, 3, 2))),
+         init("b1", rng.standard_normal(4)), init("halves", [2, 2], np.int64),
+         init("w2", rng.standard_normal((3, 2, 1))), init("w3", rng.standard_normal((3, 3, 3))),
+         init("ax0", [0], np.int64), init("ax2", [2], np.int64)], [1, 3, 12])
+    seeds["crnn-front"] = model(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", auto_pad="SAME_UPPER"),
+         helper.make_node("Elu", ["a"], ["b"], name="elu"),
+         helper.make_node("Reshape", ["b", "shape"], ["c"], name="frames"),
+         helper.make_node("Conv", ["c", "w2", "b2"], ["d"], name="c2", pads=[1, 1]),
+         helper.make_node("Slice", ["d", "one", "big", "ax2"], ["e"], name="crop"),
+         helper.make_node("Gather", ["e", "last"], ["y"], axis=2, name="last")],
+        [init("w1", rng.standard_normal((2, 1, 3, 3))), init("shape", [1, 8, -1], np.int64),
+         init("w2", rng.standard_normal((3, 8, 3))), init("b2", rng.standard_normal(3)),
+         init("one", [1], np.int64), init("big", [1 << 30], np.int64), init("ax2", [2], np.int64),
+         init("last", np.array(-1), np.int64)], [1, 1, 4, 10])
     return seeds
 
 

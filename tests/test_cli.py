@@ -233,3 +233,58 @@ def test_a_reader_that_goes_away_is_not_an_error(argv):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def _onnx_graph_file(tmp_path, op="Relu"):
+    """A residual block (a graph, not a chain): conv(pads 1, 1) -> op -> + x -> global max."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv", pads=[1, 1]),
+             helper.make_node(op, ["a"], ["r"], name="act"),
+             helper.make_node("Add", ["r", "x"], ["s"], name="add"),
+             helper.make_node("GlobalMaxPool", ["s"], ["y"], name="gmp")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1])], initializer=inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / f"graph_{op}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_convert_refuses_with_the_reason_and_writes_nothing(tmp_path, capsys):
+    src = _onnx_graph_file(tmp_path, op="Cos")
+    target = tmp_path / "m.npz"
+    assert main(["convert", str(src), str(target)]) == 1
+    assert "(Cos): unsupported op 'Cos'" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_convert_never_writes_a_file_that_streams_differently(tmp_path, capsys, monkeypatch):
+    # a model file that loads but would stream differently on the device is not written
+    import deepshift_edge.formats.npz as npz
+
+    src = _onnx_file(tmp_path)
+    real_load = npz.load
+
+    def load_and_tamper(path, **kw):
+        model = real_load(path, **kw)
+        model.layers[0].bias = model.layers[0].bias + 1.0
+        return model
+    monkeypatch.setattr(npz, "load", load_and_tamper)
+    target = tmp_path / "m.npz"
+    assert main(["convert", str(src), str(target), "--window", "12"]) == 1
+    assert "streams differently" in capsys.readouterr().err and not target.exists()
+
+
+def test_convert_a_graph_model(tmp_path, capsys):
+    src = _onnx_graph_file(tmp_path)
+    target = tmp_path / "g.npz"
+    code = main(["convert", str(src), str(target)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    model = dse.load(target)
+    x = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.stream().push_many(x), dse.from_onnx(str(src)).stream().push_many(x))

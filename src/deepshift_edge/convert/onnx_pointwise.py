@@ -62,10 +62,19 @@ ELEMENTWISE: Dict[str, Callable] = {
     "Max": lambda *a: np.maximum.reduce(np.broadcast_arrays(*a)),
     "Min": lambda *a: np.minimum.reduce(np.broadcast_arrays(*a)),
     "Clip": _clip,
+    # comparisons and selection: how the dynamo exporter writes Softplus(beta, threshold)
+    "Greater": lambda a, b: np.greater(a, b).astype(np.float64),
+    "Less": lambda a, b: np.less(a, b).astype(np.float64),
+    "GreaterOrEqual": lambda a, b: np.greater_equal(a, b).astype(np.float64),
+    "LessOrEqual": lambda a, b: np.less_equal(a, b).astype(np.float64),
+    "Where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
     # ops with attributes: the importer binds them (see `bind`)
     "LeakyRelu": None, "HardSigmoid": None, "HardSwish": None, "Gelu": None, "Elu": None,
+    "Celu": None, "Selu": None,
+    "Softsign": lambda a: a / (1.0 + np.abs(a)),
     "Mish": lambda a: a * np.tanh(np.logaddexp(0.0, a)),
     "Identity": lambda a: a, "Dropout": lambda a, *_: a,
+    "Cast": None,  # to float or double: the identity (see `bind`)
 }
 
 
@@ -82,6 +91,15 @@ def bind(op: str, attrs: dict) -> Callable:
     if op == "Elu":
         alpha = float(attrs.get("alpha", 1.0))
         return lambda a: np.where(a >= 0, a, alpha * np.expm1(np.minimum(a, 0.0)))
+    if op == "Cast":  # float32/float64 values stay what they are; other types would change them
+        return (lambda a: a) if attrs.get("to") in (1, 11) else None
+    if op == "Celu":
+        alpha = float(attrs.get("alpha", 1.0))
+        return lambda a: np.where(a >= 0, a, alpha * np.expm1(np.minimum(a, 0.0) / alpha))
+    if op == "Selu":
+        alpha = float(attrs.get("alpha", 1.67326319217681884765625))
+        gamma = float(attrs.get("gamma", 1.05070102214813232421875))
+        return lambda a: gamma * np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0.0)))
     if op == "Gelu":
         approx = attrs.get("approximate", "none")
         approx = approx.decode() if isinstance(approx, bytes) else approx
@@ -168,12 +186,26 @@ def _substitute(e: Expr, inner: Expr, var: Expr) -> Expr:
                 e.op, e.nodes)
 
 
-def _catalogue(leaky_slope: Optional[float]):
+def _catalogue(leaky_slope: Optional[float], tail_lo: Optional[float] = None,
+               tail_hi: Optional[float] = None, at_zero: Optional[float] = None):
+    """The engine's activations to try. Parameters are read off the probe: LeakyReLU's slope
+    at -1, ELU/CELU's alpha and Hardtanh's bounds from the far tails."""
     cands = [("ReLU", L.ReLU), ("ReLU6", L.ReLU6), ("Sigmoid", L.Sigmoid), ("Tanh", L.Tanh),
              ("HardSwish", L.HardSwish), ("Hardsigmoid", L.Hardsigmoid), ("SiLU", L.SiLU),
-             ("Mish", L.Mish), ("GELU", L.GELU), ("GELU(tanh)", lambda: L.GELU("tanh"))]
+             ("Mish", L.Mish), ("GELU", L.GELU), ("GELU(tanh)", lambda: L.GELU("tanh")),
+             ("SELU", L.SELU), ("Softplus", L.Softplus), ("Softsign", L.Softsign)]
     if leaky_slope is not None and math.isfinite(leaky_slope):
         cands.append((f"LeakyReLU({leaky_slope:g})", lambda: L.LeakyReLU(leaky_slope)))
+    if at_zero is not None and math.isfinite(at_zero) and at_zero > 0:  # Softplus(beta)(0) = log(2) / beta
+        beta = math.log(2.0) / at_zero
+        cands.append((f"Softplus({beta:g})", lambda: L.Softplus(beta)))
+    if tail_lo is not None and math.isfinite(tail_lo) and tail_lo < 0:
+        alpha = -tail_lo
+        cands.append((f"ELU({alpha:g})", lambda: L.ELU(alpha)))
+        cands.append((f"CELU({alpha:g})", lambda: L.CELU(alpha)))
+    if tail_lo is not None and tail_hi is not None and math.isfinite(tail_lo) and math.isfinite(tail_hi) \
+            and tail_lo < tail_hi:
+        cands.append((f"Hardtanh({tail_lo:g}, {tail_hi:g})", lambda: L.Hardtanh(tail_lo, tail_hi)))
     return cands
 
 
@@ -288,14 +320,20 @@ def _identify_one(expr: Expr, var_shape: tuple):
     # LeakyReLU's slope, read off at z = -1 (must be the same for every channel)
     slopes = -got[int(np.argmin(np.abs(PROBE + 1.0)))]
     slope = float(slopes[0]) if np.allclose(slopes, slopes[0], rtol=1e-6, atol=1e-9) else None
+    lo_row, hi_row = got[int(np.argmin(PROBE))], got[int(np.argmax(PROBE))]
+    tail_lo = float(lo_row[0]) if np.allclose(lo_row, lo_row[0], rtol=1e-6, atol=1e-9) else None
+    tail_hi = float(hi_row[0]) if np.allclose(hi_row, hi_row[0], rtol=1e-6, atol=1e-9) else None
+    zero_row = got[int(np.argmin(np.abs(PROBE)))]
+    at_zero = float(zero_row[0]) if np.allclose(zero_row, zero_row[0], rtol=1e-6, atol=1e-12) else None
     best = (math.inf, "")
-    for name, make in _catalogue(slope):
+    for name, make in _catalogue(slope, tail_lo, tail_hi, at_zero):
         layer = make()
         dev = _deviation(got, layer.forward(z))
         if dev <= TOLERANCE:
             return _vec(ab[0], 1.0), _vec(ab[1], 0.0), layer
         best = min(best, (dev, name))
-    names = ", ".join(n for n, _ in _catalogue(None)) + ", LeakyReLU(alpha)"
+    names = ", ".join(n for n, _ in _catalogue(None)) + ", LeakyReLU(alpha), ELU(alpha), CELU(alpha), " \
+        "Hardtanh(min, max)"
     raise Unidentified(f"it is not a per-channel scale and shift followed by one of the engine's "
                        f"activations ({names}); closest: {best[1]}, off by {best[0]:.2g} "
                        f"(tolerance {TOLERANCE:g})")

@@ -105,9 +105,10 @@ def _from_torchscript(args, time_axis, labels, metadata):
     dims = tuple(int(v) for v in str(args.in_features).split(","))
     if time_axis is not None and not isinstance(time_axis, int):
         raise ModelFormatError("--time-axis must be an axis index for a TorchScript model")
+    # A TorchScript archive is what the TorchScript exporter was made for (dynamo traces Python).
     return from_torch(module, in_features=dims if len(dims) > 1 else dims[0], window=args.window,
                       time_axis=-1 if time_axis is None else time_axis, return_report=True,
-                      labels=labels, metadata=metadata)
+                      dynamo=False, labels=labels, metadata=metadata)
 
 
 def parse_labels(text: str) -> list:
@@ -136,7 +137,6 @@ def parse_metadata(items) -> dict:
 
 
 def _convert(args) -> int:
-    from ..formats.npz import save
     from ..convert.onnx_import import from_onnx
 
     time_axis = args.time_axis
@@ -144,15 +144,50 @@ def _convert(args) -> int:
         time_axis = int(time_axis)
     labels = None if args.labels is None else parse_labels(args.labels)
     metadata = parse_metadata(args.metadata or [])
+    # from_onnx/from_torch stream the converted model and compare it with its offline
+    # reference (dense and decimated): a model that does not stream exactly raises here.
     if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
         model, report = _from_torchscript(args, time_axis, labels, metadata)
     else:
         model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True,
                                   labels=labels, metadata=metadata)
-    save(model, args.target)
+    data = _checked_file(model)
+    from .._atomic import atomic_write
+
+    atomic_write(args.target, lambda fh: fh.write(data))
     print(report)
     print(f"wrote {args.target}")
     return 0
+
+
+def _checked_file(model) -> bytes:
+    """The model file's bytes, once the file read back streams exactly what the converted
+    model streams (so ``convert`` never writes a file that fails or differs on the device)."""
+    import io
+
+    from ..errors import ModelFormatError
+    from ..formats.npz import load, save
+
+    buf = io.BytesIO()
+    save(model, buf)
+    data = buf.getvalue()
+    try:
+        loaded = load(io.BytesIO(data))
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"the model file would not load back: {exc}; nothing written") from None
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((model.window + 3 * max(model.hop, 1) + 8,) + tuple(model.frame_shape))
+    x = x.astype(np.float32)
+    sequence = getattr(model, "semantics", "window") == "sequence"
+    for mode in ("dense",) if sequence else ("dense", "decimated"):
+        a, b = model.stream(mode=mode), loaded.stream(mode=mode)
+        want, got = a.push_many(x), b.push_many(x)
+        if sequence:
+            want, got = np.concatenate([want, a.flush()]), np.concatenate([got, b.flush()])
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise ModelFormatError(f"the model file, read back, streams differently from the converted "
+                                   f"model ({mode} mode); nothing written: please report this")
+    return data
 
 
 def _bench(args) -> int:
