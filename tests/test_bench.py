@@ -182,3 +182,13 @@ def test_bench_script_quick_run(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["push_many"]["tiny"]["ratio"] > 0
     assert (tmp_path / "results.md").read_text().startswith("# deepshift_edge benchmark")
+
+
+def test_jitter_finds_a_periodic_slow_frame():
+    us = np.ones(4096)
+    us[3::64] = 5.0  # one frame in 64 five times slower: p99 catches it, and so does its phase
+    j = bench._jitter(us, 0, 4)
+    assert j["slowest_phase_median_over_p50"]["64"] == 5.0
+    assert j["slowest_phase_median_over_p50"]["4"] == 1.0
+    noise = np.random.default_rng(0).exponential(1.0, 4096) + 1.0
+    assert max(bench._jitter(noise, 0, 4)["slowest_phase_median_over_p50"].values()) < 1.3

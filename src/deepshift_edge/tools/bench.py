@@ -453,7 +453,8 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     us = _time_frames(stream.push, timed, rate)
     result = {"machine": machine_info(), "model": _model_info(model, stream),
               "mode": mode, "rate_hz": rate, "frames": int(len(timed)),
-              "columns": {"streamed": {"label": f"streamed push ({mode})", **summarize(us)}}}
+              "columns": {"streamed": {"label": f"streamed push ({mode})", **summarize(us)}},
+              "jitter": _jitter(us, w, model.hop)}
 
     emitted = sorted(t for t in outputs if t >= w)
     idx = emitted[:recompute_frames]
@@ -492,6 +493,20 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     return result
 
 
+def _jitter(us: np.ndarray, t0: int, hop: int) -> dict:
+    """p99 / p50 of the streamed pushes, and whether the slow frames are periodic: the
+    median per frame phase (t mod P, for the hop and for 64) over the overall median. A
+    periodic op (a re-sum every n frames, a ring wrap, a pool's stride) shows as one phase
+    above 1; flat phases with a high p99 mean the outliers come from outside the stream."""
+    p50, p99 = np.percentile(us, [50, 99])
+    t = np.arange(t0, t0 + len(us))
+    worst = {}
+    for period in sorted({max(hop, 1), 64}):
+        if period > 1 and len(us) >= 4 * period:
+            worst[str(period)] = float(max(np.median(us[t % period == k]) for k in range(period)) / p50)
+    return {"p99_over_p50": float(p99 / p50), "slowest_phase_median_over_p50": worst}
+
+
 def _model_info(model, stream) -> dict:
     return {"frame_shape": list(model.frame_shape), "output_shape": list(model.output_shape),
             "window": model.window, "receptive_field": model.receptive_field, "hop": model.hop,
@@ -528,6 +543,11 @@ def format_table(result: Dict) -> str:
         ratio = col.get("speedup_of_streaming_p50", 1.0)
         lines.append(f"{col['label']:42s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
                      f"{col['max_us']:10.1f}{col['fps']:11,.0f}{ratio:10.1f}")
+    jit = result.get("jitter")
+    if jit:
+        lines.append(f"jitter (streamed): p99/p50 {jit['p99_over_p50']:.2f}; slowest frame phase's median / p50: "
+                     + (", ".join(f"t mod {k}: {v:.2f}" for k, v in jit["slowest_phase_median_over_p50"].items())
+                        or "-"))
     for op in result.get("per_op", []):
         lines.append(f"    {op['op']:52s}{op['ns_per_frame'] / 1000:8.3f} µs/frame  ({op['macs']:,} MACs, "
                      f"every {op['period']} frames)")
