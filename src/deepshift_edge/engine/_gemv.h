@@ -54,16 +54,25 @@
 #define DSE_UNROLL
 #endif
 
-/* Blocks (push) and frames (push_many) per pass of the base width. */
+/* Blocks (push) and frames (push_many) per pass of the base width. DSE_BASE_X4: push reads
+ * four inputs with one load and multiplies by lane (fmla v, w, x.s[l]) instead of a broadcast
+ * load per input: with 16 accumulators that is what keeps aarch64's loop out of the stack and
+ * the load port free for the weights (llvm-mca cortex-a72: 69% -> 97% of the FMLA peak;
+ * neoverse-n1: 69% -> 94%; bench/arm_mca.py). The terms and their order are unchanged. */
 #if defined(__aarch64__)
 #define DSE_BASE_NB 4
 #define DSE_BASE_NF 4
-#elif defined(__x86_64__) || defined(__SSE2__) || defined(__ARM_NEON)
+#define DSE_BASE_X4 1
+#elif defined(__x86_64__) || defined(__SSE2__)
 #define DSE_BASE_NB 2
 #define DSE_BASE_NF 2
 #else
 #define DSE_BASE_NB 1
 #define DSE_BASE_NF 1
+#endif
+
+#ifndef DSE_BASE_X4
+#define DSE_BASE_X4 0
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DSE_NO_CLONES)
@@ -82,6 +91,10 @@ typedef float dse_v16 __attribute__((vector_size(64), aligned(4)));
 typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
 #endif
 
+/* max(x, +0) with NaN -> +0: a bit mask for vector types (C has no vector ?:), a compare for floats. */
+#define DSE_RELU_VEC(VT, IT, x, zero) ((VT)((IT)(x) & (IT)((x) > (zero))))
+#define DSE_RELU_SCALAR(VT, IT, x, zero) ((x) > (zero) ? (x) : (zero))
+
 /* The kernels for vector type VT (NV vectors per block of DSE_BLK outputs), at most MAXNB
  * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
  * or 2), compiled with function attribute ATTR; names end in _S.
@@ -97,7 +110,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  *   out[f] + ooff (and out2[f] + ooff, the mirrored ring's twin row, unless out2 is NULL),
  *   + shift[m] and max(v, 0) if asked: the same float operations, in the same order, as
  *   the epilogue push() runs after its sums, so fusing them here changes no bit. */
-#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, ATTR)                                                \
+#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, ATTR)                                                \
     static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,                    \
                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
                                                   const ptrdiff_t *clen, const float *wb,                 \
@@ -109,7 +122,17 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         for (ptrdiff_t j = 0; j < n_chunks; j++) {                                                        \
             const float *xj = x[j];                                                                       \
             const float *wj = wb + woff[j];                                                               \
-            for (ptrdiff_t c = 0; c < clen[j]; c++) {                                                     \
+            ptrdiff_t c = 0;                                                                              \
+            if (DSE_BASE_X4 && sizeof(VT) == sizeof(dse_v4)) /* 4 inputs per load, FMA by lane */         \
+            for (; c + 4 <= clen[j]; c += 4) {                                                            \
+                const dse_v4 x4 = *(const dse_v4 *)(xj + c);                                              \
+                DSE_UNROLL for (int l = 0; l < 4; l++)                                                    \
+                    DSE_UNROLL for (int q = 0; q < NB; q++) {                                             \
+                        const VT *wv = (const VT *)(wj + q * blk_stride + (c + l) * DSE_BLK);             \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * x4[l];     \
+                    }                                                                                     \
+            }                                                                                             \
+            for (; c < clen[j]; c++) {                                                                    \
                 const float xv = xj[c];                                                                   \
                 DSE_UNROLL for (int q = 0; q < NB; q++) {                                                 \
                     const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);                       \
@@ -184,7 +207,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                 v[k] = acc[k];                                                                            \
                 if (shift) v[k] += *(const VT *)(shift + k * (DSE_BLK / (NV)));                           \
                 if (relu) /* v > 0 ? v : +0, NaN -> +0, like the scalar epilogue */                       \
-                    v[k] = (VT)((IT)v[k] & (IT)(v[k] > zero));                                            \
+                    v[k] = RELU(VT, IT, v[k], zero);                                                      \
             }                                                                                             \
             memcpy(o, v, sizeof(v));                                                                      \
             if (o2) memcpy(o2, v, sizeof(v));                                                             \
@@ -240,7 +263,15 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         }                                                                                                 \
     }
 
-DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, )
+#if defined(__arm__) && !defined(__aarch64__)
+/* 32-bit ARM: plain floats, 16 accumulators in VFP registers. GCC does not do float vector
+ * arithmetic with ARMv7 NEON (not IEEE: it flushes denormals to zero), so a 4-float vector
+ * type only moved every operation through the stack (llvm-mca, cortex-a72: 5-9% of the
+ * FMLA peak; see bench/arm_mca.py). */
+DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, )
+#else
+DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, )
+#endif
 
 #if DSE_X86_DISPATCH
 #include <stdlib.h>
@@ -261,10 +292,10 @@ DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, )
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && \
                           __builtin_cpu_supports("avx512dq"))
 #endif
-DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_AVX2_ATTR)
+DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_AVX2_ATTR)
 /* 32 zmm registers, one per block: push up to 8 blocks per pass; push_many 2 blocks x 8
  * frames (16 accumulators + 2 weights + 1 broadcast). */
-DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_AVX512_ATTR)
+DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_AVX512_ATTR)
 
 enum { DSE_PATH_BASE = 0, DSE_PATH_AVX2 = 1, DSE_PATH_AVX512 = 2 };
 static int dse_path_cached = -1; /* decided on first use; a racing second decision agrees */
