@@ -192,6 +192,7 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--rate", type=float, default=1000.0, help="cadence-mode rate in Hz")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--columns", default=None, help="comma-separated subset of the columns (default: all)")
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -203,7 +204,8 @@ def main(argv=None):
     lines = [f"# deepshift_edge benchmark\n\n`{report['command']}`\n"]
     for name, model in models.items():
         print(f"== {name}", flush=True)
-        r = bench_model(model, frames=frames, recompute_frames=rec, per_layer=True)
+        r = bench_model(model, frames=frames, recompute_frames=rec, per_layer=True,
+                        columns=args.columns.split(",") if args.columns else None)
         report["models"][name] = r
         table = format_table(r)
         print(table, flush=True)
