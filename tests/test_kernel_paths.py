@@ -68,3 +68,36 @@ def test_odd_widths_push_equals_push_many():
         s = model.stream()
         many = np.concatenate([s.push_many(x[i:i + block]) for i in range(0, len(x), block)])
         np.testing.assert_array_equal(many, single, err_msg=f"{_kernels.kernel_isa()}, block {block}")
+
+
+@pytest.mark.parametrize("frame_shape", [(5,), (1, 5), (2, 3)])
+def test_misaligned_float32_input_is_copied_not_read_in_place(frame_shape):
+    """A float32 view at an odd byte offset (np.frombuffer(buf, offset=1)) is valid NumPy
+    input; reading floats from it faulted on 32-bit ARM (SIGBUS, found by test_fuzz under
+    emulated armhf). push, push_many and warm_up give the same as for an aligned copy."""
+    c = frame_shape[0]
+    if len(frame_shape) == 1:
+        model = dse.Sequential([dse.Conv1d(c, 8, 3, seed=1), dse.ReLU(), dse.Conv1d(8, 4, 2, seed=2)],
+                               in_features=c, window=6)
+    else:
+        model = dse.Sequential([dse.Conv2d(c, 8, (2, 2), seed=1), dse.ReLU(), dse.GlobalAvgPool()],
+                               in_features=frame_shape, window=6)
+    x = np.random.default_rng(3).standard_normal((20,) + frame_shape).astype(np.float32)
+
+    def odd(a):
+        buf = bytearray(a.nbytes + 1)
+        v = np.frombuffer(buf, dtype=np.float32, count=a.size, offset=1).reshape(a.shape)
+        v[...] = a
+        assert not v.flags.aligned
+        return v
+
+    ref = model.stream()
+    want = [None if (y := ref.push(f)) is None else np.array(y) for f in x]
+    s = model.stream()
+    got = [None if (y := s.push(odd(f))) is None else np.array(y) for f in x]
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None) and (g is None or np.array_equal(g, w))
+    many = model.stream().push_many(odd(x))
+    np.testing.assert_array_equal(many, np.stack([w for w in want if w is not None]))
+    y0 = model.stream().warm_up(odd(x))
+    np.testing.assert_array_equal(y0, want[-1])
