@@ -57,6 +57,25 @@ LABEL = re.compile(r"^([.\w$]+):")
 FMA = re.compile(r"^\s*(fmla|fmadd|vfma\.f32|vmla\.f32)\s+(\S+)")
 
 
+NOTES = """What the rows are. push (blocked): one frame's matrix-vector product, NB blocks of 16
+outputs per pass (aarch64: 4, then 2, then 1 for what is left), the main loop reading 4 input
+channels per load (multiply by lane), the 1-channel loop the remainder of a chunk (at most 3
+iterations). push_many (frames): up to 4 frames per pass share each weight vector (the
+4-frame loop is the one a push_many block runs; 2 and 1 are what is left of a block). armv7:
+plain floats in VFP registers, one block (16 accumulators) per pass.
+
+Peaks: Cortex-A72 one 128-bit FMLA per cycle (4 multiply-adds); Neoverse-N1 (the Pi 5's A76
+twin) two (8). Scalar VFP on armv7 can at best reach 1 multiply-add per cycle, i.e. 25% of
+the A72's 128-bit peak: GCC does not do float vector arithmetic with ARMv7 NEON (it is not
+IEEE: denormals flush to zero), so more needs NEON intrinsics and accepting that. LLVM 19 has
+no AArch32 scheduling model for neoverse-n1 (nor the A76), hence no Pi 5 figure for armv7.
+
+Below 80%: the 1-block push loop on N1 (4 accumulator chains: latency-bound; it runs for an
+odd last block, e.g. 16 or 48 outputs), the 1- and 2-frame push_many remainders (latency),
+and the 1-channel remainder loops; each output's terms keep one order, so chains cannot be
+split without changing results."""
+
+
 def find_mca() -> str:
     for cand in ("llvm-mca-19", "/usr/lib/llvm-19/bin/llvm-mca"):
         path = shutil.which(cand) or (cand if os.path.exists(cand) else None)
@@ -135,7 +154,10 @@ def mca(mca_bin, triple, cpu, body, iterations=200):
     finally:
         os.unlink(path)
     if out.returncode != 0:
-        return None, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "llvm-mca failed"
+        err = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "llvm-mca failed"
+        if "unable to find instruction-level scheduling information" in err:
+            err = f"LLVM 19 has no scheduling model for {cpu} on {triple.split('-')[0]}"
+        return None, err
     total = int(re.search(r"Total Cycles:\s+(\d+)", out.stdout).group(1))
     warn = "no scheduling model" if "no scheduling model" in (out.stderr + out.stdout).lower() else ""
     return total / iterations, warn
@@ -190,6 +212,7 @@ def main(argv=None):
         lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | {r['macs']} | "
                      f"{r['cycles']:.2f} | {cpm:.3f} | {1 / r['peak']:.3f} | "
                      f"{100 / r['peak'] / cpm:.0f}%{' (' + r['warn'] + ')' if r['warn'] else ''} |")
+    lines += ["", NOTES]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
