@@ -41,23 +41,11 @@ def load_models(names):
 
 
 def push_many_ratio(model, frames: int, block: int = 64, repeats: int = 5) -> dict:
-    """Per-frame cost of push_many(block of 64) vs single pushes, same frames, medians."""
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((frames,) + tuple(model.frame_shape)).astype(np.float32)
-    single, many = [], []
-    for _ in range(repeats):
-        s = model.stream()
-        push = s.push
-        t0 = time.perf_counter_ns()
-        for f in x:
-            push(f)
-        single.append((time.perf_counter_ns() - t0) / frames / 1000)
-        s = model.stream()
-        t0 = time.perf_counter_ns()
-        for i in range(0, frames, block):
-            s.push_many(x[i:i + block])
-        many.append((time.perf_counter_ns() - t0) / frames / 1000)
-    single_us, many_us = float(np.median(single)), float(np.median(many))
+    """Per-frame cost of push_many(block of 64) vs single pushes, same frames: the medians of
+    bench/push_many_ratio.py (per-call p50 of each side on fresh warm streams, median over
+    repeats), so that push here is the same kind of figure as the table's streamed p50."""
+    from push_many_ratio import measure  # bench/push_many_ratio.py
+    single_us, many_us = measure(model, frames, block, repeats)
     return {"push_us_per_frame": single_us, "push_many_us_per_frame": many_us, "block": block,
             "ratio": single_us / many_us}
 
@@ -223,7 +211,7 @@ def main(argv=None):
                   push_many_over_flop_bound=pm["push_many_us_per_frame"] / bound)
         report["push_many"][name] = pm
         flop = (f"FLOP bound at the same-run GEMM peak ({peak['gflops']:.0f} GFLOP/s, {peak['kernel']}, "
-                f"one thread): {bound:.2f} µs; push {pm['push_over_flop_bound']:.2f}x it, push_many(64) "
+                f"one thread): {bound:.3f} µs; push {pm['push_over_flop_bound']:.2f}x it, push_many(64) "
                 f"{pm['push_many_over_flop_bound']:.2f}x, streamed p50 {pm['p50_over_flop_bound']:.2f}x")
         print(f"-- push_many(64): {pm['push_many_us_per_frame']:.2f} µs/frame vs push "
               f"{pm['push_us_per_frame']:.2f} µs/frame: x{pm['ratio']:.2f}; one NumPy matvec over as many "

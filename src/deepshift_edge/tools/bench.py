@@ -534,14 +534,14 @@ def format_table(result: Dict) -> str:
              f"{info['window']}, receptive field {info['receptive_field']}, hop {info['hop']}, "
              f"{info['macs_per_frame_streamed']:,.0f} MACs/frame streamed, mode {result['mode']}"
              + (f", cadence {result['rate_hz']} Hz" if result["rate_hz"] else ", back-to-back"),
-             f"{'column':42s}{'p50 µs':>10s}{'p90 µs':>10s}{'p99 µs':>10s}{'max µs':>10s}"
+             f"{'column':46s}{'p50 µs':>10s}{'p90 µs':>10s}{'p99 µs':>10s}{'max µs':>10s}"
              f"{'fps':>11s}{'x stream':>10s}"]
     for name, col in result["columns"].items():
         if "skipped" in col:
-            lines.append(f"{col['label']:42s}  skipped: {col['skipped']}")
+            lines.append(f"{col['label']:46s}  skipped: {col['skipped']}")
             continue
         ratio = col.get("speedup_of_streaming_p50", 1.0)
-        lines.append(f"{col['label']:42s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
+        lines.append(f"{col['label']:46s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
                      f"{col['max_us']:10.1f}{col['fps']:11,.0f}{ratio:10.1f}")
     jit = result.get("jitter")
     if jit:
