@@ -196,6 +196,25 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         memcpy(out, acc, (size_t)NB * NF * (NV) * sizeof(VT));                                            \
     }                                                                                                     \
                                                                                                           \
+    /* One pass of nb blocks x k frames, k one of the pass sizes, each a literal below. */                \
+    static inline DSE_INLINE ATTR void dse_frk_##S(const int nb, const int k, const float *const *x,      \
+                                                   ptrdiff_t xoff, ptrdiff_t xstride,                     \
+                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,             \
+                                                   const ptrdiff_t *clen, const float *wb,                \
+                                                   ptrdiff_t blk_stride, VT *acc)                         \
+    {                                                                                                     \
+        if (k == (MAXNF))                                                                                 \
+            dse_fr_##S(nb, (MAXNF), x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);         \
+        else if (k == 6)                                                                                  \
+            dse_fr_##S(nb, 6, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else if (k == 4)                                                                                  \
+            dse_fr_##S(nb, 4, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else if (k == 2)                                                                                  \
+            dse_fr_##S(nb, 2, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else                                                                                              \
+            dse_fr_##S(nb, 1, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+    }                                                                                                     \
+                                                                                                          \
     static inline DSE_INLINE ATTR void dse_store_##S(float *o, float *o2, const VT *acc,                  \
                                                      ptrdiff_t rem, const float *shift,                   \
                                                      int relu)                                            \
@@ -239,18 +258,13 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                           : ((MAXNF) >= 4 && left >= 4) ? 4 : ((MAXNF) >= 2 && left >= 2) ? 2 : 1;        \
             const ptrdiff_t xoff = f0 * xstride;                                                          \
             for (ptrdiff_t b = 0; b < nblk;) {                                                            \
+                /* nb and k are literals at every call: the accumulators stay in registers */             \
                 const int nb = ((FB) >= 2 && b + 2 <= nblk) ? 2 : 1;                                      \
                 const float *wb = w + b * blk_stride;                                                     \
-                if (k == (MAXNF))                                                                         \
-                    dse_fr_##S(nb, (MAXNF), x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc); \
-                else if (k == 6)                                                                          \
-                    dse_fr_##S(nb, 6, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
-                else if (k == 4)                                                                          \
-                    dse_fr_##S(nb, 4, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
-                else if (k == 2)                                                                          \
-                    dse_fr_##S(nb, 2, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
+                if (nb == 2)                                                                              \
+                    dse_frk_##S(2, k, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
                 else                                                                                      \
-                    dse_fr_##S(nb, 1, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
+                    dse_frk_##S(1, k, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
                 for (int q = 0; q < nb; q++, b++)                                                         \
                     for (int f = 0; f < k; f++) {                                                         \
                         const ptrdiff_t at = ooff + b * DSE_BLK;                                          \
