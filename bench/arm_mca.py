@@ -3,7 +3,7 @@
     python bench/arm_mca.py [--out bench/out/arm_mca.md] [--keep DIR]
 
 No board needed: the kernel header (src/deepshift_edge/engine/_gemv.h) is cross-compiled
-with Debian's GCC as the package's build compiles it (-O3, no -march/-mcpu: a wheel runs
+with Debian's GCC as the package's build compiles it (-O3 -falign-loops=32, no -march/-mcpu: a wheel runs
 on every board), each innermost loop that does multiply-adds is cut out of the assembly,
 and llvm-mca (LLVM 19) runs it for
 
@@ -182,8 +182,8 @@ def main(argv=None):
             if not shutil.which(cc):
                 sys.exit(f"{cc} not found: apt-get install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf")
             asm_path = os.path.join(tmp, re.sub(r"\W+", "_", target) + ".s")
-            subprocess.run([cc, "-O3", "-S", "-I", args.engine, *flags, *args.cflags.split(), drv, "-o", asm_path],
-                           check=True)
+            subprocess.run([cc, "-O3", "-falign-loops=32", "-S", "-I", args.engine, *flags,
+                            *args.cflags.split(), drv, "-o", asm_path], check=True)
             if args.keep:
                 os.makedirs(args.keep, exist_ok=True)
                 shutil.copy(asm_path, args.keep)
