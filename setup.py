@@ -19,7 +19,10 @@ NATIVE = os.environ.get("DSE_NATIVE", "0") not in ("", "0")
 
 # -O3 lets GCC vectorise the channel loops; no -ffast-math (it can flip the whole
 # process into flush-to-zero) and no host-CPU flags unless asked for explicitly.
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -falign-loops=32: the kernels' hot loops start on a 32-byte boundary. Without it the
+# baseline (SSE2) push_many loop landed mid-line in the run-time dispatch build and ran 25%
+# slower (kws 4.1 vs 3.2 us/frame, same instructions); AVX2/AVX-512 unchanged (measured).
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-falign-loops=32"]
 if NATIVE:
     compile_args.append("-march=native")
 if sys.platform == "win32":

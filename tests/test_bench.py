@@ -72,27 +72,78 @@ def test_optional_runtimes_agree_when_installed(columns):
     assert col["max_abs_error_vs_streamed"] < 1e-4
 
 
+def _wrong_twin(name, layer):
+    """The example with one output channel of one layer scaled by 5%."""
+    twin = examples.EXAMPLES[name]()
+    wrong_layer = twin.layers[layer]
+    w = wrong_layer.weight.copy()
+    w[0] *= 1.05
+    wrong_layer.weight = w
+    return twin
+
+
+def _no_litert_torch():
+    raise ImportError("litert_torch", name="litert_torch")
+
+
 @pytest.mark.parametrize("name,layer", [("tiny", 0), ("spectrogram", -2), ("kws", 0)])
 def test_litert_column_catches_a_wrong_export(monkeypatch, name, layer):
     """The LiteRT column checks its outputs before timing: a .tflite of a model with one
-    output channel of a layer scaled by 5% is reported as disagreeing, not timed."""
+    output channel of a layer scaled by 5% is reported as disagreeing, not timed (here the
+    hand-built flatbuffer, the fallback when litert-torch is absent)."""
     pytest.importorskip("ai_edge_litert.interpreter")
     pytest.importorskip("flatbuffers")
     from deepshift_edge.convert import tflite_export
 
-    real = tflite_export.to_tflite
-
-    def wrong(model):
-        twin = examples.EXAMPLES[name]()
-        wrong_layer = twin.layers[layer]
-        w = wrong_layer.weight.copy()
-        w[0] *= 1.05
-        wrong_layer.weight = w
-        return real(twin)
-
-    monkeypatch.setattr(tflite_export, "to_tflite", wrong)
+    real, used = tflite_export.to_tflite, []
+    monkeypatch.setattr(tflite_export, "to_tflite", lambda model: used.append(1) or real(_wrong_twin(name, layer)))
+    monkeypatch.setattr(bench, "_litert_torch_model", lambda model: _no_litert_torch())
     result = bench.bench_model(examples.EXAMPLES[name](), frames=20, recompute_frames=5, columns=["litert"])
     assert "disagrees" in result["columns"]["litert"]["skipped"]
+    assert used  # the hand-built flatbuffer was the one checked
+
+
+# ------------------------------------------------------------------ peers built from the PyTorch twin
+PEERS = {"litert": ("ai_edge_litert.interpreter", "litert_torch"),
+         "executorch": ("executorch.runtime",), "executorch_stream": ("executorch.runtime",),
+         "tract": ("tract", "onnx")}
+
+
+def _need(column):
+    pytest.importorskip("torch")
+    for mod in PEERS[column]:
+        pytest.importorskip(mod)
+
+
+@pytest.mark.parametrize("column", list(PEERS))
+def test_peers_agree_on_a_streamable_model(column):
+    """kws: causal dilated convs, a last-frame head, Linear + Softmax after it."""
+    _need(column)
+    result = bench.bench_model(examples.kws_tcn(), frames=20, recompute_frames=5, columns=[column])
+    col = result["columns"][column]
+    assert "skipped" not in col, col
+    assert col["n"] > 0 and col["max_abs_error_vs_streamed"] < 1e-4
+    if column == "litert":
+        assert "litert-torch" in col["label"]
+
+
+@pytest.mark.parametrize("column", list(PEERS))
+def test_peers_catch_a_wrong_model(monkeypatch, column):
+    """Every peer built from the PyTorch twin is checked before it is timed: a twin with one
+    weight row 5% off is reported as disagreeing (the streaming peers too)."""
+    _need(column)
+    real = bench._torch_module
+    monkeypatch.setattr(bench, "_torch_module", lambda model: real(_wrong_twin("tiny", 0)))
+    result = bench.bench_model(examples.tiny(), frames=20, recompute_frames=5, columns=[column])
+    assert "disagrees" in result["columns"][column].get("skipped", ""), result["columns"][column]
+
+
+@pytest.mark.parametrize("column", ["tract", "executorch_stream"])
+def test_streaming_peers_say_why_they_cannot_express_a_model(column):
+    _need(column)
+    result = bench.bench_model(examples.activity_cnn(), frames=20, recompute_frames=5, columns=[column])
+    skipped = result["columns"][column]["skipped"]
+    assert skipped.startswith("cannot express this model") and "GlobalAvgPool" in skipped
 
 
 def test_agreement_is_judged_against_how_much_outputs_vary():
@@ -126,8 +177,19 @@ def test_cli_bench_writes_json(tmp_path):
                     reason="bench/ is not shipped in the sdist or to wheel tests")
 def test_bench_script_quick_run(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--only", "tiny",
-                           "--no-sweep", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           "--no-sweep", "--columns", "recompute", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["push_many"]["tiny"]["ratio"] > 0
     assert (tmp_path / "results.md").read_text().startswith("# deepshift_edge benchmark")
+
+
+def test_jitter_finds_a_periodic_slow_frame():
+    us = np.ones(4096)
+    us[3::64] = 5.0  # one frame in 64 five times slower: p99 catches it, and so does its phase
+    j = bench._jitter(us, 0, 4)
+    assert j["slowest_phase_median_over_p50"]["64"] == 5.0
+    assert j["slowest_phase_median_over_p50"]["4"] == 1.0
+    noise = np.random.default_rng(0).exponential(1.0, 4096) + 1.0
+    assert max(bench._jitter(noise, 0, 4)["slowest_phase_median_over_p50"].values()) < 1.3

@@ -20,6 +20,15 @@
  *   - avx2, 8 floats, x86-64 only: compiled with target("avx2,fma") and chosen once at run
  *     time from the CPU's features (__builtin_cpu_supports). One wheel runs on any x86-64
  *     and uses AVX2 where it exists. No -march flags.
+ *   - avx512, 16 floats (one register per block), x86-64 only: target("arch=x86-64-v4")
+ *     (AVX-512 F/BW/DQ/VL/CD), chosen the same way where the CPU and OS have it. 32 zmm
+ *     registers: push runs up to 8 blocks per pass; push_many 2 blocks x 8 frames per pass
+ *     (16 accumulators, each broadcast input feeds two FMAs, each weight vector eight).
+ *
+ * Run-time switch: DSE_KERNELS=baseline|avx2|avx512 (read once, at the first kernel call)
+ * caps the path, so one machine can test every path it can run; a request the CPU cannot
+ * run falls back to the best one below it (kernel_isa() says which ran). The compile-time
+ * switch -DDSE_NO_CLONES builds the base width only.
  */
 #ifndef DSE_GEMV_H
 #define DSE_GEMV_H
@@ -45,16 +54,25 @@
 #define DSE_UNROLL
 #endif
 
-/* Blocks (push) and frames (push_many) per pass of the base width. */
+/* Blocks (push) and frames (push_many) per pass of the base width. DSE_BASE_X4: push reads
+ * four inputs with one load and multiplies by lane (fmla v, w, x.s[l]) instead of a broadcast
+ * load per input: with 16 accumulators that is what keeps aarch64's loop out of the stack and
+ * the load port free for the weights (llvm-mca cortex-a72: 69% -> 97% of the FMLA peak;
+ * neoverse-n1: 69% -> 94%; bench/arm_mca.py). The terms and their order are unchanged. */
 #if defined(__aarch64__)
 #define DSE_BASE_NB 4
 #define DSE_BASE_NF 4
-#elif defined(__x86_64__) || defined(__SSE2__) || defined(__ARM_NEON)
+#define DSE_BASE_X4 1
+#elif defined(__x86_64__) || defined(__SSE2__)
 #define DSE_BASE_NB 2
 #define DSE_BASE_NF 2
 #else
 #define DSE_BASE_NB 1
 #define DSE_BASE_NF 1
+#endif
+
+#ifndef DSE_BASE_X4
+#define DSE_BASE_X4 0
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DSE_NO_CLONES)
@@ -69,10 +87,17 @@ typedef int dse_i4 __attribute__((vector_size(16), aligned(4)));
 #if DSE_X86_DISPATCH
 typedef float dse_v8 __attribute__((vector_size(32), aligned(4)));
 typedef int dse_i8 __attribute__((vector_size(32), aligned(4)));
+typedef float dse_v16 __attribute__((vector_size(64), aligned(4)));
+typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
 #endif
 
+/* max(x, +0) with NaN -> +0: a bit mask for vector types (C has no vector ?:), a compare for floats. */
+#define DSE_RELU_VEC(VT, IT, x, zero) ((VT)((IT)(x) & (IT)((x) > (zero))))
+#define DSE_RELU_SCALAR(VT, IT, x, zero) ((x) > (zero) ? (x) : (zero))
+
 /* The kernels for vector type VT (NV vectors per block of DSE_BLK outputs), at most MAXNB
- * blocks / MAXNF frames per pass, compiled with function attribute ATTR; names end in _S.
+ * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
+ * or 2), compiled with function attribute ATTR; names end in _S.
  *
  * dse_gemv_blocked_S: out[b*DSE_BLK + m] for nblk blocks; w points at the first block,
  *   blocks blk_stride floats apart; chunk j reads x[j][0..clen[j]) against w_block + woff[j].
@@ -85,138 +110,185 @@ typedef int dse_i8 __attribute__((vector_size(32), aligned(4)));
  *   out[f] + ooff (and out2[f] + ooff, the mirrored ring's twin row, unless out2 is NULL),
  *   + shift[m] and max(v, 0) if asked: the same float operations, in the same order, as
  *   the epilogue push() runs after its sums, so fusing them here changes no bit. */
-#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, ATTR)                                          \
-    static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,          \
-                                                  const ptrdiff_t *woff, ptrdiff_t n_chunks,    \
-                                                  const ptrdiff_t *clen, const float *wb,       \
-                                                  ptrdiff_t blk_stride, float *out)             \
-    {                                                                                           \
-        const int NB = nb < (MAXNB) ? nb : (MAXNB);                                             \
-        VT acc[(MAXNB) * (NV)];                                                                 \
-        for (int q = 0; q < NB * (NV); q++) acc[q] = (VT){0};                                   \
-        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                              \
-            const float *xj = x[j];                                                             \
-            const float *wj = wb + woff[j];                                                     \
-            for (ptrdiff_t c = 0; c < clen[j]; c++) {                                           \
-                const float xv = xj[c];                                                         \
-                DSE_UNROLL for (int q = 0; q < NB; q++) {                                       \
-                    const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);             \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * xv;  \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-        memcpy(out, acc, (size_t)NB * (NV) * sizeof(VT));                                       \
-    }                                                                                           \
-                                                                                                \
-    static ATTR void dse_gemv_blocked_##S(const float *const *x, const ptrdiff_t *woff,         \
-                                          ptrdiff_t n_chunks, const ptrdiff_t *clen,            \
-                                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride, \
-                                          float *out)                                           \
-    {                                                                                           \
-        ptrdiff_t b = 0;                                                                        \
-        if ((MAXNB) >= 4)                                                                       \
-            for (; b + 4 <= nblk; b += 4)                                                       \
-                dse_nb_##S(4, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,           \
-                           out + b * DSE_BLK);                                                  \
-        if ((MAXNB) >= 2)                                                                       \
-            for (; b + 2 <= nblk; b += 2)                                                       \
-                dse_nb_##S(2, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,           \
-                           out + b * DSE_BLK);                                                  \
-        for (; b < nblk; b++)                                                                   \
-            dse_nb_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,               \
-                       out + b * DSE_BLK);                                                      \
-    }                                                                                           \
-                                                                                                \
-    static inline DSE_INLINE ATTR void dse_fr_##S(const int nf, const float *const *x,          \
-                                                  ptrdiff_t xoff, ptrdiff_t xstride,            \
-                                                  const ptrdiff_t *woff, ptrdiff_t n_chunks,    \
-                                                  const ptrdiff_t *clen, const float *wb,       \
-                                                  VT *out)                                      \
-    {                                                                                           \
-        const int NF = nf < (MAXNF) ? nf : (MAXNF);                                             \
-        VT acc[(MAXNF) * (NV)];                                                                 \
-        for (int q = 0; q < NF * (NV); q++) acc[q] = (VT){0};                                   \
-        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                              \
-            const float *xj = x[j] + xoff;                                                      \
-            const VT *wv = (const VT *)(wb + woff[j]);                                          \
-            for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                               \
-                VT wr[NV];                                                                      \
-                DSE_UNROLL for (int v = 0; v < (NV); v++) wr[v] = wv[v];                        \
-                DSE_UNROLL for (int f = 0; f < NF; f++) {                                       \
-                    const float xv = xj[f * xstride + c];                                       \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[f * (NV) + v] += wr[v] * xv;  \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-        memcpy(out, acc, (size_t)NF * (NV) * sizeof(VT));                                       \
-    }                                                                                           \
-                                                                                                \
-    static inline DSE_INLINE ATTR void dse_store_##S(float *o, float *o2, const VT *acc,        \
-                                                     ptrdiff_t rem, const float *shift,         \
-                                                     int relu)                                  \
-    {                                                                                           \
-        if (rem >= DSE_BLK) {                                                                   \
-            VT v[NV];                                                                           \
-            const VT zero = {0};                                                                \
-            for (int k = 0; k < (NV); k++) {                                                    \
-                v[k] = acc[k];                                                                  \
-                if (shift) v[k] += *(const VT *)(shift + k * (DSE_BLK / (NV)));                 \
-                if (relu) /* v > 0 ? v : +0, NaN -> +0, like the scalar epilogue */            \
-                    v[k] = (VT)((IT)v[k] & (IT)(v[k] > zero));                                  \
-            }                                                                                   \
-            memcpy(o, v, sizeof(v));                                                            \
-            if (o2) memcpy(o2, v, sizeof(v));                                                   \
-        } else {                                                                                \
-            float t[DSE_BLK];                                                                   \
-            memcpy(t, acc, sizeof(t));                                                          \
-            for (ptrdiff_t m = 0; m < rem; m++) {                                               \
-                float v = t[m];                                                                 \
-                if (shift) v = v + shift[m];                                                    \
-                if (relu) v = v > 0.0f ? v : 0.0f;                                              \
-                o[m] = v;                                                                       \
-                if (o2) o2[m] = v;                                                              \
-            }                                                                                   \
-        }                                                                                       \
-    }                                                                                           \
-                                                                                                \
-    static ATTR void dse_gemv_frames_##S(const float *const *x, ptrdiff_t xstride,              \
-                                         const ptrdiff_t *woff, ptrdiff_t n_chunks,             \
-                                         const ptrdiff_t *clen, const float *w, ptrdiff_t nblk, \
-                                         ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf,    \
-                                         float *const *out, float *const *out2, ptrdiff_t ooff, \
-                                         const float *shift, int relu)                          \
-    {                                                                                           \
-        VT acc[(MAXNF) * (NV)];                                                                 \
-        ptrdiff_t f0 = 0;                                                                       \
-        while (f0 < nf) {                                                                       \
-            const ptrdiff_t left = nf - f0;                                                     \
-            const int k = ((MAXNF) >= 6 && left >= 6) ? 6 : ((MAXNF) >= 4 && left >= 4) ? 4     \
-                          : ((MAXNF) >= 2 && left >= 2) ? 2 : 1;                                \
-            const ptrdiff_t xoff = f0 * xstride;                                                \
-            for (ptrdiff_t b = 0; b < nblk; b++) {                                              \
-                const float *wb = w + b * blk_stride;                                           \
-                if (k == 6)                                                                     \
-                    dse_fr_##S(6, x, xoff, xstride, woff, n_chunks, clen, wb, acc);             \
-                else if (k == 4)                                                                \
-                    dse_fr_##S(4, x, xoff, xstride, woff, n_chunks, clen, wb, acc);             \
-                else if (k == 2)                                                                \
-                    dse_fr_##S(2, x, xoff, xstride, woff, n_chunks, clen, wb, acc);             \
-                else                                                                            \
-                    dse_fr_##S(1, x, xoff, xstride, woff, n_chunks, clen, wb, acc);             \
-                for (int f = 0; f < k; f++) {                                                   \
-                    const ptrdiff_t at = ooff + b * DSE_BLK;                                    \
-                    dse_store_##S(out[f0 + f] + at, out2 ? out2[f0 + f] + at : NULL,            \
-                                  acc + f * (NV), nout - b * DSE_BLK,                           \
-                                  shift ? shift + b * DSE_BLK : NULL, relu);                    \
-                }                                                                               \
-            }                                                                                   \
-            f0 += k;                                                                            \
-        }                                                                                       \
+#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, ATTR)                                                \
+    static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,                    \
+                                                  const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
+                                                  const ptrdiff_t *clen, const float *wb,                 \
+                                                  ptrdiff_t blk_stride, float *out)                       \
+    {                                                                                                     \
+        const int NB = nb < (MAXNB) ? nb : (MAXNB);                                                       \
+        VT acc[(MAXNB) * (NV)];                                                                           \
+        for (int q = 0; q < NB * (NV); q++) acc[q] = (VT){0};                                             \
+        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                                        \
+            const float *xj = x[j];                                                                       \
+            const float *wj = wb + woff[j];                                                               \
+            ptrdiff_t c = 0;                                                                              \
+            if (DSE_BASE_X4 && sizeof(VT) == sizeof(dse_v4)) /* 4 inputs per load, FMA by lane */         \
+            for (; c + 4 <= clen[j]; c += 4) {                                                            \
+                const dse_v4 x4 = *(const dse_v4 *)(xj + c);                                              \
+                DSE_UNROLL for (int l = 0; l < 4; l++)                                                    \
+                    DSE_UNROLL for (int q = 0; q < NB; q++) {                                             \
+                        const VT *wv = (const VT *)(wj + q * blk_stride + (c + l) * DSE_BLK);             \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * x4[l];     \
+                    }                                                                                     \
+            }                                                                                             \
+            for (; c < clen[j]; c++) {                                                                    \
+                const float xv = xj[c];                                                                   \
+                DSE_UNROLL for (int q = 0; q < NB; q++) {                                                 \
+                    const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);                       \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * xv;            \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        memcpy(out, acc, (size_t)NB * (NV) * sizeof(VT));                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    static ATTR void dse_gemv_blocked_##S(const float *const *x, const ptrdiff_t *woff,                   \
+                                          ptrdiff_t n_chunks, const ptrdiff_t *clen,                      \
+                                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,           \
+                                          float *out)                                                     \
+    {                                                                                                     \
+        ptrdiff_t b = 0;                                                                                  \
+        if ((MAXNB) >= 8)                                                                                 \
+            for (; b + 8 <= nblk; b += 8)                                                                 \
+                dse_nb_##S(8, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
+                           out + b * DSE_BLK);                                                            \
+        if ((MAXNB) >= 4)                                                                                 \
+            for (; b + 4 <= nblk; b += 4)                                                                 \
+                dse_nb_##S(4, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
+                           out + b * DSE_BLK);                                                            \
+        if ((MAXNB) >= 2)                                                                                 \
+            for (; b + 2 <= nblk; b += 2)                                                                 \
+                dse_nb_##S(2, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
+                           out + b * DSE_BLK);                                                            \
+        for (; b < nblk; b++)                                                                             \
+            dse_nb_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                        \
+                       out + b * DSE_BLK);                                                                \
+    }                                                                                                     \
+                                                                                                          \
+    /* nb (1 or FB) blocks x nf frames; out[(q * nf + f) * NV + v]. */                                    \
+    static inline DSE_INLINE ATTR void dse_fr_##S(const int nb, const int nf, const float *const *x,      \
+                                                  ptrdiff_t xoff, ptrdiff_t xstride,                      \
+                                                  const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
+                                                  const ptrdiff_t *clen, const float *wb,                 \
+                                                  ptrdiff_t blk_stride, VT *out)                          \
+    {                                                                                                     \
+        const int NB = nb < (FB) ? nb : (FB);                                                             \
+        const int NF = nf < (MAXNF) ? nf : (MAXNF);                                                       \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        for (int q = 0; q < NB * NF * (NV); q++) acc[q] = (VT){0};                                        \
+        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                                        \
+            const float *xj = x[j] + xoff;                                                                \
+            const VT *wv = (const VT *)(wb + woff[j]);                                                    \
+            for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
+                VT wr[(FB) * (NV)];                                                                       \
+                DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
+                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                DSE_UNROLL for (int f = 0; f < NF; f++) {                                                 \
+                    const float xv = xj[f * xstride + c];                                                 \
+                    DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            acc[(q * NF + f) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        memcpy(out, acc, (size_t)NB * NF * (NV) * sizeof(VT));                                            \
+    }                                                                                                     \
+                                                                                                          \
+    /* One pass of nb blocks x k frames, k one of the pass sizes, each a literal below. */                \
+    static inline DSE_INLINE ATTR void dse_frk_##S(const int nb, const int k, const float *const *x,      \
+                                                   ptrdiff_t xoff, ptrdiff_t xstride,                     \
+                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,             \
+                                                   const ptrdiff_t *clen, const float *wb,                \
+                                                   ptrdiff_t blk_stride, VT *acc)                         \
+    {                                                                                                     \
+        if (k == (MAXNF))                                                                                 \
+            dse_fr_##S(nb, (MAXNF), x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);         \
+        else if (k == 6)                                                                                  \
+            dse_fr_##S(nb, 6, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else if (k == 4)                                                                                  \
+            dse_fr_##S(nb, 4, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else if (k == 2)                                                                                  \
+            dse_fr_##S(nb, 2, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+        else                                                                                              \
+            dse_fr_##S(nb, 1, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);               \
+    }                                                                                                     \
+                                                                                                          \
+    static inline DSE_INLINE ATTR void dse_store_##S(float *o, float *o2, const VT *acc,                  \
+                                                     ptrdiff_t rem, const float *shift,                   \
+                                                     int relu)                                            \
+    {                                                                                                     \
+        if (rem >= DSE_BLK) {                                                                             \
+            VT v[NV];                                                                                     \
+            const VT zero = {0};                                                                          \
+            for (int k = 0; k < (NV); k++) {                                                              \
+                v[k] = acc[k];                                                                            \
+                if (shift) v[k] += *(const VT *)(shift + k * (DSE_BLK / (NV)));                           \
+                if (relu) /* v > 0 ? v : +0, NaN -> +0, like the scalar epilogue */                       \
+                    v[k] = RELU(VT, IT, v[k], zero);                                                      \
+            }                                                                                             \
+            memcpy(o, v, sizeof(v));                                                                      \
+            if (o2) memcpy(o2, v, sizeof(v));                                                             \
+        } else {                                                                                          \
+            float t[DSE_BLK];                                                                             \
+            memcpy(t, acc, sizeof(t));                                                                    \
+            for (ptrdiff_t m = 0; m < rem; m++) {                                                         \
+                float v = t[m];                                                                           \
+                if (shift) v = v + shift[m];                                                              \
+                if (relu) v = v > 0.0f ? v : 0.0f;                                                        \
+                o[m] = v;                                                                                 \
+                if (o2) o2[m] = v;                                                                        \
+            }                                                                                             \
+        }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    static ATTR void dse_gemv_frames_##S(const float *const *x, ptrdiff_t xstride,                        \
+                                         const ptrdiff_t *woff, ptrdiff_t n_chunks,                       \
+                                         const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,           \
+                                         ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf,              \
+                                         float *const *out, float *const *out2, ptrdiff_t ooff,           \
+                                         const float *shift, int relu)                                    \
+    {                                                                                                     \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        ptrdiff_t f0 = 0;                                                                                 \
+        while (f0 < nf) {                                                                                 \
+            const ptrdiff_t left = nf - f0;                                                               \
+            const int k = left >= (MAXNF) ? (MAXNF) : ((MAXNF) >= 6 && left >= 6) ? 6                     \
+                          : ((MAXNF) >= 4 && left >= 4) ? 4 : ((MAXNF) >= 2 && left >= 2) ? 2 : 1;        \
+            const ptrdiff_t xoff = f0 * xstride;                                                          \
+            for (ptrdiff_t b = 0; b < nblk;) {                                                            \
+                /* nb and k are literals at every call: the accumulators stay in registers */             \
+                const int nb = ((FB) >= 2 && b + 2 <= nblk) ? 2 : 1;                                      \
+                const float *wb = w + b * blk_stride;                                                     \
+                if (nb == 2)                                                                              \
+                    dse_frk_##S(2, k, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
+                else                                                                                      \
+                    dse_frk_##S(1, k, x, xoff, xstride, woff, n_chunks, clen, wb, blk_stride, acc);       \
+                for (int q = 0; q < nb; q++, b++)                                                         \
+                    for (int f = 0; f < k; f++) {                                                         \
+                        const ptrdiff_t at = ooff + b * DSE_BLK;                                          \
+                        dse_store_##S(out[f0 + f] + at, out2 ? out2[f0 + f] + at : NULL,                  \
+                                      acc + (q * k + f) * (NV), nout - b * DSE_BLK,                       \
+                                      shift ? shift + b * DSE_BLK : NULL, relu);                          \
+                    }                                                                                     \
+            }                                                                                             \
+            f0 += k;                                                                                      \
+        }                                                                                                 \
     }
 
-DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, )
+#if defined(__arm__) && !defined(__aarch64__)
+/* 32-bit ARM: plain floats, 16 accumulators in VFP registers. GCC does not do float vector
+ * arithmetic with ARMv7 NEON (not IEEE: it flushes denormals to zero), so a 4-float vector
+ * type only moved every operation through the stack (llvm-mca, cortex-a72: 5-9% of the
+ * FMLA peak; see bench/arm_mca.py). */
+DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, )
+#else
+DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, )
+#endif
 
 #if DSE_X86_DISPATCH
+#include <stdlib.h>
 /* 16 ymm registers: 4 blocks (8 accumulators) or 6 frames (12 accumulators + 2 weights +
  * 1 broadcast) per pass. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
@@ -224,21 +296,39 @@ DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, )
  * arithmetic of the frame loops (measured ~4% on push_many against "avx2,fma" alone). */
 #define DSE_AVX2_ATTR __attribute__((target("arch=x86-64-v3")))
 #define DSE_AVX2_CPU() __builtin_cpu_supports("x86-64-v3")
+#define DSE_AVX512_ATTR __attribute__((target("arch=x86-64-v4")))
+#define DSE_AVX512_CPU() __builtin_cpu_supports("x86-64-v4")
 #else
 #define DSE_AVX2_ATTR __attribute__((target("avx2,fma")))
 #define DSE_AVX2_CPU() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+#define DSE_AVX512_ATTR __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#define DSE_AVX512_CPU() (DSE_AVX2_CPU() && __builtin_cpu_supports("avx512f") && \
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && \
+                          __builtin_cpu_supports("avx512dq"))
 #endif
-DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, DSE_AVX2_ATTR)
+DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_AVX2_ATTR)
+/* 32 zmm registers, one per block: push up to 8 blocks per pass; push_many 2 blocks x 8
+ * frames (16 accumulators + 2 weights + 1 broadcast). */
+DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_AVX512_ATTR)
 
-static int dse_have_avx2 = -1; /* decided on first use; a racing second decision agrees */
+enum { DSE_PATH_BASE = 0, DSE_PATH_AVX2 = 1, DSE_PATH_AVX512 = 2 };
+static int dse_path_cached = -1; /* decided on first use; a racing second decision agrees */
 
-static inline int dse_avx2(void)
+/* The best path the CPU runs, capped by DSE_KERNELS=baseline|avx2|avx512 if set. */
+static inline int dse_path(void)
 {
-    if (dse_have_avx2 < 0) {
+    if (dse_path_cached < 0) {
+        int best = DSE_PATH_BASE, cap = DSE_PATH_AVX512;
+        const char *want = getenv("DSE_KERNELS");
         __builtin_cpu_init();
-        dse_have_avx2 = DSE_AVX2_CPU() ? 1 : 0;
+        if (DSE_AVX2_CPU()) best = DSE_AVX512_CPU() ? DSE_PATH_AVX512 : DSE_PATH_AVX2;
+        if (want && (!strcmp(want, "baseline") || !strcmp(want, "base") || !strcmp(want, "sse2")))
+            cap = DSE_PATH_BASE;
+        else if (want && !strcmp(want, "avx2"))
+            cap = DSE_PATH_AVX2;
+        dse_path_cached = best < cap ? best : cap;
     }
-    return dse_have_avx2;
+    return dse_path_cached;
 }
 #endif
 
@@ -247,7 +337,11 @@ static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdi
                              ptrdiff_t blk_stride, float *out)
 {
 #if DSE_X86_DISPATCH
-    if (dse_avx2()) {
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_gemv_blocked_avx512(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
+        return;
+    case DSE_PATH_AVX2:
         dse_gemv_blocked_avx2(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
         return;
     }
@@ -261,7 +355,12 @@ static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrd
                             float *const *out2, ptrdiff_t ooff, const float *shift, int relu)
 {
 #if DSE_X86_DISPATCH
-    if (dse_avx2()) {
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_gemv_frames_avx512(x, xstride, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out,
+                               out2, ooff, shift, relu);
+        return;
+    case DSE_PATH_AVX2:
         dse_gemv_frames_avx2(x, xstride, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out,
                              out2, ooff, shift, relu);
         return;
@@ -275,7 +374,10 @@ static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrd
 static const char *dse_kernel_isa(void)
 {
 #if DSE_X86_DISPATCH
-    if (dse_avx2()) return "avx2+fma (8 floats)";
+    switch (dse_path()) {
+    case DSE_PATH_AVX512: return "avx512 (x86-64-v4, 16 floats)";
+    case DSE_PATH_AVX2: return "avx2+fma (8 floats)";
+    }
 #endif
 #if defined(__aarch64__) || defined(__ARM_NEON)
     return "neon (4 floats)";

@@ -1317,6 +1317,8 @@ cdef class StreamCore:
         cdef Py_ssize_t i, extra = 1 if self.batched else 0
         if not is_native_float32(view) or view.ndim != len(self._frame_shape) + extra:
             return False
+        if (<size_t>view.buf) % sizeof(float):  # misaligned: the slow path copies it
+            return False
         if self.batched and view.shape[0] != self.batch:
             return False
         for i in range(len(self._frame_shape)):

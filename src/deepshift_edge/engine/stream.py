@@ -42,8 +42,11 @@ def _as_float32(x, what: str) -> np.ndarray:
             raise StreamInputError(f"{what} holds {float(arr[at])!r} at index {at}, which overflows float32 "
                                    f"(largest finite: 3.4028235e+38); refused (the stream state is "
                                    f"unchanged)")
-        return out
-    return np.asarray(arr, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
+        return out if out.flags.aligned else out.copy()
+    arr = np.asarray(arr, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
+    # A float32 view at an odd byte offset stays misaligned through asarray; the kernels
+    # read floats (32-bit ARM's VLDR faults on that: SIGBUS), so copy it.
+    return arr if arr.flags.aligned else arr.copy()
 
 
 class Stream(StreamCore):
@@ -119,7 +122,8 @@ class Stream(StreamCore):
         Batched: ``block`` is (N, B, *frame_shape); returns ``(outputs, ready)`` with
         outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
         """
-        if type(block) is np.ndarray and block.dtype == _FLOAT32 and block.flags.c_contiguous:
+        if type(block) is np.ndarray and block.dtype == _FLOAT32 and block.flags.c_contiguous \
+                and block.flags.aligned:
             arr = block  # the common case: skip the conversions (a few µs per call)
         else:
             arr = _as_float32(block, "a block of frames")

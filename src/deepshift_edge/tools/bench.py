@@ -3,7 +3,14 @@
 Used by ``deepshift-edge bench MODEL.npz`` and by ``bench/run.py``. Every column is
 measured on the same model and the same frames, in one process, one thread each, and
 first checks that its outputs agree with the streamed ones. Optional runtimes (PyTorch,
-onnxruntime, LiteRT) are imported only when asked for, and skipped with a reason when absent.
+onnxruntime, LiteRT, ExecuTorch, tract) are imported only when asked for, and skipped with
+a reason when absent, or when the runtime cannot express the model (the reason says why).
+
+Two kinds of column: full-window ones recompute the window ending at each timed frame;
+streaming ones (tract in pulse mode, ExecuTorch with its state in module buffers) keep
+state and take one frame per call, like ``push``: they are fed every frame from the first,
+checked at the same frames as the others, then timed on the frames that follow (and the
+last timed output is checked too).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import numpy as np
 
 from .timing import summarize
 
-__all__ = ["machine_info", "bench_model", "format_table", "per_op_profile"]
+__all__ = ["machine_info", "bench_model", "format_table", "per_op_profile", "NotExpressible"]
 
 AGREE_RTOL = 1e-4
 AGREE_ATOL = 1e-5
@@ -109,6 +116,19 @@ def _agree(name: str, got: np.ndarray, want: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- columns
+def _window_maker(x, w):
+    """win(i): the window ending at frame i as (1, C[, F], W), C-contiguous: what the
+    full-window runtimes that take channels first are fed. The frames are put in that
+    layout once (a sensor loop would keep its buffer so), so a call pays one copy of the
+    window, not a transpose in Python (np.moveaxis alone costs ~2 µs)."""
+    xt = np.ascontiguousarray(np.moveaxis(x, 0, -1))  # (C[, F], T)
+
+    def win(i):
+        return np.ascontiguousarray(xt[..., i - w + 1:i + 1])[None]
+
+    return win
+
+
 def _torch_module(model):
     import torch  # noqa: F401  optional
     from ..convert.torch_export import to_torch
@@ -121,9 +141,10 @@ def _column_torch(model, x, check_idx, streamed):
     module = _torch_module(model).eval()
     w = model.window
 
+    window = _window_maker(x, w)
+
     def window_tensor(i):
-        win = np.moveaxis(x[i - w + 1:i + 1], 0, -1)[None]  # (1, C[, F], W)
-        return torch.from_numpy(np.ascontiguousarray(win))
+        return torch.from_numpy(window(i))
 
     def run(i):
         with torch.inference_mode():
@@ -150,30 +171,224 @@ def _column_onnxruntime(model, x, check_idx, streamed):
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
+    window = _window_maker(x, w)
+
     def run(i):
-        win = np.ascontiguousarray(np.moveaxis(x[i - w + 1:i + 1], 0, -1)[None])
-        return sess.run(None, {"x": win})[0]
+        return sess.run(None, {"x": window(i)})[0]
 
     got = np.stack([run(i).reshape(model.output_shape) for i in check_idx])
     return run, _agree("onnxruntime", got, streamed)
 
 
+class NotExpressible(Exception):
+    """A runtime that cannot run this model (as a column would need it): the message says why."""
+
+
+def _litert_torch_model(model) -> bytes:
+    """The model converted by litert-torch from the PyTorch twin: input (1, C[, F], W)."""
+    import litert_torch  # optional: the converter a user would pick
+    import torch
+    module = _torch_module(model).eval()
+    sample = torch.zeros((1,) + tuple(model.frame_shape) + (model.window,))
+    return bytes(litert_torch.convert(module, (sample,)).model_content())
+
+
 def _column_litert(model, x, check_idx, streamed):
+    """LiteRT/XNNPACK on the whole window. The model comes from litert-torch when it is
+    installed (what a user would run); otherwise from our own flatbuffer writer
+    (convert.tflite_export), whose input is the frames as they come, (1, W, C[, F])."""
     from ai_edge_litert.interpreter import Interpreter  # optional
-    from ..convert.tflite_export import to_tflite
-    interp = Interpreter(model_content=to_tflite(model), num_threads=1)
+    try:
+        content, via = _litert_torch_model(model), "litert-torch"
+    except ImportError:
+        from ..convert.tflite_export import to_tflite
+        content, via = to_tflite(model), "hand-built flatbuffer"
+    interp = Interpreter(model_content=content, num_threads=1)
     interp.allocate_tensors()  # once: every window reuses the same tensors
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
     i_in, i_out = inp["index"], out["index"]
     w = model.window
+    window = _window_maker(x, w) if via == "litert-torch" else (lambda i: x[i - w + 1:i + 1][None])
 
     def run(i):
-        interp.set_tensor(i_in, x[i - w + 1:i + 1][None])  # (1, W, C[, F]): frames as they come
+        interp.set_tensor(i_in, window(i))  # hand-built: (1, W, C[, F]), frames as they come
         interp.invoke()
         return interp.get_tensor(i_out)
 
     got = np.stack([run(i).reshape(model.output_shape) for i in check_idx])
-    return run, _agree("litert", got, streamed)
+    return run, _agree("litert", got, streamed), via
+
+
+def _executorch_program(module, sample):
+    """ExecuTorch program lowered to XNNPACK, loaded; its thread pool set to one thread."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+    try:
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        _unsafe_reset_threadpool(1)
+    except ImportError:  # pragma: no cover - older builds: XNNPACK's default pool
+        pass
+    exported = torch.export.export(module, (sample,))
+    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+    loaded = Runtime.get().load_program(program.buffer)
+    return loaded, loaded.load_method("forward")  # the method points into its program: keep both
+
+
+def _column_executorch(model, x, check_idx, streamed):
+    import torch
+    torch.set_num_threads(1)
+    w = model.window
+    program, method = _executorch_program(_torch_module(model).eval(),
+                                          torch.zeros((1,) + tuple(model.frame_shape) + (w,)))
+
+    window = _window_maker(x, w)
+
+    def run(i):
+        return method.execute([torch.from_numpy(window(i))])[0] if program else None
+
+    got = np.stack([run(i).numpy().reshape(model.output_shape) for i in check_idx])
+    return run, _agree("executorch", got, streamed)
+
+
+def _sequence_module(model, ring: bool):
+    """The model as a function of a sequence, (1, C, T) -> (1, out, T - RF + 1), each output
+    position being the model's output for the window ending there; or, with ``ring``, of one
+    frame, (1, C, 1) -> (1, out, 1), every conv keeping its last (k-1)*d+1 inputs in a module
+    buffer (the state a user of a full-graph runtime would write by hand). NotExpressible when
+    the model has no such form: a head that reduces the whole window (a mean, a max, a
+    flatten: every output needs all W frames at once), 2-D frames, or (ring) strides, pools
+    and residual blocks, which would need per-phase state."""
+    import torch
+    nn = torch.nn
+    from ..nn import layers as L
+
+    layers = list(model.layers)
+    head = next((i for i, layer in enumerate(layers) if layer.is_head), len(layers))
+    if head < len(layers) and not isinstance(layers[head], L.LastFrame):
+        raise NotExpressible(f"{type(layers[head]).__name__} reduces the whole window: its output needs "
+                             f"all {model.window} frames at once, so there is no per-frame (pulsed) form")
+    if len(model.frame_shape) != 1:
+        raise NotExpressible("2-D frames: this column is written for 1-D sequence models only")
+
+    class PerFrame(nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(x.transpose(1, -1)).transpose(1, -1)
+
+    class Ring(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
+            span = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+            self.register_buffer("buf", torch.zeros(1, conv.in_channels, span))
+
+        def forward(self, x):
+            new = torch.cat([self.buf[:, :, 1:], x], dim=2)
+            self.buf.copy_(new)
+            return self.conv(new)
+
+    mods = list(_torch_module(model))
+    out = []
+    for i, (layer, mod) in enumerate(zip(layers, mods)):
+        if i == head:
+            continue  # LastFrame: every position is kept
+        if isinstance(mod, nn.Sequential) and type(mod[0]).__name__ == "CausalPad":
+            mod = mod[1]  # W >= RF: the window's last position never sees the padding
+        if i > head and isinstance(layer, L.Linear):
+            mod = PerFrame(mod)
+        elif ring and isinstance(layer, (L.Residual, L._Pool)) or \
+                ring and isinstance(layer, L.Conv1d) and layer.stride != 1:
+            raise NotExpressible(f"{type(layer).__name__}{' stride %d' % layer.stride if layer.stride != 1 else ''}: "
+                                 "a per-frame module would need per-phase state (not written)")
+        elif ring and isinstance(layer, L.Conv1d):
+            mod = Ring(mod)
+        out.append(mod)
+    return nn.Sequential(*out).eval()
+
+
+def _feed_check(name, model, step, x, check_idx, streamed):
+    """Feed frames 0..max(check_idx) one at a time through ``step`` (which returns the
+    output for that frame); compare the outputs at check_idx; return the error."""
+    want, outs = set(check_idx), {}
+    for t in range(max(check_idx) + 1):
+        y = step(t)
+        if t in want:
+            outs[t] = np.asarray(y).reshape(model.output_shape)
+    return _agree(name, np.stack([outs[t] for t in check_idx]), streamed)
+
+
+def _column_executorch_stream(model, x, check_idx, streamed):
+    import torch
+    torch.set_num_threads(1)
+    c = model.frame_shape[0]
+    program, method = _executorch_program(_sequence_module(model, ring=True), torch.zeros(1, c, 1))
+    frames = torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), 1, c, 1)
+
+    def run(i):
+        return method.execute([frames[i]])[0] if program else None
+
+    err = _feed_check("executorch-stream", model, lambda t: run(t).numpy(), x, check_idx, streamed)
+    return _Streaming(run, max(check_idx) + 1, lambda y: y.numpy()), err
+
+
+def _column_tract(model, x, check_idx, streamed):
+    """sonos tract, ONNX with a symbolic time axis T, ``Pulse("1", symbol="T")``: one frame
+    per ``run``; the pulsed model reports its delay, from which the frame of each output
+    follows (checked: it is the frame the stream emits that output at)."""
+    import tempfile
+
+    import tract  # optional
+    import torch
+    seq = _sequence_module(model, ring=False)
+    c = model.frame_shape[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(seq, (torch.zeros(1, c, 2 * model.receptive_field),), path, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {2: "T"}, "y": {2: "T1"}}, dynamo=False)
+        inference = tract.onnx().load(path)
+    inference.set_input_fact(0, f"1,{c},T,f32")
+    typed = inference.into_model()
+    try:
+        typed.transform(tract.Pulse("1", symbol="T"))
+    except Exception as exc:  # tract's own word on what it cannot pulse
+        raise NotExpressible(f"tract cannot pulse this model with pulse 1: {str(exc).splitlines()[0]}") from exc
+    delay = int(np.asarray(typed.property("pulse.delay").to_numpy()).reshape(-1)[0])
+    lag = delay - (model.receptive_field - 1)  # frames between a window's end and its output
+    if lag < 0:
+        raise AssertionError(f"tract reports delay {delay} < receptive field - 1")
+    state = typed.into_runnable().spawn_state()
+    frames = [np.ascontiguousarray(f[None, :, None]) for f in x]
+
+    def run(i):
+        return state.run([frames[i]])[0].to_numpy()
+
+    if lag:  # the output for the window ending at frame t arrives with frame t + lag
+        check_frames = [t + lag for t in check_idx]
+        outs = {}
+        for t in range(max(check_frames) + 1):
+            outs[t] = run(t)
+        got = np.stack([outs[t].reshape(model.output_shape) for t in check_frames])
+        err = _agree("tract", got, streamed)
+    else:
+        err = _feed_check("tract", model, run, x, check_idx, streamed)
+    return _Streaming(run, max(check_idx) + lag + 1, lambda y: y, lag), err
+
+
+class _Streaming:
+    """A streaming column's per-frame call, the first frame to time, how to read an output
+    and how many frames late outputs arrive."""
+
+    def __init__(self, run, start, read, lag=0):
+        self.run, self.start, self.read, self.lag = run, start, read, lag
+        self.last = None
+
+    def __call__(self, i):
+        self.last = self.run(i)
 
 
 def _column_recompute(model, x, check_idx, streamed):
@@ -204,6 +419,9 @@ COLUMNS = {
     "pytorch": ("PyTorch, full window", _column_torch),
     "onnxruntime": ("onnxruntime, full window", _column_onnxruntime),
     "litert": ("LiteRT (TFLite), full window", _column_litert),
+    "executorch": ("ExecuTorch/XNNPACK, full window", _column_executorch),
+    "executorch_stream": ("ExecuTorch/XNNPACK, streamed (buffers)", _column_executorch_stream),
+    "tract": ("tract, pulse mode (streamed)", _column_tract),
 }
 
 
@@ -236,7 +454,8 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     us = _time_frames(stream.push, timed, rate)
     result = {"machine": machine_info(), "model": _model_info(model, stream),
               "mode": mode, "rate_hz": rate, "frames": int(len(timed)),
-              "columns": {"streamed": {"label": f"streamed push ({mode})", **summarize(us)}}}
+              "columns": {"streamed": {"label": f"streamed push ({mode})", **summarize(us)}},
+              "jitter": _jitter(us, w, model.hop)}
 
     emitted = sorted(t for t in outputs if t >= w)
     idx = emitted[:recompute_frames]
@@ -245,15 +464,27 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     for name in columns:
         label, factory = COLUMNS[name]
         try:
-            run, err = factory(model, x, check_idx, streamed_check)
+            run, err, *via = factory(model, x, check_idx, streamed_check)
+            if via:
+                label = f"{label} [{via[0]}]"
+            if isinstance(run, _Streaming):  # frames in order after the checked ones, as push
+                col_us = _time_frames(run, range(run.start, len(x)), rate)
+                last = len(x) - 1 - run.lag  # the window whose output came with the last frame
+                if last in outputs:
+                    err = max(err, _agree(name, np.asarray(run.read(run.last)).reshape((1,) + outputs[last].shape),
+                                          outputs[last][None]))
+            else:
+                n = len(idx) if name != "numpy" else min(len(idx), 50)
+                col_us = _time_frames(run, idx[:n], rate)
         except ImportError as exc:
             result["columns"][name] = {"label": label, "skipped": f"not installed ({exc.name or exc})"}
+            continue
+        except NotExpressible as exc:
+            result["columns"][name] = {"label": label, "skipped": f"cannot express this model: {exc}"}
             continue
         except Exception as exc:  # a runtime that cannot run this model is reported, not fatal
             result["columns"][name] = {"label": label, "skipped": f"{type(exc).__name__}: {exc}"}
             continue
-        n = len(idx) if name != "numpy" else min(len(idx), 50)
-        col_us = _time_frames(run, idx[:n], rate)
         stats = summarize(col_us)
         stats["max_abs_error_vs_streamed"] = err
         stats["speedup_of_streaming_p50"] = stats["p50_us"] / result["columns"]["streamed"]["p50_us"]
@@ -261,6 +492,20 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     if per_layer:
         result["per_op"] = per_op_profile(model, x, mode)
     return result
+
+
+def _jitter(us: np.ndarray, t0: int, hop: int) -> dict:
+    """p99 / p50 of the streamed pushes, and whether the slow frames are periodic: the
+    median per frame phase (t mod P, for the hop and for 64) over the overall median. A
+    periodic op (a re-sum every n frames, a ring wrap, a pool's stride) shows as one phase
+    above 1; flat phases with a high p99 mean the outliers come from outside the stream."""
+    p50, p99 = np.percentile(us, [50, 99])
+    t = np.arange(t0, t0 + len(us))
+    worst = {}
+    for period in sorted({max(hop, 1), 64}):
+        if period > 1 and len(us) >= 4 * period:
+            worst[str(period)] = float(max(np.median(us[t % period == k]) for k in range(period)) / p50)
+    return {"p99_over_p50": float(p99 / p50), "slowest_phase_median_over_p50": worst}
 
 
 def _model_info(model, stream) -> dict:
@@ -290,15 +535,20 @@ def format_table(result: Dict) -> str:
              f"{info['window']}, receptive field {info['receptive_field']}, hop {info['hop']}, "
              f"{info['macs_per_frame_streamed']:,.0f} MACs/frame streamed, mode {result['mode']}"
              + (f", cadence {result['rate_hz']} Hz" if result["rate_hz"] else ", back-to-back"),
-             f"{'column':42s}{'p50 µs':>10s}{'p90 µs':>10s}{'p99 µs':>10s}{'max µs':>10s}"
+             f"{'column':46s}{'p50 µs':>10s}{'p90 µs':>10s}{'p99 µs':>10s}{'max µs':>10s}"
              f"{'fps':>11s}{'x stream':>10s}"]
     for name, col in result["columns"].items():
         if "skipped" in col:
-            lines.append(f"{col['label']:42s}  skipped: {col['skipped']}")
+            lines.append(f"{col['label']:46s}  skipped: {col['skipped']}")
             continue
         ratio = col.get("speedup_of_streaming_p50", 1.0)
-        lines.append(f"{col['label']:42s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
+        lines.append(f"{col['label']:46s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
                      f"{col['max_us']:10.1f}{col['fps']:11,.0f}{ratio:10.1f}")
+    jit = result.get("jitter")
+    if jit:
+        lines.append(f"jitter (streamed): p99/p50 {jit['p99_over_p50']:.2f}; slowest frame phase's median / p50: "
+                     + (", ".join(f"t mod {k}: {v:.2f}" for k, v in jit["slowest_phase_median_over_p50"].items())
+                        or "-"))
     for op in result.get("per_op", []):
         lines.append(f"    {op['op']:52s}{op['ns_per_frame'] / 1000:8.3f} µs/frame  ({op['macs']:,} MACs, "
                      f"every {op['period']} frames)")

@@ -1,0 +1,226 @@
+"""How close the conv kernels' inner loops come to the Raspberry Pi cores' FMA peak, modelled.
+
+    python bench/arm_mca.py [--out bench/out/arm_mca.md] [--keep DIR]
+
+No board needed: the kernel header (src/deepshift_edge/engine/_gemv.h) is cross-compiled
+with Debian's GCC as the package's build compiles it (-O3 -falign-loops=32, no -march/-mcpu: a wheel runs
+on every board), each innermost loop that does multiply-adds is cut out of the assembly,
+and llvm-mca (LLVM 19) runs it for
+
+    cortex-a72   the Pi 4's core; peak one 128-bit FMLA (4 multiply-adds) per cycle
+    neoverse-n1  stands in for the Pi 5's Cortex-A76 (LLVM 19 models the A76 itself with
+                 older tables); peak two 128-bit FMLA (8 multiply-adds) per cycle
+
+for aarch64 (64-bit Pi OS) and armv7 (32-bit userland, Debian armhf: VFPv3-D16, no NEON
+assumed; plus a -mfpu=neon-vfpv4 build to show what NEON flags would change). The table
+gives cycles per iteration (steady state, 200 iterations), multiply-adds per iteration,
+cycles per multiply-add, and the fraction of the core's peak.
+
+Needs: gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf, llvm-19 (apt). Not used by CI.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINE = os.path.join(HERE, "..", "src", "deepshift_edge", "engine")
+
+DRIVER = r"""
+#include "_gemv.h"
+void blocked(const float *const *x, const ptrdiff_t *woff, ptrdiff_t n, const ptrdiff_t *clen,
+             const float *w, ptrdiff_t nblk, ptrdiff_t bs, float *out)
+{ dse_gemv_blocked(x, woff, n, clen, w, nblk, bs, out); }
+void frames(const float *const *x, ptrdiff_t xs, const ptrdiff_t *woff, ptrdiff_t n,
+            const ptrdiff_t *clen, const float *w, ptrdiff_t nblk, ptrdiff_t bs, ptrdiff_t nout,
+            ptrdiff_t nf, float *const *out, float *const *out2, ptrdiff_t ooff, const float *shift,
+            int relu)
+{ dse_gemv_frames(x, xs, woff, n, clen, w, nblk, bs, nout, nf, out, out2, ooff, shift, relu); }
+"""
+
+# name: (compiler, extra flags, llvm-mca triple)
+TARGETS = {
+    "aarch64": ("aarch64-linux-gnu-gcc", [], "aarch64-linux-gnu"),
+    "armv7 (armhf default)": ("arm-linux-gnueabihf-gcc", [], "armv7-linux-gnueabihf"),
+    "armv7 -mfpu=neon-vfpv4": ("arm-linux-gnueabihf-gcc", ["-mfpu=neon-vfpv4"], "armv7-linux-gnueabihf"),
+}
+CORES = {"cortex-a72": 4, "neoverse-n1": 8}  # multiply-adds per cycle at peak (128-bit FMLA/cycle x 1, x 2)
+
+BRANCH = re.compile(r"^\s+(b|b\.\w+|bne|beq|bgt|blt|bge|ble|bhi|bls|bcc|bcs|cbnz|cbz|tbnz|tbz)\s+"
+                    r"(?:[^,]+,\s*)*([.\w$]+)\s*$")
+LABEL = re.compile(r"^([.\w$]+):")
+FMA = re.compile(r"^\s*(fmla|fmadd|vfma\.f32|vmla\.f32)\s+(\S+)")
+
+
+NOTES = """What the rows are. push (blocked): one frame's matrix-vector product, NB blocks of 16
+outputs per pass (aarch64: 4, then 2, then 1 for what is left), the main loop reading 4 input
+channels per load (multiply by lane), the 1-channel loop the remainder of a chunk (at most 3
+iterations). push_many (frames): up to 4 frames per pass share each weight vector (the
+4-frame loop is the one a push_many block runs; 2 and 1 are what is left of a block). armv7:
+plain floats in VFP registers, one block (16 accumulators) per pass.
+
+Peaks: Cortex-A72 one 128-bit FMLA per cycle (4 multiply-adds); Neoverse-N1 (the Pi 5's A76
+twin) two (8). Scalar VFP on armv7 can at best reach 1 multiply-add per cycle, i.e. 25% of
+the A72's 128-bit peak: GCC does not do float vector arithmetic with ARMv7 NEON (it is not
+IEEE: denormals flush to zero), so more needs NEON intrinsics and accepting that. LLVM 19 has
+no AArch32 scheduling model for neoverse-n1 (nor the A76), hence no Pi 5 figure for armv7.
+
+Below 80%: the 1-block push loop on N1 (4 accumulator chains: latency-bound; it runs for an
+odd last block, e.g. 16 or 48 outputs), the 1- and 2-frame push_many remainders (latency),
+and the 1-channel remainder loops; each output's terms keep one order, so chains cannot be
+split without changing results."""
+
+
+def find_mca() -> str:
+    for cand in ("llvm-mca-19", "/usr/lib/llvm-19/bin/llvm-mca"):
+        path = shutil.which(cand) or (cand if os.path.exists(cand) else None)
+        if path:
+            return path
+    sys.exit("llvm-mca from LLVM 19 not found: apt-get install llvm-19")
+
+
+def lanes(insn: str) -> int:
+    """Multiply-adds one FMA instruction does."""
+    m = FMA.match(insn)
+    dst = m.group(2).rstrip(",")
+    if dst.startswith("v") and ".4s" in insn:
+        return 4
+    if dst.startswith("v") and ".2s" in insn:
+        return 2
+    if dst.startswith("q"):
+        return 4
+    if dst.startswith("d") and m.group(1).startswith("v"):  # armv7 NEON d register: 2 floats
+        return 2
+    return 1  # scalar s register
+
+
+def inner_loops(asm: str):
+    """(function, label, body lines) of every innermost loop with multiply-adds."""
+    lines = asm.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := LABEL.match(line))}
+    loops = []
+    for j, line in enumerate(lines):
+        m = BRANCH.match(line)
+        if m and m.group(2) in labels and labels[m.group(2)] < j:
+            loops.append((labels[m.group(2)], j))
+    for i, j in loops:
+        if any(i <= a and b <= j and (a, b) != (i, j) for a, b in loops):
+            continue  # not innermost
+        body = [x.strip() for x in lines[i + 1:j + 1]
+                if x.strip() and not x.strip().startswith((".", "//", "@")) and not LABEL.match(x)]
+        if not any(FMA.match(x) for x in body):
+            continue
+        if any(re.match(r"(ret|pop|bx\s+lr)\b", x) or "x29, x30" in x for x in body):
+            continue  # not a loop: blocks laid out between a label and a later branch back to it
+        k = i
+        while k > 0 and not re.match(r"^[A-Za-z_]\w*:", lines[k]):
+            k -= 1
+        yield lines[k].rstrip(":"), lines[i].rstrip(":"), body
+
+
+def kernel_name(func: str, body) -> str:
+    """What the loop is: entry point, output blocks of 16 and input channels per iteration
+    (4 per iteration: the main loop of a 4-inputs-per-load kernel; 1: a remainder or a
+    one-input-per-iteration loop), and stack traffic if any (spilled registers)."""
+    fmas = [x for x in body if FMA.match(x)]
+    width = max(lanes(x) for x in fmas)
+    macs = sum(lanes(x) for x in fmas)
+    acc = len({FMA.match(x).group(2).rstrip(",") for x in fmas})
+    blocks = max(1, round(acc * width / 16))
+    channels = max(1, round(macs / (16 * blocks)))
+    spills = sum(1 for x in body if "sp" in re.split(r"[\s,\[\]{}!]+", x))
+    if "blocked" in func:
+        kind = f"push (blocked): {blocks} block{'s' * (blocks > 1)} x 16 outputs"
+    elif "frames" in func:
+        kind = f"push_many (frames): {blocks} frame{'s' * (blocks > 1)} x 16 outputs"
+    else:
+        kind = func
+    return f"{kind}, {channels} input channel{'s' * (channels > 1)} per iteration" + \
+        (f", {spills} stack accesses" if spills else "")
+
+
+def mca(mca_bin, triple, cpu, body, iterations=200):
+    with tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as fh:
+        fh.write("\n".join(body) + "\n")
+        path = fh.name
+    try:
+        out = subprocess.run([mca_bin, f"-mtriple={triple}", f"-mcpu={cpu}", f"-iterations={iterations}", path],
+                             capture_output=True, text=True)
+    finally:
+        os.unlink(path)
+    if out.returncode != 0:
+        err = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "llvm-mca failed"
+        if "unable to find instruction-level scheduling information" in err:
+            err = f"LLVM 19 has no scheduling model for {cpu} on {triple.split('-')[0]}"
+        return None, err
+    total = int(re.search(r"Total Cycles:\s+(\d+)", out.stdout).group(1))
+    warn = "no scheduling model" if "no scheduling model" in (out.stderr + out.stdout).lower() else ""
+    return total / iterations, warn
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(HERE, "out", "arm_mca.md"))
+    ap.add_argument("--keep", default=None, help="also keep the assembly files here")
+    ap.add_argument("--engine", default=ENGINE, help="directory holding the _gemv.h to analyse")
+    ap.add_argument("--cflags", default="", help="extra compiler flags (to try a variant)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of: " + ", ".join(TARGETS))
+    args = ap.parse_args(argv)
+    mca_bin = find_mca()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        drv = os.path.join(tmp, "drv.c")
+        with open(drv, "w") as fh:
+            fh.write(DRIVER)
+        for target in args.targets.split(","):
+            cc, flags, triple = TARGETS[target]
+            if not shutil.which(cc):
+                sys.exit(f"{cc} not found: apt-get install gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf")
+            asm_path = os.path.join(tmp, re.sub(r"\W+", "_", target) + ".s")
+            subprocess.run([cc, "-O3", "-falign-loops=32", "-S", "-I", args.engine, *flags,
+                            *args.cflags.split(), drv, "-o", asm_path], check=True)
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                shutil.copy(asm_path, args.keep)
+            asm = open(asm_path).read()
+            for func, label, body in inner_loops(asm):
+                macs = sum(lanes(x) for x in body if FMA.match(x))
+                for cpu, peak in CORES.items():
+                    cyc, warn = mca(mca_bin, triple, cpu, body)
+                    rows.append(dict(target=target, kernel=kernel_name(func, body), label=label, cpu=cpu,
+                                     insns=len(body), macs=macs, cycles=cyc, peak=peak, warn=warn))
+    cc_version = subprocess.run(["aarch64-linux-gnu-gcc", "--version"], capture_output=True,
+                                text=True).stdout.splitlines()[0]
+    mca_version = next((x.strip() for x in subprocess.run([mca_bin, "--version"], capture_output=True,
+                                                           text=True).stdout.splitlines() if "version" in x), "")
+    head = ("| target | kernel inner loop | core | insns | multiply-adds / iter | cycles / iter | "
+            "cycles / multiply-add | peak cycles / multiply-add | of peak |")
+    lines = ["# Conv kernel inner loops under llvm-mca", "",
+             f"`python bench/arm_mca.py` ({cc_version}, -O3; {mca_version}). Steady state of 200 iterations.",
+             "One iteration = one input channel of one chunk.", "", head, "|" + "---|" * 9]
+    for r in rows:
+        if r["cycles"] is None:
+            lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | {r['macs']} | "
+                         f"failed: {r['warn']} | | | |")
+            continue
+        cpm = r["cycles"] / r["macs"]
+        lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | {r['macs']} | "
+                     f"{r['cycles']:.2f} | {cpm:.3f} | {1 / r['peak']:.3f} | "
+                     f"{100 / r['peak'] / cpm:.0f}%{' (' + r['warn'] + ')' if r['warn'] else ''} |")
+    lines += ["", NOTES]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        fh.write(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

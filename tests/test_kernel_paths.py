@@ -1,0 +1,103 @@
+"""Every conv-kernel path this machine can run passes the stream checks (issue 15).
+
+The extension picks its kernels once, at the first call: AVX-512 (16 floats) where the
+CPU has x86-64-v4, else AVX2 (8 floats), else the baseline width (SSE2 / NEON, 4 floats).
+``DSE_KERNELS=baseline|avx2|avx512`` caps that choice, so each path runs here in a child
+process: the stream-vs-reference checks and the bit-exact push vs push_many checks of
+test_stream_api.py (each path adds every output's terms in one order, whatever the entry
+point). The path the parent process already runs is not repeated. A path the CPU (or a
+-DDSE_NO_CLONES build) lacks is skipped, saying so.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepshift_edge as dse
+from deepshift_edge.engine import _kernels
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATHS = {"baseline": ("sse2", "neon", "scalar"), "avx2": ("avx2",), "avx512": ("avx512",)}
+
+
+def _isa_under(path: str) -> str:
+    env = dict(os.environ, DSE_KERNELS=path)
+    out = subprocess.run([sys.executable, "-c", "from deepshift_edge.engine import _kernels as k; "
+                          "print(k.kernel_isa())"], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_default_is_the_best_path_and_the_switch_caps_it():
+    here = _kernels.kernel_isa()
+    assert os.environ.get("DSE_KERNELS") or _isa_under("avx512") == here
+    assert _isa_under("baseline").startswith(PATHS["baseline"])
+    assert _isa_under("nonsense") == _isa_under("avx512")  # an unknown value caps nothing
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_kernel_path_passes_the_stream_checks(path):
+    isa = _isa_under(path)
+    if not isa.startswith(PATHS[path]):
+        pytest.skip(f"DSE_KERNELS={path} runs {isa!r} here (CPU or build lacks {path})")
+    if isa == _kernels.kernel_isa():
+        pytest.skip(f"{isa} is this process's path: the rest of the suite runs it")
+    env = dict(os.environ, DSE_KERNELS=path)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+           os.path.join(HERE, "test_stream_vs_reference.py"), os.path.join(HERE, "test_stream_api.py"),
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_widths_push_equals_push_many"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, f"{isa}:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
+    assert " passed" in r.stdout and " failed" not in r.stdout
+
+
+def test_odd_widths_push_equals_push_many():
+    """Output counts that leave a partial block and an odd block count (AVX-512's push_many
+    pairs blocks), frame runs that leave every remainder of a pass (8, 6, 4, 2, 1)."""
+    rng = np.random.default_rng(15)
+    model = dse.Sequential([dse.Conv1d(5, 40, 3, seed=1), dse.ReLU(), dse.Conv1d(40, 17, 2, dilation=2, seed=2),
+                            dse.Conv1d(17, 48, 1, seed=3), dse.ReLU(), dse.Conv1d(48, 7, 3, seed=4)],
+                           in_features=5, window=12)
+    x = rng.standard_normal((200, 5)).astype(np.float32)
+    s = model.stream()
+    single = np.stack([np.array(s.push(f)) for f in x][model.window - 1:])  # push reuses its out row
+    for block in (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 64):
+        s = model.stream()
+        many = np.concatenate([s.push_many(x[i:i + block]) for i in range(0, len(x), block)])
+        np.testing.assert_array_equal(many, single, err_msg=f"{_kernels.kernel_isa()}, block {block}")
+
+
+@pytest.mark.parametrize("frame_shape", [(5,), (1, 5), (2, 3)])
+def test_misaligned_float32_input_is_copied_not_read_in_place(frame_shape):
+    """A float32 view at an odd byte offset (np.frombuffer(buf, offset=1)) is valid NumPy
+    input; reading floats from it faulted on 32-bit ARM (SIGBUS, found by test_fuzz under
+    emulated armhf). push, push_many and warm_up give the same as for an aligned copy."""
+    c = frame_shape[0]
+    if len(frame_shape) == 1:
+        model = dse.Sequential([dse.Conv1d(c, 8, 3, seed=1), dse.ReLU(), dse.Conv1d(8, 4, 2, seed=2)],
+                               in_features=c, window=6)
+    else:
+        model = dse.Sequential([dse.Conv2d(c, 8, (2, 2), seed=1), dse.ReLU(), dse.GlobalAvgPool()],
+                               in_features=frame_shape, window=6)
+    x = np.random.default_rng(3).standard_normal((20,) + frame_shape).astype(np.float32)
+
+    def odd(a):
+        buf = bytearray(a.nbytes + 1)
+        v = np.frombuffer(buf, dtype=np.float32, count=a.size, offset=1).reshape(a.shape)
+        v[...] = a
+        assert not v.flags.aligned
+        return v
+
+    ref = model.stream()
+    want = [None if (y := ref.push(f)) is None else np.array(y) for f in x]
+    s = model.stream()
+    got = [None if (y := s.push(odd(f))) is None else np.array(y) for f in x]
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None) and (g is None or np.array_equal(g, w))
+    many = model.stream().push_many(odd(x))
+    np.testing.assert_array_equal(many, np.stack([w for w in want if w is not None]))
+    y0 = model.stream().warm_up(odd(x))
+    np.testing.assert_array_equal(y0, want[-1])
