@@ -297,6 +297,17 @@ def qkernel_weights(op: Op, layout: int) -> np.ndarray:
 
 
 
+def _float32(values: np.ndarray, op: Op) -> np.ndarray:
+    """float64 parameters as the kernels' float32, refusing what float32 cannot hold (a
+    BatchNorm folded into a conv can overflow it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(values, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ModelError(f"{op.label or 'an op'}: folding a BatchNorm into it gives values beyond "
+                         f"float32's range; the model's parameters are not usable as float32")
+    return out
+
+
 def _runs_upto(t: int, period: int, phase: int) -> int:
     """How many times an op of this schedule ran at frames <= t."""
     return 0 if t < phase else (t - phase) // period + 1
@@ -503,11 +514,11 @@ class _Builder:
             cin_g = op.cin // op.groups
             for g in range(op.groups):
                 w[:, :, g * cin_g:(g + 1) * cin_g, :] *= scale[g * cout_g:(g + 1) * cout_g]
-            op.weight = np.ascontiguousarray(w, dtype=np.float32)
+            op.weight = _float32(w, op)
         else:
             old_scale = np.ones(len(scale)) if op.scale is None else op.scale.astype(np.float64)
-            op.scale = (old_scale * scale).astype(np.float32)
-        op.shift = (old_shift * scale + shift).astype(np.float32)
+            op.scale = _float32(old_scale * scale, op)
+        op.shift = _float32(old_shift * scale + shift, op)
 
     # ------------------------------------------------------------------ op templates
     def template(self, i, layer, ins, where) -> Op:
