@@ -141,6 +141,7 @@ cdef struct Op:
     const int32_t* qm0          # requantization multipliers (per channel, or per input + output)
     const int32_t* qshift
     const int32_t* qbias
+    const int32_t* qbias_full   # K_QCONV: bias - (zero point + kernel offset) * all weight sums
     const int32_t* qwsum        # K_QCONV: (cout, ntaps*kf) weight sums
     const void* qweight         # K_QCONV: weights in the kernel's layout
     const int8_t* qtable        # K_QLUT
@@ -1120,7 +1121,7 @@ cdef class StreamCore:
         keep.append(zeros)
         cdef unsigned char[::1] zview = zeros
         self.net.zeros = <const char*>&zview[0]
-        max_qout = max([o.cout for o in plan.ops] + [1]) + DSE_QBLK * 2
+        max_qout = 2 * max([o.cout for o in plan.ops] + [1]) + DSE_QBLK * 4
         qacc = np.zeros(max_qout, dtype=np.int32)
         max_qchunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
         qx = np.zeros(2 * max_qchunks, dtype=np.uintp)
@@ -1237,6 +1238,10 @@ cdef class StreamCore:
             cop.qshift = self._i32_ptr(op.qshift, keep)
             cop.qbias = self._i32_ptr(op.qbias, keep)
             cop.qwsum = self._i32_ptr(op.qwsum, keep)
+            cop.qbias_full = self._i32_ptr(
+                None if op.qwsum is None else
+                op.qbias.astype(np.int64) - (int(op.qzp_in[0]) + dse_qoffset()) * op.qwsum.astype(np.int64).sum(axis=1),
+                keep)
             cop.qtable = <const int8_t*>self._bytes_ptr(op.qtable, keep)
             cop.qweight = <const void*>self._bytes_ptr(
                 None if op.qweight is None else qkernel_weights(op, qlayout), keep)

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 
 #define DSE_QBLK 16
 enum { DSE_QLAYOUT_C16 = 0, DSE_QLAYOUT_DOT4 = 1 };
@@ -64,74 +65,117 @@ DSE_QC16_SIG(dse_qgemv_c16_v3, __attribute__((target("avx2")))) { DSE_QC16_BODY 
 /* x^0x80 of 4 channels as one 32-bit lane (the tail zero-padded: its weights are 0). */
 static inline int32_t dse_q4u(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
 {
-    uint8_t t[4] = {0, 0, 0, 0};
-    ptrdiff_t k = cin - c < 4 ? cin - c : 4;
-    memcpy(t, x + c, (size_t)k);
     int32_t v;
-    memcpy(&v, t, 4);
+    if (c + 4 <= cin) {
+        memcpy(&v, x + c, 4); /* one unaligned load */
+    } else {
+        uint8_t t[4] = {0, 0, 0, 0};
+        memcpy(t, x + c, (size_t)(cin - c));
+        memcpy(&v, t, 4);
+    }
     return v ^ (int32_t)0x80808080;
 }
 
+static inline int32_t dse_q4raw(const int8_t *x)
+{
+    int32_t v;
+    memcpy(&v, x, 4);
+    return v;
+}
+
+/* AVX-VNNI: 2 blocks (4 ymm accumulators) per pass, quads in pairs on two accumulator sets
+ * (8 independent chains hide VPDPBUSD's latency); the tail quad zero-padded. */
 __attribute__((target("avx2,avxvnni")))
 static void dse_qgemv_avxvnni(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
                               ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
                               int32_t *acc)
 {
-    const ptrdiff_t cq = (cin + 3) / 4;
-    for (ptrdiff_t b = 0; b < nblk; b++) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-        const int8_t *wb = (const int8_t *)w + b * blk_stride;
+    const ptrdiff_t cq = (cin + 3) / 4, full = cin / 4;
+    const __m256i k80 = _mm256_set1_epi32((int32_t)0x80808080);
+    for (ptrdiff_t b = 0; b < nblk; b += 2) {
+        const int two = b + 1 < nblk;
+        __m256i a[4], e[4];
+        for (int k = 0; k < 4; k++) a[k] = e[k] = _mm256_setzero_si256();
+        const int8_t *w0 = (const int8_t *)w + b * blk_stride;
+        const int8_t *w1 = two ? w0 + blk_stride : w0;
         for (ptrdiff_t j = 0; j < n; j++) {
             const int8_t *xj = x[j];
-            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
-            for (ptrdiff_t q = 0; q < cq; q++) {
-                const __m256i xv = _mm256_set1_epi32(dse_q4u(xj, 4 * q, cin));
-                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wj + q * 64));
-                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wj + q * 64 + 32));
-                a0 = _mm256_dpbusd_avx_epi32(a0, xv, w0);
-                a1 = _mm256_dpbusd_avx_epi32(a1, xv, w1);
+            const ptrdiff_t off = chunk[j] * cq * DSE_QBLK * 4;
+            const int8_t *p0 = w0 + off, *p1 = w1 + off;
+            ptrdiff_t q = 0;
+            for (; q + 1 < full; q += 2) {
+                const __m256i xa = _mm256_xor_si256(_mm256_set1_epi32(dse_q4raw(xj + 4 * q)), k80);
+                const __m256i xb = _mm256_xor_si256(_mm256_set1_epi32(dse_q4raw(xj + 4 * q + 4)), k80);
+                a[0] = _mm256_dpbusd_avx_epi32(a[0], xa, _mm256_loadu_si256((const __m256i *)(p0 + q * 64)));
+                a[1] = _mm256_dpbusd_avx_epi32(a[1], xa, _mm256_loadu_si256((const __m256i *)(p0 + q * 64 + 32)));
+                e[0] = _mm256_dpbusd_avx_epi32(e[0], xb, _mm256_loadu_si256((const __m256i *)(p0 + q * 64 + 64)));
+                e[1] = _mm256_dpbusd_avx_epi32(e[1], xb, _mm256_loadu_si256((const __m256i *)(p0 + q * 64 + 96)));
+                if (two) {
+                    a[2] = _mm256_dpbusd_avx_epi32(a[2], xa, _mm256_loadu_si256((const __m256i *)(p1 + q * 64)));
+                    a[3] = _mm256_dpbusd_avx_epi32(a[3], xa, _mm256_loadu_si256((const __m256i *)(p1 + q * 64 + 32)));
+                    e[2] = _mm256_dpbusd_avx_epi32(e[2], xb, _mm256_loadu_si256((const __m256i *)(p1 + q * 64 + 64)));
+                    e[3] = _mm256_dpbusd_avx_epi32(e[3], xb, _mm256_loadu_si256((const __m256i *)(p1 + q * 64 + 96)));
+                }
+            }
+            for (; q < cq; q++) {
+                const __m256i xa = _mm256_set1_epi32(dse_q4u(xj, 4 * q, cin));
+                a[0] = _mm256_dpbusd_avx_epi32(a[0], xa, _mm256_loadu_si256((const __m256i *)(p0 + q * 64)));
+                a[1] = _mm256_dpbusd_avx_epi32(a[1], xa, _mm256_loadu_si256((const __m256i *)(p0 + q * 64 + 32)));
+                if (two) {
+                    a[2] = _mm256_dpbusd_avx_epi32(a[2], xa, _mm256_loadu_si256((const __m256i *)(p1 + q * 64)));
+                    a[3] = _mm256_dpbusd_avx_epi32(a[3], xa, _mm256_loadu_si256((const __m256i *)(p1 + q * 64 + 32)));
+                }
             }
         }
-        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK), a0);
-        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK + 8), a1);
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK), _mm256_add_epi32(a[0], e[0]));
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK + 8), _mm256_add_epi32(a[1], e[1]));
+        if (two) {
+            _mm256_storeu_si256((__m256i *)(acc + (b + 1) * DSE_QBLK), _mm256_add_epi32(a[2], e[2]));
+            _mm256_storeu_si256((__m256i *)(acc + (b + 1) * DSE_QBLK + 8), _mm256_add_epi32(a[3], e[3]));
+        }
     }
 }
+
+/* AVX512-VNNI: up to 4 blocks (one zmm each) per pass, quads in pairs on two accumulator
+ * sets: 8 independent chains. */
+#define DSE_Q512_PASS(NB)                                                                          \
+    {                                                                                              \
+        __m512i a[NB], e[NB];                                                                      \
+        for (int k = 0; k < NB; k++) a[k] = e[k] = _mm512_setzero_si512();                         \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            const int8_t *xj = x[j];                                                               \
+            const int8_t *p = (const int8_t *)w + b * blk_stride + chunk[j] * cq * DSE_QBLK * 4;   \
+            ptrdiff_t q = 0;                                                                       \
+            for (; q + 1 < full; q += 2) {                                                         \
+                const __m512i xa = _mm512_xor_si512(_mm512_set1_epi32(dse_q4raw(xj + 4 * q)), k80);   \
+                const __m512i xb = _mm512_xor_si512(_mm512_set1_epi32(dse_q4raw(xj + 4 * q + 4)), k80); \
+                for (int k = 0; k < NB; k++) {                                                     \
+                    a[k] = _mm512_dpbusd_epi32(a[k], xa, _mm512_loadu_si512((const void *)(p + k * blk_stride + q * 64)));      \
+                    e[k] = _mm512_dpbusd_epi32(e[k], xb, _mm512_loadu_si512((const void *)(p + k * blk_stride + q * 64 + 64))); \
+                }                                                                                  \
+            }                                                                                      \
+            for (; q < cq; q++) {                                                                  \
+                const __m512i xa = _mm512_set1_epi32(dse_q4u(xj, 4 * q, cin));                     \
+                for (int k = 0; k < NB; k++)                                                       \
+                    a[k] = _mm512_dpbusd_epi32(a[k], xa, _mm512_loadu_si512((const void *)(p + k * blk_stride + q * 64))); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int k = 0; k < NB; k++)                                                               \
+            _mm512_storeu_si512((void *)(acc + (b + k) * DSE_QBLK), _mm512_add_epi32(a[k], e[k])); \
+        b += NB;                                                                                   \
+    }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static void dse_qgemv_avx512vnni(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
                                  ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
                                  int32_t *acc)
 {
-    const ptrdiff_t cq = (cin + 3) / 4;
+    const ptrdiff_t cq = (cin + 3) / 4, full = cin / 4;
+    const __m512i k80 = _mm512_set1_epi32((int32_t)0x80808080);
     ptrdiff_t b = 0;
-    for (; b + 1 < nblk; b += 2) {  /* two blocks per pass share the input loads */
-        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-        const int8_t *wb0 = (const int8_t *)w + b * blk_stride;
-        const int8_t *wb1 = wb0 + blk_stride;
-        for (ptrdiff_t j = 0; j < n; j++) {
-            const int8_t *xj = x[j];
-            const ptrdiff_t off = chunk[j] * cq * DSE_QBLK * 4;
-            for (ptrdiff_t q = 0; q < cq; q++) {
-                const __m512i xv = _mm512_set1_epi32(dse_q4u(xj, 4 * q, cin));
-                a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512((const void *)(wb0 + off + q * 64)));
-                a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512((const void *)(wb1 + off + q * 64)));
-            }
-        }
-        _mm512_storeu_si512((void *)(acc + b * DSE_QBLK), a0);
-        _mm512_storeu_si512((void *)(acc + (b + 1) * DSE_QBLK), a1);
-    }
-    for (; b < nblk; b++) {
-        __m512i a0 = _mm512_setzero_si512();
-        const int8_t *wb = (const int8_t *)w + b * blk_stride;
-        for (ptrdiff_t j = 0; j < n; j++) {
-            const int8_t *xj = x[j];
-            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
-            for (ptrdiff_t q = 0; q < cq; q++)
-                a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(dse_q4u(xj, 4 * q, cin)),
-                                         _mm512_loadu_si512((const void *)(wj + q * 64)));
-        }
-        _mm512_storeu_si512((void *)(acc + b * DSE_QBLK), a0);
-    }
+    while (b + 4 <= nblk) DSE_Q512_PASS(4)
+    if (b + 2 <= nblk) DSE_Q512_PASS(2)
+    if (b < nblk) DSE_Q512_PASS(1)
 }
 #else
 #define DSE_QX86 0
@@ -146,11 +190,14 @@ static void dse_qgemv_avx512vnni(const int8_t *const *x, const ptrdiff_t *chunk,
 #endif
 static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
 {
-    int8_t t[4] = {0, 0, 0, 0};
-    ptrdiff_t k = cin - c < 4 ? cin - c : 4;
-    memcpy(t, x + c, (size_t)k);
     int32_t v;
-    memcpy(&v, t, 4);
+    if (c + 4 <= cin) {
+        memcpy(&v, x + c, 4);
+    } else {
+        int8_t t[4] = {0, 0, 0, 0};
+        memcpy(t, x + c, (size_t)(cin - c));
+        memcpy(&v, t, 4);
+    }
     return v;
 }
 
@@ -195,6 +242,81 @@ static void dse_qgemv_dotprod(const int8_t *const *x, const ptrdiff_t *chunk, pt
 DSE_QC16_SIG(dse_qgemv_c16_neon, __attribute__((target("fpu=neon")))) { DSE_QC16_BODY }
 #else
 #define DSE_QARM32 0
+#endif
+
+/* ---------------------------------------------------------------------------- requantization
+ * out[i] = clamp(zp + MultiplyByQuantizedMultiplier(acc[i] + bias[i], m0[i], shift[i])) with
+ * gemmlowp's rounding: the same integer steps as quant/scheme.py, element for element.
+ * acc + bias fits int32 (quantize() bounds every layer's accumulators). */
+static inline int8_t dse_qrequant1(int32_t x, int32_t m0, int32_t sh, int32_t zp, int32_t lo, int32_t hi)
+{
+    const int left = sh > 0 ? sh : 0, right = sh > 0 ? 0 : -sh;
+    int64_t xl = (int64_t)x * ((int64_t)1 << left);
+    xl = xl > INT32_MAX ? INT32_MAX : (xl < INT32_MIN ? INT32_MIN : xl);
+    const int64_t ab = xl * (int64_t)m0;
+    const int64_t v = ab + (ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)));
+    const int32_t h = (int32_t)(v >= 0 ? (v >> 31) : -((-v) >> 31));
+    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+    const int32_t rem = h & mask, thr = (mask >> 1) + (h < 0 ? 1 : 0);
+    int32_t q = (h >> right) + (rem > thr ? 1 : 0) + zp;
+    return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
+}
+
+static void dse_qrequant_base(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                              const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                              ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+}
+
+#if DSE_QX86
+/* 16 lanes at a time where every shift is <= 0 (a multiplier < 1, the usual case): the
+ * doubling high multiply on even and odd lanes (VPMULDQ), rounded as gemmlowp does, then the
+ * rounding right shift per lane. Lanes with a left shift go through the scalar step. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+static void dse_qrequant_avx512(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                                const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                ptrdiff_t n)
+{
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    const __m512i two30 = _mm512_set1_epi64((int64_t)1 << 30);
+    const __m512i low31 = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i sh = _mm512_loadu_si512((const void *)(shift + i));
+        if (_mm512_cmpgt_epi32_mask(sh, zero)) {  /* a left shift: exact scalar steps */
+            for (int k = 0; k < 16; k++)
+                out[i + k] = dse_qrequant1(acc[i + k] + bias[i + k], m0[i + k], shift[i + k], zp, lo, hi);
+            continue;
+        }
+        const __m512i x = _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + i)),
+                                           _mm512_loadu_si512((const void *)(bias + i)));
+        const __m512i m = _mm512_loadu_si512((const void *)(m0 + i));
+        __m512i half[2];
+        for (int odd = 0; odd < 2; odd++) {
+            const __m512i xo = odd ? _mm512_srli_epi64(x, 32) : x;
+            const __m512i mo = odd ? _mm512_srli_epi64(m, 32) : m;
+            const __m512i ab = _mm512_mul_epi32(xo, mo);                  /* sign-extended 32x32 -> 64 */
+            const __m512i neg = _mm512_srai_epi64(ab, 63);                /* all ones where ab < 0 */
+            const __m512i v = _mm512_add_epi64(ab, _mm512_sub_epi64(two30, _mm512_and_si512(neg, low31)));
+            const __m512i vneg = _mm512_srai_epi64(v, 63);
+            half[odd] = _mm512_srai_epi64(_mm512_add_epi64(v, _mm512_and_si512(vneg, low31)), 31);
+        }
+        const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, half[0], _mm512_slli_epi64(half[1], 32));
+        const __m512i right = _mm512_sub_epi32(zero, sh);
+        const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        const __m512i rem = _mm512_and_si512(h, mask);
+        const __m512i thr = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(h, 31));
+        __m512i q = _mm512_srav_epi32(h, right);
+        q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
+        q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, vzp), vlo), vhi);
+        _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(q));
+    }
+    for (; i < n; i++)
+        out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+}
 #endif
 
 static int dse_qpath_cached = -1;
@@ -265,6 +387,19 @@ static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t 
 #endif
     default: dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
     }
+}
+
+static void dse_qrequant(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                         const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                         ptrdiff_t n)
+{
+#if DSE_QX86
+    if (dse_qpath() == DSE_QPATH_AVX512VNNI) {
+        dse_qrequant_avx512(acc, bias, m0, shift, zp, lo, hi, out, n);
+        return;
+    }
+#endif
+    dse_qrequant_base(acc, bias, m0, shift, zp, lo, hi, out, n);
 }
 
 static const char *dse_qkernel_isa(void)

@@ -13,6 +13,8 @@ cdef extern from "_qgemv.h" nogil:
     int dse_qlayout()
     int dse_qoffset()
     const char* dse_qkernel_isa()
+    void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
+                      int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
 
 cdef enum:
     K_QCONV = 20
@@ -85,8 +87,8 @@ cdef inline int32_t q_div_round(int32_t acc, int32_t count) noexcept nogil:
 # ---------------------------------------------------------------------------- kernels
 cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
     """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
-    feature tap) chunks inside the padded frame, the bias, the zero-point correction of the
-    chunks used, then the requantization."""
+    feature tap) chunks inside the padded frame, the bias less the zero-point term of the
+    chunks used (all of them: precomputed, qbias_full), then the requantization."""
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nchunks = op.ntaps * op.kf
@@ -100,7 +102,9 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef const int8_t* x
     cdef const int8_t* wd
     cdef int8_t* yo
-    cdef int64_t corr, v
+    cdef int64_t corr
+    cdef const int32_t* bias
+    cdef int32_t* tmp = net.qacc + op.cout + DSE_QBLK  # the bias of this position, when not all chunks
     for fo in range(op.fout):
         yo = out + fo * op.cout
         n = 0
@@ -123,22 +127,25 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                 wd = <const int8_t*>op.qweight + net.qchunk[m] * op.cout
                 for c in range(op.cout):
                     net.qacc[c] += (<int32_t>x[c] - zin) * <int32_t>wd[c]
-            for c in range(op.cout):
-                yo[c] = q_clamp(op.qzp_out + q_mbqm(q_sat32(<int64_t>net.qacc[c] + op.qbias[c]),
-                                                    op.qm0[c], op.qshift[c]), op.qlo, op.qhi)
+            dse_qrequant(net.qacc, op.qbias, op.qm0, op.qshift, op.qzp_out, op.qlo, op.qhi, yo, op.cout)
             continue
         for g in range(op.groups):
             for m in range(n):
                 net.qx[n + m] = net.qx[m] + g * cin_g
             dse_qgemv(net.qx + n, net.qchunk, n, cin_g,
                       <const char*>op.qweight + g * nblk * blk_stride * esz, nblk, blk_stride, net.qacc)
-            for m in range(cout_g):
-                o = g * cout_g + m
-                corr = 0
-                for c in range(n):
-                    corr += op.qwsum[o * nchunks + net.qchunk[c]]
-                v = <int64_t>net.qacc[m] + op.qbias[o] - (<int64_t>zin + offset) * corr
-                yo[o] = q_clamp(op.qzp_out + q_mbqm(q_sat32(v), op.qm0[o], op.qshift[o]), op.qlo, op.qhi)
+            if n == nchunks:
+                bias = op.qbias_full + g * cout_g
+            else:  # a strip position: only the chunks it read carry the zero-point term
+                for m in range(cout_g):
+                    o = g * cout_g + m
+                    corr = 0
+                    for c in range(n):
+                        corr += op.qwsum[o * nchunks + net.qchunk[c]]
+                    tmp[m] = <int32_t>(<int64_t>op.qbias[o] - (<int64_t>zin + offset) * corr)
+                bias = tmp
+            dse_qrequant(net.qacc, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g, op.qzp_out,
+                         op.qlo, op.qhi, yo + g * cout_g, cout_g)
 
 
 cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, float tdiv) noexcept nogil:
