@@ -249,6 +249,11 @@ MODEL_HELP = ("a .npz model file, or a built-in model name: basicmotions (traine
               "tiny, kws, activity, spectrogram (example architectures, random weights)")
 
 
+def _bench_columns() -> list:
+    from .bench import COLUMNS
+    return list(COLUMNS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``deepshift-edge`` argument parser (all subcommands)."""
     from .._version import __version__
@@ -302,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dense: an output every frame (default); decimated: one every `hop` "
                             "frames, strided layers at their own rate")
     bench.add_argument("--columns", default=None,
-                       help="comma-separated subset of: recompute,numpy,pytorch,onnxruntime,litert")
+                       help="comma-separated subset of: " + ",".join(_bench_columns()))
     bench.add_argument("--per-layer", action="store_true", help="add a per-op time breakdown")
     bench.add_argument("--json", default=None, help="also write the full result as JSON here")
     from . import quantize_cmd
