@@ -137,6 +137,15 @@ MAPPINGS = {
     "conv2d_grouped_feature_pad": lambda: dse.Sequential(
         [dse.Conv2d(4, 4, (3, 2), stride=(2, 1), padding=(2, "causal"), dilation=(2, 3), groups=4, seed=1),
          dse.Conv2d(4, 2, (2, 2), groups=2, seed=2), dse.GlobalMaxPool()], in_features=(4, 7), window=12),
+    # zero padding inside the window (PAD then VALID): 'same', symmetric, asymmetric, strided
+    "conv1d_padding_inside_window": lambda: dse.Sequential(
+        [dse.Conv1d(3, 4, 3, padding="same", seed=1), dse.ReLU(), dse.Conv1d(4, 4, 5, stride=2, padding=2, seed=2),
+         dse.Conv1d(4, 3, 4, padding=(1, 2), dilation=2, seed=3), dse.Tanh(), dse.GlobalAvgPool()],
+        in_features=3, window=16),
+    "conv2d_padding_inside_window": lambda: dse.Sequential(
+        [dse.Conv2d(1, 4, (3, 5), stride=(2, 2), padding=(1, 2), seed=1), dse.ReLU(),
+         dse.Conv2d(4, 4, (3, 3), padding=((0, 2), "same"), groups=4, seed=2), dse.GlobalAvgPool()],
+        in_features=(1, 6), window=14),
     # BatchNorm folded into the conv before it, and standalone (MUL + ADD) after a pool
     "batchnorm_folded_and_standalone": lambda: dse.Sequential(
         [dse.Conv1d(2, 3, 3, seed=1), _bn(dse.BatchNorm1d, 3, 1), dse.ReLU(), dse.AvgPool1d(2),
@@ -192,6 +201,14 @@ def test_unsupported_layer_raises_with_its_name():
 
     model = dse.Sequential([dse.Conv1d(2, 2, 2, seed=1), Wobble()], in_features=2)
     with pytest.raises(NotImplementedError, match="Wobble"):
+        to_tflite(model)
+
+
+def test_padded_pool_is_refused_by_name():
+    """TFLite pools pad VALID or SAME only; PyTorch's padding/ceil_mode are neither."""
+    model = dse.Sequential([dse.Conv1d(2, 2, 1, seed=1), dse.MaxPool1d(3, stride=1, padding=1)], in_features=2,
+                           window=8)
+    with pytest.raises(NotImplementedError, match="MaxPool1d with padding"):
         to_tflite(model)
 
 

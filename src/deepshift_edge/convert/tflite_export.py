@@ -17,7 +17,7 @@ Inside, data is NHWC with N = 1, H = features (1 for 1-D models), W = time and
 C = channels. Layer -> TFLite builtin ops:
 
 =====================================  ===================================================
-Conv1d / Conv2d, groups = 1            CONV_2D (PAD first for causal / feature padding)
+Conv1d / Conv2d, groups = 1            CONV_2D (PAD first for any zero padding)
 Conv with groups = in_channels         DEPTHWISE_CONV_2D (channel multiplier out/in)
 Conv with other groups                 SPLIT, one CONV_2D per group, CONCATENATION
 BatchNorm right after a conv           folded into the conv's weights (float64)
@@ -176,19 +176,21 @@ class _Exporter:
         """Conv1d/Conv2d (weight/bias override: folded BatchNorm), NHWC in and out."""
         _, h, w, c = self.g.shape(t)
         if isinstance(layer, L.Conv2d):
-            kf, kt, sf, st, df, dt, pf = (layer.k_f, layer.k_t, layer.s_f, layer.s_t,
-                                          layer.d_f, layer.d_t, layer.p_f)
+            kf, kt, sf, st, df, dt = layer.k_f, layer.k_t, layer.s_f, layer.s_t, layer.d_f, layer.d_t
         else:
-            kf, kt, sf, st, df, dt, pf = 1, layer.kernel_size, 1, layer.stride, 1, layer.dilation, 0
+            kf, kt, sf, st, df, dt = 1, layer.kernel_size, 1, layer.stride, 1, layer.dilation
         wt = np.asarray(layer.weight if weight is None else weight, dtype=np.float64)
         if wt.ndim == 3:
             wt = wt[:, :, None, :]  # (O, I/g, 1, k)
         o = wt.shape[0]
         b = np.zeros(o) if (bias is None and layer.bias is None) else np.asarray(
             layer.bias if bias is None else bias, dtype=np.float64)
-        causal = (kt - 1) * dt if layer.causal else 0
-        if pf or causal:
-            t = self._pad(t, [[0, 0], [pf, pf], [causal, 0], [0, 0]], "conv_pad")
+        # zero padding of either axis, any side (causal, 'same', symmetric): an explicit PAD,
+        # then a VALID conv -- the window network pads the window's edges, as PyTorch does
+        pad_f = tuple(getattr(layer, "pad_f", (0, 0)))
+        pad_t = tuple(layer.pad_t)
+        if pad_f != (0, 0) or pad_t != (0, 0):
+            t = self._pad(t, [[0, 0], list(pad_f), list(pad_t), [0, 0]], "conv_pad")
             _, h, w, c = self.g.shape(t)
         ho = (h - (kf - 1) * df - 1) // sf + 1
         wo = (w - (kt - 1) * dt - 1) // st + 1
@@ -221,6 +223,10 @@ class _Exporter:
     def pool(self, t, layer):
         _, h, w, c = self.g.shape(t)
         kf, kt, sf, st, dt = layer.k_f, layer.k_t, layer.s_f, layer.s_t, layer.d_t
+        if tuple(layer.pad_t) != (0, 0) or tuple(layer.pad_f) != (0, 0) or layer.ceil_mode:
+            # TFLite's pools know only VALID/SAME; PyTorch's padding and ceil_mode differ from both
+            raise NotImplementedError(f"to_tflite: no TFLite mapping for a {type(layer).__name__} with padding "
+                                      f"{tuple(layer.pad_f)}/{tuple(layer.pad_t)} or ceil_mode")
         ho = (h - kf) // sf + 1
         wo = (w - (kt - 1) * dt - 1) // st + 1
         if layer.op == "max" and dt > 1 and kt > 1:
