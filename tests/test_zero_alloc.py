@@ -58,17 +58,21 @@ def _models():
     cat = dse.Concat()(dse.Conv1d(4, 2, 3, padding=(2, 0))(res), dse.AvgPool1d(3, 1, padding=1)(res))
     graph = dse.Model(x, dse.Linear(6, 2)(dse.GlobalAvgPool()(cat)), window=24)
     seq = dse.Model(x, dse.Conv1d(3, 2, 3, padding="same")(dse.Pad(1, 0)(x)), semantics="sequence")
-    return {"1d": one_d, "2d": two_d, "graph-strips": graph, "sequence": seq}
+    # the same graph in int8: byte rings, zero-point strips, requantization, a float tail
+    frames = np.random.default_rng(2).standard_normal((200, 3)).astype(np.float32)
+    int8 = dse.quantize(dse.Model(x, dse.Softmax()(dse.Linear(6, 2)(dse.GlobalAvgPool()(cat))), window=24), frames)
+    return {"1d": one_d, "2d": two_d, "graph-strips": graph, "sequence": seq, "int8-graph": int8}
 
 
-@pytest.mark.parametrize("name", ["1d", "2d", "graph-strips", "sequence"])
+@pytest.mark.parametrize("name", ["1d", "2d", "graph-strips", "sequence", "int8-graph"])
 @pytest.mark.parametrize("mode", ["dense", "decimated"])
 @pytest.mark.parametrize("batch", [None, 3])
 def test_push_allocates_nothing(name, mode, batch):
     model = _models()[name]
     if name == "sequence" and mode != "dense":
         pytest.skip("semantics='sequence' has one mode")
-    assert name != "graph-strips" or any(s.left or s.right for s in model.specs if not s.is_vector)
+    specs = model.model.specs if name == "int8-graph" else model.specs
+    assert not name.endswith("graph-strips") or any(s.left or s.right for s in specs if not s.is_vector)
     stream = model.stream(batch=batch, mode=mode)
     shape = model.frame_shape if batch is None else (batch,) + model.frame_shape
     frame = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
