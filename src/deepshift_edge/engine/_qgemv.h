@@ -9,6 +9,9 @@
  *   - DSE_QLAYOUT_C16: int16 [group][block][chunk][cin][16]: one multiply-accumulate of 16
  *     outputs per input channel. Plain C, vectorised by the compiler (x86 SSE2/AVX2, NEON's
  *     widening SMLAL on aarch64 and armv7).
+ *   - DSE_QLAYOUT_PAIRS: int16 [group][block][chunk][ceil(cin/2)][16][2]: two channels per
+ *     PMADDWD (x86 without VNNI: SSE2 baseline and AVX2), which multiplies int16 pairs and adds
+ *     each pair exactly into int32 (|x| <= 128, |w| <= 127: a pair is at most 32,512).
  *   - DSE_QLAYOUT_DOT4: int8 [group][block][chunk][ceil(cin/4)][16][4]: four channels per
  *     dot-product instruction (x86 VPDPBUSD with AVX-VNNI or AVX512-VNNI, ARMv8.2 SDOT).
  *     VPDPBUSD multiplies unsigned by signed bytes, so the x86 kernels feed x XOR 0x80 = x + 128
@@ -29,7 +32,7 @@
 #include <limits.h>
 
 #define DSE_QBLK 16
-enum { DSE_QLAYOUT_C16 = 0, DSE_QLAYOUT_DOT4 = 1 };
+enum { DSE_QLAYOUT_C16 = 0, DSE_QLAYOUT_DOT4 = 1, DSE_QLAYOUT_PAIRS = 2 };
 enum { DSE_QPATH_C16 = 0, DSE_QPATH_AVXVNNI = 1, DSE_QPATH_AVX512VNNI = 2, DSE_QPATH_DOTPROD = 3,
        DSE_QPATH_C16_V3 = 4, DSE_QPATH_C16_NEON = 5 };
 
@@ -61,6 +64,81 @@ DSE_QC16_SIG(dse_qgemv_c16, ) { DSE_QC16_BODY }
 #define DSE_QX86 1
 #include <immintrin.h>
 DSE_QC16_SIG(dse_qgemv_c16_v3, __attribute__((target("avx2")))) { DSE_QC16_BODY }
+
+/* Channels c and c+1 sign-extended to int16, as one 32-bit lane (past cin: 0; its weight is 0). */
+static inline int32_t dse_q2s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
+{
+    const uint32_t lo = (uint16_t)(int16_t)x[c];
+    const uint32_t hi = c + 1 < cin ? (uint16_t)(int16_t)x[c + 1] : 0u;
+    return (int32_t)(lo | (hi << 16));
+}
+
+/* The PAIRS layout, SSE2 (every x86-64): 16 outputs in 4 xmm accumulators, one PMADDWD each
+ * per channel pair. */
+static void dse_qgemv_pairs_sse2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                                 ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                                 int32_t *acc)
+{
+    const ptrdiff_t cp = (cin + 1) / 2;
+    for (ptrdiff_t b = 0; b < nblk; b++) {
+        __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+        const int16_t *wb = (const int16_t *)w + b * blk_stride;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const int16_t *wj = wb + chunk[j] * cp * DSE_QBLK * 2;
+            for (ptrdiff_t q = 0; q < cp; q++) {
+                const __m128i xv = _mm_set1_epi32(dse_q2s(xj, 2 * q, cin));
+                const __m128i *wq = (const __m128i *)(wj + q * DSE_QBLK * 2);
+                a0 = _mm_add_epi32(a0, _mm_madd_epi16(_mm_loadu_si128(wq), xv));
+                a1 = _mm_add_epi32(a1, _mm_madd_epi16(_mm_loadu_si128(wq + 1), xv));
+                a2 = _mm_add_epi32(a2, _mm_madd_epi16(_mm_loadu_si128(wq + 2), xv));
+                a3 = _mm_add_epi32(a3, _mm_madd_epi16(_mm_loadu_si128(wq + 3), xv));
+            }
+        }
+        _mm_storeu_si128((__m128i *)(acc + b * DSE_QBLK), a0);
+        _mm_storeu_si128((__m128i *)(acc + b * DSE_QBLK + 4), a1);
+        _mm_storeu_si128((__m128i *)(acc + b * DSE_QBLK + 8), a2);
+        _mm_storeu_si128((__m128i *)(acc + b * DSE_QBLK + 12), a3);
+    }
+}
+
+/* The PAIRS layout, AVX2: 16 outputs in 2 ymm accumulators per block, two blocks per pass
+ * (4 independent chains), one VPMADDWD per 8 outputs and channel pair. */
+__attribute__((target("avx2")))
+static void dse_qgemv_pairs_avx2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                                 ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                                 int32_t *acc)
+{
+    const ptrdiff_t cp = (cin + 1) / 2;
+    for (ptrdiff_t b = 0; b < nblk; b += 2) {
+        const int two = b + 1 < nblk;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        const int16_t *w0 = (const int16_t *)w + b * blk_stride;
+        const int16_t *w1 = two ? w0 + blk_stride : w0;
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const int8_t *xj = x[j];
+            const ptrdiff_t off = chunk[j] * cp * DSE_QBLK * 2;
+            const int16_t *p0 = w0 + off, *p1 = w1 + off;
+            for (ptrdiff_t q = 0; q < cp; q++) {
+                const __m256i xv = _mm256_set1_epi32(dse_q2s(xj, 2 * q, cin));
+                const __m256i *q0 = (const __m256i *)(p0 + q * DSE_QBLK * 2);
+                const __m256i *q1 = (const __m256i *)(p1 + q * DSE_QBLK * 2);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256(q0), xv));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256(q0 + 1), xv));
+                if (two) {
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_loadu_si256(q1), xv));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_loadu_si256(q1 + 1), xv));
+                }
+            }
+        }
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK), a0);
+        _mm256_storeu_si256((__m256i *)(acc + b * DSE_QBLK + 8), a1);
+        if (two) {
+            _mm256_storeu_si256((__m256i *)(acc + (b + 1) * DSE_QBLK), a2);
+            _mm256_storeu_si256((__m256i *)(acc + (b + 1) * DSE_QBLK + 8), a3);
+        }
+    }
+}
 
 /* x^0x80 of 4 channels as one 32-bit lane (the tail zero-padded: its weights are 0). */
 static inline int32_t dse_q4u(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
@@ -317,6 +395,56 @@ static void dse_qrequant_avx512(const int32_t *acc, const int32_t *bias, const i
     for (; i < n; i++)
         out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
 }
+
+/* The same steps, 8 lanes, AVX2. AVX2 has no 64-bit arithmetic shift: the truncating division
+ * of the nudged product by 2^31 adds 2^31 - 1 to negative products first, then shifts
+ * logically; the quotient fits int32, so its low 32 bits are the same either way. */
+__attribute__((target("avx2")))
+static void dse_qrequant_avx2(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                              const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                              ptrdiff_t n)
+{
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const __m256i two30 = _mm256_set1_epi64x((int64_t)1 << 30);
+    const __m256i low31 = _mm256_set1_epi64x(((int64_t)1 << 31) - 1);
+    const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+    int32_t q8[8];
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i sh = _mm256_loadu_si256((const __m256i *)(shift + i));
+        if (_mm256_movemask_epi8(_mm256_cmpgt_epi32(sh, zero))) {  /* a left shift: exact scalar steps */
+            for (int k = 0; k < 8; k++)
+                out[i + k] = dse_qrequant1(acc[i + k] + bias[i + k], m0[i + k], shift[i + k], zp, lo, hi);
+            continue;
+        }
+        const __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)),
+                                           _mm256_loadu_si256((const __m256i *)(bias + i)));
+        const __m256i m = _mm256_loadu_si256((const __m256i *)(m0 + i));
+        __m256i half[2];
+        for (int odd = 0; odd < 2; odd++) {
+            const __m256i xo = odd ? _mm256_srli_epi64(x, 32) : x;
+            const __m256i mo = odd ? _mm256_srli_epi64(m, 32) : m;
+            const __m256i ab = _mm256_mul_epi32(xo, mo);                 /* sign-extended 32x32 -> 64 */
+            const __m256i neg = _mm256_cmpgt_epi64(zero, ab);            /* all ones where ab < 0 */
+            const __m256i v = _mm256_add_epi64(ab, _mm256_sub_epi64(two30, _mm256_and_si256(neg, low31)));
+            const __m256i vneg = _mm256_cmpgt_epi64(zero, v);
+            half[odd] = _mm256_srli_epi64(_mm256_add_epi64(v, _mm256_and_si256(vneg, low31)), 31);
+        }
+        const __m256i h = _mm256_blend_epi32(half[0], _mm256_slli_epi64(half[1], 32), 0xAA);
+        const __m256i right = _mm256_sub_epi32(zero, sh);
+        const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        const __m256i rem = _mm256_and_si256(h, mask);
+        const __m256i thr = _mm256_add_epi32(_mm256_srli_epi32(mask, 1), _mm256_srli_epi32(h, 31));
+        __m256i q = _mm256_srav_epi32(h, right);
+        q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(rem, thr));         /* +1 where rem > thr */
+        q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, vzp), vlo), vhi);
+        _mm256_storeu_si256((__m256i *)q8, q);
+        for (int k = 0; k < 8; k++)
+            out[i + k] = (int8_t)q8[k];
+    }
+    for (; i < n; i++)
+        out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+}
 #endif
 
 static int dse_qpath_cached = -1;
@@ -360,8 +488,13 @@ static int dse_qpath(void)
 static int dse_qlayout(void)
 {
     int p = dse_qpath();
-    return (p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_AVX512VNNI || p == DSE_QPATH_DOTPROD)
-        ? DSE_QLAYOUT_DOT4 : DSE_QLAYOUT_C16;
+    if (p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_AVX512VNNI || p == DSE_QPATH_DOTPROD)
+        return DSE_QLAYOUT_DOT4;
+#if DSE_QX86
+    return DSE_QLAYOUT_PAIRS;  /* x86-64 without VNNI: PMADDWD, SSE2 or AVX2 */
+#else
+    return DSE_QLAYOUT_C16;
+#endif
 }
 
 static int dse_qoffset(void)
@@ -377,7 +510,8 @@ static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t 
 #if DSE_QX86
     case DSE_QPATH_AVX512VNNI: dse_qgemv_avx512vnni(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
     case DSE_QPATH_AVXVNNI: dse_qgemv_avxvnni(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
-    case DSE_QPATH_C16_V3: dse_qgemv_c16_v3(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    case DSE_QPATH_C16_V3: dse_qgemv_pairs_avx2(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    case DSE_QPATH_C16: dse_qgemv_pairs_sse2(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
 #endif
 #if DSE_QARM64
     case DSE_QPATH_DOTPROD: dse_qgemv_dotprod(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
@@ -398,6 +532,10 @@ static void dse_qrequant(const int32_t *acc, const int32_t *bias, const int32_t 
         dse_qrequant_avx512(acc, bias, m0, shift, zp, lo, hi, out, n);
         return;
     }
+    if (dse_qpath() == DSE_QPATH_AVXVNNI || dse_qpath() == DSE_QPATH_C16_V3) {  /* both imply AVX2 */
+        dse_qrequant_avx2(acc, bias, m0, shift, zp, lo, hi, out, n);
+        return;
+    }
 #endif
     dse_qrequant_base(acc, bias, m0, shift, zp, lo, hi, out, n);
 }
@@ -407,12 +545,14 @@ static const char *dse_qkernel_isa(void)
     switch (dse_qpath()) {
     case DSE_QPATH_AVX512VNNI: return "avx512vnni (vpdpbusd, 16 outputs)";
     case DSE_QPATH_AVXVNNI: return "avxvnni (vpdpbusd, 8 outputs)";
-    case DSE_QPATH_C16_V3: return "avx2 (widening multiply-add)";
+    case DSE_QPATH_C16_V3: return "avx2 (vpmaddwd, 16 outputs)";
     case DSE_QPATH_DOTPROD: return "neon dotprod (sdot)";
     case DSE_QPATH_C16_NEON: return "neon (widening multiply-accumulate)";
     default:
 #if defined(__aarch64__)
         return "neon (widening multiply-accumulate)";
+#elif DSE_QX86
+        return "sse2 (pmaddwd, 16 outputs)";
 #elif defined(__x86_64__) || defined(__SSE2__)
         return "sse2 (widening multiply-add)";
 #else

@@ -95,8 +95,11 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
     cdef bint depthwise = cin_g == 1 and cout_g == 1
     cdef int layout = dse_qlayout()
-    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else ((cin_g + 3) // 4) * DSE_QBLK * 4)
-    cdef Py_ssize_t esz = 2 if layout == 0 else 1
+    # per block, in weight elements: C16 cin*16 int16, PAIRS ceil(cin/2)*16*2 int16, DOT4 ceil(cin/4)*16*4 int8
+    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else
+                                            (((cin_g + 1) // 2) * DSE_QBLK * 2 if layout == 2 else
+                                             ((cin_g + 3) // 4) * DSE_QBLK * 4))
+    cdef Py_ssize_t esz = 1 if layout == 1 else 2
     cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
     cdef Py_ssize_t fo, i, k, fi, g, m, c, n, o
     cdef const int8_t* x

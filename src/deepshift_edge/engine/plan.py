@@ -274,7 +274,7 @@ QBLK = 16  # output channels per block of the int8 kernels: DSE_QBLK in _qgemv.h
 def qkernel_weights(op: Op, layout: int) -> np.ndarray:
     """An int8 conv's weights in the layout of the running kernel (_qgemv.h):
     0 = C16 int16 [group][block][chunk][cin/g][16]; 1 = DOT4 int8 [group][block][chunk][cq][16][4];
-    a depthwise conv: int8 [chunk][channel]."""
+    2 = PAIRS int16 [group][block][chunk][cp][16][2]; a depthwise conv: int8 [chunk][channel]."""
     w4 = op.qweight  # (out, in/g, kf, kt)
     c_out, cin_g, k_f, k_t = w4.shape
     g = op.groups
@@ -289,6 +289,12 @@ def qkernel_weights(op: Op, layout: int) -> np.ndarray:
     padded = padded.reshape(g, chunks, cin_g, nblk, QBLK).transpose(0, 3, 1, 2, 4)  # g blk chunk c 16
     if layout == 0:
         return np.ascontiguousarray(padded, np.int16)
+    if layout == 2:  # two channels per 32-bit lane (PMADDWD); an odd tail channel pairs with a zero
+        cp = -(-cin_g // 2)
+        two = np.zeros((g, nblk, chunks, cp * 2, QBLK), np.int32)
+        two[:, :, :, :cin_g] = padded
+        two = two.reshape(g, nblk, chunks, cp, 2, QBLK).transpose(0, 1, 2, 3, 5, 4)  # ... cp 16 2
+        return np.ascontiguousarray(two, np.int16)
     cq = -(-cin_g // 4)
     four = np.zeros((g, nblk, chunks, cq * 4, QBLK), np.int32)
     four[:, :, :, :cin_g] = padded
