@@ -276,6 +276,43 @@ def test_imported_model_saves_and_loads(tmp_path):
     assert back.calibration["method"] == "onnx-qdq"
 
 
+@pytest.mark.parametrize("name", ["kws", "activity", "spectrogram"])
+def test_export_then_import_is_the_same_int8_model(name):
+    """to_onnx_qdq writes a QuantizedModel as QDQ with its own parameters; importing that file
+    gives the same int8 model, bit for bit (and onnxruntime runs it within one LSB)."""
+    from deepshift_edge.convert.onnx_qdq_export import to_onnx_qdq
+    model = examples.EXAMPLES[name]()
+    x = _frames(model, 300, seed=8)
+    qm = dse.quantize(model, x[:model.window + 200])
+    data = to_onnx_qdq(qm)
+    back = dse.from_onnx(to_onnx_qdq(qm, int8_output=False))
+    assert [q.kind for q in back.qnodes] == [q.kind for q in qm.qnodes]
+    for a, b in zip(qm.qnodes, back.qnodes):
+        assert a.out == b.out and a.lo == b.lo and a.hi == b.hi
+        if a.kind == "conv":
+            np.testing.assert_array_equal(a.weight, b.weight)
+            np.testing.assert_array_equal(a.bias, b.bias)
+            np.testing.assert_array_equal(a.m0, b.m0)
+    np.testing.assert_array_equal(back.forward_int(x[:model.window + 20]), qm.forward_int(x[:model.window + 20]))
+    sess = session(data)
+    for i in range(0, 20, 5):
+        q = sess.run(["q"], {"x": _layout(x[i:i + model.window])})[0]
+        assert np.abs(q.reshape(-1).astype(int) - qm.forward_int_window(x[i:i + model.window]).astype(int)).max() <= 1
+
+
+def test_cli_convert_writes_the_int8_model(tmp_path, capsys):
+    from deepshift_edge.tools.cli import main
+    _, qdq, qm, _ = imported("tiny")
+    src, dst = tmp_path / "tiny-qdq.onnx", tmp_path / "tiny-int8.npz"
+    src.write_bytes(qdq)
+    assert main(["convert", str(src), str(dst)]) == 0
+    assert "int8 operators from the file" in capsys.readouterr().out
+    back = dse.load(dst)
+    assert isinstance(back, dse.QuantizedModel)
+    x = _frames(qm, 10)
+    np.testing.assert_array_equal(back.forward_int(x), qm.forward_int(x))
+
+
 # ----------------------------------------------------------------------------- refusals
 def _tiny_qdq():
     model, qdq = bench_qdq("tiny")
