@@ -167,6 +167,81 @@ def plot_sweep(rows, path):
     return path
 
 
+# ----------------------------------------------------------------------------- int8
+_INT8_PROBE = r"""
+import json, os, sys
+import numpy as np
+sys.path.insert(0, {here!r})
+import deepshift_edge as dse
+from deepshift_edge.engine import _kernels
+from push_many_ratio import _per_call_us
+frames, repeats = {frames}, {repeats}
+out = {{"qkernel_isa": _kernels.qkernel_isa(), "kernel_isa": _kernels.kernel_isa(), "models": {{}}}}
+for name in {names!r}:
+    model = dse.load(os.path.join({here!r}, "models", name + ".npz"))
+    w = model.window
+    x = np.random.default_rng(1).standard_normal((w + 400 + frames,) + tuple(model.frame_shape)).astype(np.float32)
+    qmodel = dse.quantize(model, x[:w + 400])
+    warm, timed = x[:w], x[w:w + frames]
+    f32, i8 = [], []
+    for _ in range(repeats):  # alternate, so that machine noise hits both alike
+        f32.append(float(np.median(_per_call_us(model, warm, "push", timed))))
+        i8.append(float(np.median(_per_call_us(qmodel, warm, "push", timed))))
+    out["models"][name] = {{"fp32_push_us": float(np.median(f32)), "int8_push_us": float(np.median(i8)),
+                           "fp32_ring_bytes": int(model.stream().buffer_bytes),
+                           "int8_ring_bytes": int(qmodel.stream().buffer_bytes)}}
+print(json.dumps(out))
+"""
+
+INT8_PATHS = ("c16", "avxvnni", "avx512vnni")
+
+
+def int8_section(names, frames: int, repeats: int = 5) -> dict:
+    """Per-frame push int8 vs fp32 per bench model (p50 per call, median over alternating
+    repeats), ring bytes, on the int8 kernel path this CPU picks and on each path forced with
+    DSE_QKERNELS (one child process per path; a path the CPU lacks falls back, and says so)."""
+    import subprocess
+    runs = {}
+    probe = _INT8_PROBE.format(here=HERE, frames=frames, repeats=repeats, names=list(names))
+    for path in (None,) + INT8_PATHS:
+        env = dict(os.environ)
+        env.pop("DSE_QKERNELS", None)
+        if path:
+            env["DSE_QKERNELS"] = path
+        proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            runs[path or "default"] = {"error": proc.stderr.strip().splitlines()[-1:]}
+            continue
+        runs[path or "default"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return runs
+
+
+def int8_lines(runs) -> list:
+    lines = []
+    d = runs.get("default", {})
+    if "models" in d:
+        lines += [f"int8 kernels picked here: {d['qkernel_isa']} (fp32: {d['kernel_isa']})", "",
+                  "| model | fp32 push µs | int8 push µs | fp32 / int8 | fp32 ring bytes | int8 ring bytes | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, m in d["models"].items():
+            lines.append(f"| {name} | {m['fp32_push_us']:.2f} | {m['int8_push_us']:.2f} | "
+                         f"{m['fp32_push_us'] / m['int8_push_us']:.2f} | {m['fp32_ring_bytes']:,} | "
+                         f"{m['int8_ring_bytes']:,} | {m['fp32_ring_bytes'] / max(m['int8_ring_bytes'], 1):.2f} |")
+    lines += ["", "Per forced path (DSE_QKERNELS, a child process each; fp32 measured beside it):", "",
+              "| DSE_QKERNELS | path taken | " + " | ".join(f"{n} int8 µs (fp32/int8)" for n in d.get("models", {}))
+              + " |", "|---|---|" + "---|" * len(d.get("models", {}))]
+    for path, r in runs.items():
+        if path == "default":
+            continue
+        if "models" not in r:
+            lines.append(f"| {path} | failed: {r.get('error')} |")
+            continue
+        cells = [f"{m['int8_push_us']:.2f} ({m['fp32_push_us'] / m['int8_push_us']:.2f}x)" for m in r["models"].values()]
+        lines.append(f"| {path} | {r['qkernel_isa']} | " + " | ".join(cells) + " |")
+    lines += ["", "ARM timings need ARM hardware: the emulated ARM runs check the bits, not the speed.", ""]
+    return lines
+
+
 def slope(rows, family):
     pts = [r for r in rows if r["family"] == family]
     w = np.log([r["window"] for r in pts])
@@ -180,6 +255,7 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--rate", type=float, default=1000.0, help="cadence-mode rate in Hz")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 section (per-path child processes)")
     ap.add_argument("--columns", default=None, help="comma-separated subset of the columns (default: all)")
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
     args = ap.parse_args(argv)
@@ -222,6 +298,13 @@ def main(argv=None):
                   f"{pm['push_us_per_frame']:.2f} µs/frame (x{pm['ratio']:.2f})",
                   f"one NumPy matvec over as many weights: {pm['numpy_matvec_same_weights_us']:.2f} µs",
                   flop, "```", ""]
+    if not args.no_int8:
+        print("== int8 vs fp32 (per kernel path)", flush=True)
+        runs = int8_section(names, 1024 if args.quick else 4096, 3 if args.quick else 5)
+        report["int8"] = runs
+        section = int8_lines(runs)
+        print("\n".join(section), flush=True)
+        lines += ["## int8 vs fp32 (per-frame push, ring memory, per kernel path)\n", *section]
     if not args.no_sweep:
         print("== scaling sweep", flush=True)
         windows = [16, 32, 64, 128] if args.quick else [16, 32, 64, 128, 256, 512, 1024]

@@ -193,3 +193,35 @@ def test_jitter_finds_a_periodic_slow_frame():
     assert j["slowest_phase_median_over_p50"]["4"] == 1.0
     noise = np.random.default_rng(0).exponential(1.0, 4096) + 1.0
     assert max(bench._jitter(noise, 0, 4)["slowest_phase_median_over_p50"].values()) < 1.3
+
+
+@pytest.mark.parametrize("name", ["kws", "activity", "spectrogram"])
+def test_onnxruntime_int8_column_runs_the_same_quantized_model(name):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    result = bench.bench_model(examples.EXAMPLES[name](), frames=20, recompute_frames=5,
+                               columns=["int8", "onnxruntime_int8"])
+    col = result["columns"]["onnxruntime_int8"]
+    assert "skipped" not in col, col
+    assert "int8 vs reference" in col["label"] and "max 0 LSB" in col["label"] or "max 1 LSB" in col["label"]
+    assert col["max_abs_error_vs_streamed"] < 0.1  # quantization error of the same int8 model
+
+
+def test_onnxruntime_int8_column_catches_a_wrong_model(monkeypatch):
+    """The int8 agreement check fails when the QDQ graph is not the int8 model's."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from deepshift_edge.convert import onnx_qdq_export
+    real = onnx_qdq_export.to_onnx_qdq
+
+    def wrong(qmodel, **kw):
+        qmodel.qnodes[1].bias = qmodel.qnodes[1].bias + 2000
+        try:
+            return real(qmodel, **kw)
+        finally:
+            qmodel.qnodes[1].bias = qmodel.qnodes[1].bias - 2000
+
+    monkeypatch.setattr(onnx_qdq_export, "to_onnx_qdq", wrong)
+    result = bench.bench_model(examples.activity_cnn(), frames=20, recompute_frames=5,
+                               columns=["onnxruntime_int8"])
+    assert "LSB from the int8 reference" in result["columns"]["onnxruntime_int8"]["skipped"]

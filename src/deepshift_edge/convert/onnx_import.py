@@ -129,8 +129,23 @@ def from_onnx(model, window: Optional[int] = None, *, time_axis=None, check: boo
 
     A graph that cannot be converted raises :class:`ModelFormatError` (never a protobuf or
     indexing error from deep inside the conversion); a missing file raises OSError.
+
+    An already-quantized graph (QDQ: QuantizeLinear/DequantizeLinear around its ops, as
+    onnxruntime's ``quantize_static`` writes it) gives a :class:`~deepshift_edge.QuantizedModel`
+    with the file's own scales, zero points, int8 weights and biases (its ``.model`` is the
+    float network with the dequantized weights): :mod:`deepshift_edge.convert.onnx_qdq`.
     """
+    from .onnx_qdq import Q_OPS, from_onnx_qdq
+
     try:
+        proto = _load_proto(model)
+        if any(n.op_type in Q_OPS for n in proto.graph.node):
+            if semantics != "window":
+                raise ModelFormatError("a quantized (QDQ) graph converts with semantics='window' only: "
+                                       "int8 streaming covers window models")
+            return from_onnx_qdq(proto, window, time_axis=time_axis, check=check,
+                                 return_report=return_report, seed=seed, labels=labels, metadata=metadata)
+        model = proto
         result = _from_onnx(model, window, time_axis, check=check, return_report=return_report,
                             seed=seed, semantics=semantics)
     except (ModelFormatError, ImportError, OSError):
@@ -190,7 +205,11 @@ def _load_proto(model):
         raise ModelFormatError(f"{model}: not a readable ONNX model: {exc}") from None
 
 
-def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantics):
+def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantics, hooks=None):
+    """The conversion. ``hooks`` (the QDQ importer's, :mod:`.onnx_qdq`): an object whose
+    ``barriers`` (ONNX value names) are made graph nodes of their own rather than merged into
+    an elementwise expression, and whose ``trace`` dict is filled with {ONNX value name:
+    model node name} for every value that is one of the returned model's nodes."""
     from ..formats.npz import LIMITS
     from ..nn.graph import SEMANTICS, Input, Model
 
@@ -290,6 +309,8 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}  # with the folded ones
     conv = _Converter(inits, shapes, numpy_helper, opset, graph)
     conv.pool_attrs = pool_attrs
+    if hooks is not None:
+        conv.barriers = set(hooks.barriers)
     x = Input(in_features, name=conv.unique(inp.name or "input"))
     vals: Dict[str, _Val] = {inp.name: _Val(x, tuple(fixed), roles, node=inp.name)}
     for node in graph.node:
@@ -306,7 +327,10 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
     except ModelError as exc:
         raise ModelFormatError(f"the converted graph does not form a valid model: {exc}") from None
     conv.check_shapes(model)
+    graph_model = model
     model = _as_sequential(model, in_features, int(window), semantics)
+    if hooks is not None:
+        _trace(vals, graph_model, model, hooks.trace)
     notes = []
     want = tuple(d for d in shapes.get(out, ()) if d is not None)
     got_shape = tuple(model.output_shape)
@@ -321,6 +345,17 @@ def _from_onnx(model, window, time_axis, *, check, return_report, seed, semantic
     report = _check(model, seed, notes) if check else "\n".join(
         [f"converted: {len(model.layers)} layers"] + notes)
     return (model, report) if return_report else model
+
+
+def _trace(vals, graph_model, model, trace):
+    """{ONNX value: node name in `model`} for the values that are nodes of `graph_model`
+    (`model` is the same graph, perhaps rebuilt as a Sequential: same node order)."""
+    index = {n.name: i for i, n in enumerate(graph_model.nodes)}
+    for name, v in vals.items():
+        t = v.tensor
+        if t is None or v.stack is not None or t._source.name not in index:
+            continue
+        trace[name] = model.nodes[index[t._source.name]].name
 
 
 def _as_sequential(model, in_features, window, semantics):
@@ -563,6 +598,7 @@ class _Converter:
         self.expect: Dict[str, tuple] = {}  # model node name -> (channels, features, length) in ONNX
         self.readers: Dict[str, int] = {}
         self.pool_attrs: Dict[str, dict] = {}  # the attributes of pools rewritten for shape inference
+        self.barriers = set()  # values that must be nodes of their own (the QDQ importer's)
         if graph is not None:
             for n in graph.node:
                 for i in n.input:
@@ -642,6 +678,12 @@ class _Converter:
 
     # -- dispatch
     def node(self, node, vals):
+        self._node(node, vals)
+        for out in node.output:  # a quantized value of a QDQ graph: its own node
+            if out in self.barriers and out in vals and vals[out].expr is not None:
+                self.lower_expr(out, vals)
+
+    def _node(self, node, vals):
         op = node.op_type
         if op == "Constant":
             self.consts[node.output[0]] = self.constant_value(node)

@@ -392,14 +392,27 @@ class _Streaming:
         self.last = self.run(i)
 
 
+_QUANTIZED: dict = {}
+
+
+def _quantized(model, x):
+    """The int8 model every int8 column measures: ``model`` quantized on the run's first frames
+    (one per model and run, so that the columns run the same quantized model)."""
+    from ..quant import quantize
+
+    key = (id(model), id(x))
+    if key not in _QUANTIZED:
+        _QUANTIZED.clear()
+        _QUANTIZED[key] = (model, x, quantize(model, x[:min(len(x), model.window + 400)]))
+    return _QUANTIZED[key][2]
+
+
 def _column_int8(model, x, check_idx, streamed):
     """The int8 stream of ``model``, quantized on the first frames of the sequence: checked
     bit for bit against its integer reference (its difference from float is quantization,
     reported, not an agreement failure)."""
-    from ..quant import quantize
-
     w = model.window
-    qmodel = quantize(model, x[:min(len(x), w + 400)])
+    qmodel = _quantized(model, x)
     stream = qmodel.stream()
     outs = {}
     for t, frame in enumerate(x[:max(check_idx) + 1]):
@@ -420,6 +433,48 @@ def _column_int8(model, x, check_idx, streamed):
     col.exact = False
     col.ring_bytes = stream.buffer_bytes
     return col, err, f"rings {stream.buffer_bytes:,} bytes"
+
+
+AGREE_INT8_LSB = 1  # int8 columns: within one LSB of the int8 reference (float vs fixed-point requantization)
+
+
+def _agree_int8(name, qmodel, got_q, check_idx, x):
+    """int8 outputs of a column against the integer reference on the checked windows: within
+    AGREE_INT8_LSB. Returns 'exact/n windows, max d LSB'."""
+    w = qmodel.window
+    ref = np.stack([qmodel.forward_int_window(x[i - w + 1:i + 1]) for i in check_idx]).astype(np.int64)
+    got = np.asarray(got_q).astype(np.int64).reshape(ref.shape)
+    d = np.abs(got - ref).reshape(len(ref), -1).max(axis=1)
+    if d.max(initial=0) > AGREE_INT8_LSB:
+        raise AssertionError(f"column {name!r}: int8 outputs {int(d.max())} LSB from the int8 reference "
+                             f"(allowed {AGREE_INT8_LSB})")
+    return f"int8 vs reference: {int((d == 0).sum())}/{len(d)} windows exact, max {int(d.max(initial=0))} LSB"
+
+
+def _column_onnxruntime_int8(model, x, check_idx, streamed):
+    """onnxruntime on the whole window, running the int8 column's quantized model written as a
+    QDQ graph with its own scales, int8 weights and biases (convert.onnx_qdq_export): onnxruntime
+    fuses it into its int8 kernels. Agreement at the int8 level, then timed."""
+    import onnxruntime as ort
+
+    from ..convert.onnx_qdq_export import to_onnx_qdq
+
+    qmodel = _quantized(model, x)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(to_onnx_qdq(qmodel), opts, providers=["CPUExecutionProvider"])
+    window = _window_maker(x, model.window)
+    outputs = ["y"]
+
+    def run(i):
+        return sess.run(outputs, {"x": window(i)})[0]
+
+    got_q = [sess.run(["q"], {"x": window(i)})[0] for i in check_idx]
+    agreement = _agree_int8("onnxruntime_int8", qmodel, got_q, check_idx, x)
+    got = np.stack([run(i).reshape(model.output_shape) for i in check_idx])
+    err = float(np.max(np.abs(got - streamed)))  # vs the float stream: quantization, not agreement
+    return run, err, agreement
 
 
 def _column_recompute(model, x, check_idx, streamed):
@@ -454,6 +509,7 @@ COLUMNS = {
     "executorch_stream": ("ExecuTorch/XNNPACK, streamed (buffers)", _column_executorch_stream),
     "tract": ("tract, pulse mode (streamed)", _column_tract),
     "int8": ("int8 stream (quantized here)", _column_int8),
+    "onnxruntime_int8": ("onnxruntime int8 (QDQ, same model), window", _column_onnxruntime_int8),
 }
 
 
