@@ -193,7 +193,10 @@ for name in {names!r}:
 print(json.dumps(out))
 """
 
-INT8_PATHS = ("c16", "avxvnni", "avx512vnni")
+INT8_PATHS = ("scalar", "c16", "avxvnni", "avx512vnni")
+# the float path of a CPU whose best int8 path is the key (x86-64): fp32 beside each int8 path
+# is what that CPU would run (an AVX-VNNI or AVX2 CPU has no AVX-512; SSE2 is the baseline)
+FLOAT_PATH_OF = {"scalar": "baseline", "c16": "avx2", "avxvnni": "avx2", "avx512vnni": None}
 
 
 def int8_section(names, frames: int, repeats: int = 5) -> dict:
@@ -208,6 +211,8 @@ def int8_section(names, frames: int, repeats: int = 5) -> dict:
         env.pop("DSE_QKERNELS", None)
         if path:
             env["DSE_QKERNELS"] = path
+            if FLOAT_PATH_OF.get(path):
+                env["DSE_KERNELS"] = FLOAT_PATH_OF[path]
         proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             runs[path or "default"] = {"error": proc.stderr.strip().splitlines()[-1:]}
@@ -227,9 +232,10 @@ def int8_lines(runs) -> list:
             lines.append(f"| {name} | {m['fp32_push_us']:.2f} | {m['int8_push_us']:.2f} | "
                          f"{m['fp32_push_us'] / m['int8_push_us']:.2f} | {m['fp32_ring_bytes']:,} | "
                          f"{m['int8_ring_bytes']:,} | {m['fp32_ring_bytes'] / max(m['int8_ring_bytes'], 1):.2f} |")
-    lines += ["", "Per forced path (DSE_QKERNELS, a child process each; fp32 measured beside it):", "",
-              "| DSE_QKERNELS | path taken | " + " | ".join(f"{n} int8 µs (fp32/int8)" for n in d.get("models", {}))
-              + " |", "|---|---|" + "---|" * len(d.get("models", {}))]
+    lines += ["", "Per forced path (DSE_QKERNELS, a child process each; fp32 measured beside it on the float "
+              "path a CPU with that int8 path has: DSE_KERNELS=baseline for scalar, avx2 for c16 and avxvnni):", "",
+              "| DSE_QKERNELS | path taken | fp32 path | " + " | ".join(f"{n} int8 µs (fp32/int8)" for n in d.get("models", {}))
+              + " |", "|---|---|---|" + "---|" * len(d.get("models", {}))]
     for path, r in runs.items():
         if path == "default":
             continue
@@ -237,7 +243,7 @@ def int8_lines(runs) -> list:
             lines.append(f"| {path} | failed: {r.get('error')} |")
             continue
         cells = [f"{m['int8_push_us']:.2f} ({m['fp32_push_us'] / m['int8_push_us']:.2f}x)" for m in r["models"].values()]
-        lines.append(f"| {path} | {r['qkernel_isa']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {path} | {r['qkernel_isa']} | {r['kernel_isa']} | " + " | ".join(cells) + " |")
     lines += ["", "ARM timings need ARM hardware: the emulated ARM runs check the bits, not the speed.", ""]
     return lines
 

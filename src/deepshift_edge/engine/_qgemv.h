@@ -147,9 +147,12 @@ static inline int32_t dse_q4u(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
     if (c + 4 <= cin) {
         memcpy(&v, x + c, 4); /* one unaligned load */
     } else {
-        uint8_t t[4] = {0, 0, 0, 0};
-        memcpy(t, x + c, (size_t)(cin - c));
-        memcpy(&v, t, 4);
+        /* the 1-3 channels left, assembled in a register: a byte-wise memcpy into a stack word
+         * then a 4-byte load stalls store forwarding (and calls memcpy), per position */
+        uint32_t u = 0;
+        for (ptrdiff_t i = 0; i < cin - c; i++)
+            u |= (uint32_t)(uint8_t)x[c + i] << (8 * i);
+        v = (int32_t)u;
     }
     return v ^ (int32_t)0x80808080;
 }
@@ -271,10 +274,11 @@ static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
     int32_t v;
     if (c + 4 <= cin) {
         memcpy(&v, x + c, 4);
-    } else {
-        int8_t t[4] = {0, 0, 0, 0};
-        memcpy(t, x + c, (size_t)(cin - c));
-        memcpy(&v, t, 4);
+    } else {  /* the 1-3 channels left, in a register (see dse_q4u) */
+        uint32_t u = 0;
+        for (ptrdiff_t i = 0; i < cin - c; i++)
+            u |= (uint32_t)(uint8_t)x[c + i] << (8 * i);
+        v = (int32_t)u;
     }
     return v;
 }
