@@ -118,3 +118,25 @@ def test_int8_reference_follows_the_float_model():
     q = qmodel.forward(frames[200:])
     assert np.abs(f - q).max() < 0.05, np.abs(f - q).max()
     assert (f.argmax(1) == q.argmax(1)).mean() > 0.9
+
+
+def test_input_quantizer_rounds_ties_as_the_reference():
+    """The compiled input quantizer (no libm call) against QParams.quantize on exact ties
+    (k + 0.5) * scale, their float32 neighbours, and values past the int8 range."""
+    from deepshift_edge.engine._kernels import quantize_input_probe
+    from deepshift_edge.quant.scheme import QParams
+    rng = np.random.default_rng(3)
+    for scale, zp in ((0.5, 0), (0.25, -3), (float(np.float32(0.0371)), 17), (1.0, -128), (0.125, 127)):
+        q = QParams(scale, zp)
+        k = np.arange(-300, 300, dtype=np.float32)
+        ties = ((k + np.float32(0.5)) * np.float32(scale)).astype(np.float32)
+        x = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                            (rng.standard_normal(2000) * 200 * scale).astype(np.float32),
+                            np.array([1e30, -1e30, 3e38, -3e38, 0.0, -0.0], np.float32)]).astype(np.float32)
+        got = np.frombuffer(quantize_input_probe(np.ascontiguousarray(x), np.float32(scale), zp), np.int8)
+        np.testing.assert_array_equal(got, q.quantize(x))
+        # and it can fail: rounding ties to even differs on these inputs
+        with np.errstate(over="ignore"):
+            v = x.astype(np.float32) / np.float32(scale)
+        to_even = np.clip(np.rint(v.astype(np.float64)) + zp, -128, 127).astype(np.int8)
+        assert not np.array_equal(got, to_even)

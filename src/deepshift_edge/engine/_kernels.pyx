@@ -1581,3 +1581,14 @@ def qkernel_isa():
 def kernel_isa():
     """Which conv kernels run on this CPU, e.g. 'avx2+fma (8 floats)' or 'neon (4 floats)'."""
     return dse_kernel_isa().decode()
+
+
+def quantize_input_probe(const float[::1] x, float scale, int zero_point):
+    """The stream's input quantizer (write_qinput's arithmetic) on an array, for the tests that
+    hold it against QParams.quantize on ties and near-ties."""
+    out = bytearray(x.shape[0])
+    cdef unsigned char[::1] o = out
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        o[i] = <unsigned char>q_clamp(dse_qround(x[i] / scale) + zero_point, -128, 127)
+    return bytes(out)  # int8 values: np.frombuffer(..., np.int8)

@@ -326,6 +326,17 @@ DSE_QC16_SIG(dse_qgemv_c16_neon, __attribute__((target("fpu=neon")))) { DSE_QC16
 #define DSE_QARM32 0
 #endif
 
+/* ---------------------------------------------------------------------------- the input quantizer
+ * roundf(v) (half away from zero) without the libm call, for |v| clamped to 1024 first (a larger
+ * value saturates the int8 result either way). Exact: v - trunc(v) is exact in float32. */
+static inline int32_t dse_qround(float v)
+{
+    v = v > 1024.0f ? 1024.0f : (v < -1024.0f ? -1024.0f : v);
+    const int32_t t = (int32_t)v;
+    const float d = v - (float)t;
+    return t + (d >= 0.5f) - (d <= -0.5f);
+}
+
 /* ---------------------------------------------------------------------------- requantization
  * out[i] = clamp(zp + MultiplyByQuantizedMultiplier(acc[i] + bias[i], m0[i], shift[i])) with
  * gemmlowp's rounding: the same integer steps as quant/scheme.py, element for element.

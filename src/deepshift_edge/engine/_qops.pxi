@@ -11,6 +11,7 @@ cdef extern from "_qgemv.h" nogil:
     void dse_qgemv(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, Py_ssize_t cin,
                    const void* w, Py_ssize_t nblk, Py_ssize_t blk_stride, int32_t* acc)
     int dse_qlayout()
+    int32_t dse_qround(float v)
     int dse_qoffset()
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
@@ -313,16 +314,8 @@ cdef inline void write_qinput(Net* net, Py_ssize_t b, const float* frame) noexce
     away from zero (C's roundf on the float32 quotient), plus the zero point, clamped."""
     cdef int8_t* dst = <int8_t*>advance(net, 0, b)
     cdef Py_ssize_t c, f
-    cdef float v
-    cdef int8_t q
     for c in range(net.in_c):
         for f in range(net.in_f):
-            v = roundf(frame[c * net.in_f + f] / net.in_scale)
-            if v > 1000.0:
-                q = 127
-            elif v < -1000.0:
-                q = -128
-            else:
-                q = q_clamp(<int32_t>v + net.in_zp, -128, 127)
-            dst[f * net.in_c + c] = q
+            dst[f * net.in_c + c] = q_clamp(dse_qround(frame[c * net.in_f + f] / net.in_scale) + net.in_zp,
+                                            -128, 127)
     mirror(net, 0, b)

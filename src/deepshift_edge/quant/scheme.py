@@ -35,7 +35,8 @@ class QParams:
     def quantize(self, x) -> np.ndarray:
         """float32 values to int8: round(x / scale) half away from zero, + zero point, clamped.
         Computed as the compiled core does: a float32 division, then C's roundf."""
-        v = np.asarray(x, dtype=np.float32) / np.float32(self.scale)
+        with np.errstate(over="ignore"):  # past float32: inf, which saturates like any large value
+            v = np.asarray(x, dtype=np.float32) / np.float32(self.scale)
         r = np.floor(np.abs(v.astype(np.float64)) + 0.5) * np.sign(v)
         return np.clip(r + self.zero_point, QMIN, QMAX).astype(np.int8)
 
