@@ -791,12 +791,12 @@ def row_tables(plan: Plan) -> Plan:
     address is that base plus the offset (``offset - lag * row bytes``: mirrored rings keep
     any lag's rows contiguous below the newest). Padding reads the zero column (slot 0): a
     zero term where the row-at-a-time path skips the tap, so each sum gets the same nonzero
-    terms in the same order (the sign of an exactly zero result aside). Depthwise convs keep
-    the row loop. ``DSE_STRIP_ROWS=0`` in the environment (at plan time) leaves every
-    strip conv to it."""
+    terms in the same order (the sign of an exactly zero result aside). Depthwise convs use
+    the same addresses in their own loop (no weight reuse to gain: the saving is the per-row
+    resolution), skipping padding as the row loop does. ``DSE_STRIP_ROWS=0`` in the
+    environment (at plan time) leaves every strip conv to the row loop."""
     for op in plan.ops:
-        if (op.kind != CONV or op.part != "strip" or op.table is None or op.nrows < 2
-                or len(op.inputs) != 1 or (op.cin == op.groups and op.cout == op.groups)):
+        if op.kind != CONV or op.part != "strip" or op.table is None or op.nrows < 2 or len(op.inputs) != 1:
             continue
         t = np.asarray(op.table, np.int64).reshape(op.nrows, op.ntaps, 3).transpose(1, 0, 2)
         node, lag, off = t[..., 0], t[..., 1], t[..., 2]
