@@ -4,7 +4,9 @@ time, padding reads the zero column. Checked here on models whose strips are lon
 'same' convs widen them layer by layer), with strides, dilations, groups, 2-D feature
 padding, several output blocks, Pad zeros and unfused epilogues: against the float64
 reference, and bit for bit against the row-at-a-time path (the plan without row tables,
-which DSE_STRIP_ROWS=0 also gives), in push and push_many, in both modes."""
+which DSE_STRIP_ROWS=0 also gives), in push and push_many, in both modes. int8 strip convs
+alike (padding a column of the input's zero point), bit for bit against the integer
+reference; test_quant_stream runs every int8 kernel path over row tables too."""
 from __future__ import annotations
 
 import os
@@ -15,9 +17,11 @@ import numpy as np
 import pytest
 
 import deepshift_edge as dse
-from deepshift_edge.engine.plan import CONV, build_plan, row_tables
+from deepshift_edge.engine.plan import CONV, QCONV, build_plan, row_tables
 from deepshift_edge.engine.stream import Stream
+from deepshift_edge.quant.plan import build_quantized_plan
 from graph_strategies import randomize_graph
+from test_quant_stream import check_bit_exact, quantized
 from test_stream_vs_reference import MODES, check_push_many, check_stream
 
 
@@ -163,3 +167,20 @@ def test_environment_switch_leaves_strips_to_the_row_loop():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         counts[value] = int(out.stdout.strip())
     assert counts["0"] == 0 and counts["1"] >= 1
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_int8_row_batched_strips_equal_the_integer_reference(name):
+    qm = quantized(_model(name), 11)
+    ops = qm.stream().plan.ops
+    rows = [op for op in ops if op.rnodes is not None]
+    assert rows and all(op.kind == QCONV and op.part == "strip" for op in rows)
+    assert len(rows) == sum(op.kind == QCONV and op.part == "strip" and op.nrows > 1 for op in ops)
+    x = _frames(qm.model, 2 * qm.model.hop + 15, seed=4)
+    check_bit_exact(qm, x)
+    for mode in MODES:
+        plan = build_quantized_plan(qm, mode, 5)
+        for op in plan.ops:
+            op.rtab = op.rnodes = None
+        loop = Stream(qm.model, mode=mode, block=5, plan=plan).push_many(x)
+        np.testing.assert_array_equal(qm.stream(mode=mode, block=5).push_many(x), loop)

@@ -185,7 +185,8 @@ cdef struct Net:
     const char** rbases    # strip convs by rows: the zero column, then the newest row of each node read
     const float** rptrs    # their (tap, row) inputs
     Py_ssize_t* rxrow      # per chunk: its tap's first entry in rptrs
-    Py_ssize_t* rxoff      # per chunk: floats on from those inputs (feature tap, group)
+    Py_ssize_t* rxoff      # per chunk: elements on from those inputs (feature tap, group)
+    int32_t* qracc         # int8 strip convs by rows: each row's sums (nrows x blocks)
     Py_ssize_t block
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
     Py_ssize_t* qchunk     # their weight chunk indices
@@ -1278,6 +1279,11 @@ cdef class StreamCore:
         self.net.rptrs = <const float**>&rp_v[0]
         self.net.rxrow = &rx_v[0]
         self.net.rxoff = &ro_v[0]
+        qracc = np.zeros(max([o.nrows * (-(-max(o.cout // max(o.groups, 1), 1) // DSE_QBLK)) * DSE_QBLK
+                              for o in rowops] + [1]), dtype=np.int32)
+        keep.append(qracc)
+        cdef int32_t[::1] qr_v = qracc
+        self.net.qracc = &qr_v[0]
         cdef Py_ssize_t[::1] lview = lags
         self.net.lags = &lview[0]
         cdef size_t[::1] oview = optrs
@@ -1346,7 +1352,7 @@ cdef class StreamCore:
             rtab, rnodes = getattr(op, "rtab", None), getattr(op, "rnodes", None)
             cop.rtab = cop.rnodes = NULL
             cop.nrnodes = 0
-            if rtab is not None and rnodes is not None and cop.kind == K_CONV:
+            if rtab is not None and rnodes is not None and (cop.kind == K_CONV or cop.kind == K_QCONV):
                 if rtab.shape != (cop.ntaps, cop.nrows, 2) or not (0 <= rtab[..., 0]).all() \
                         or not (rtab[..., 0] <= len(rnodes)).all():
                     raise ValueError(f"op {i}: malformed row table")

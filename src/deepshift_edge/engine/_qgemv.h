@@ -177,6 +177,52 @@ static void dse_qgemv_avx512vnni(const int8_t *const *x, const ptrdiff_t *chunk,
     if (b + 2 <= nblk) DSE_Q512_PASS(2)
     if (b < nblk) DSE_Q512_PASS(1)
 }
+
+/* Strip rows (dse_qgemv_rows): NR rows x one block per pass, one accumulator per row (NR
+ * independent chains), each weight vector loaded once for the NR rows. */
+#define DSE_Q512_ROWS(NR)                                                                          \
+    {                                                                                              \
+        __m512i a[NR];                                                                             \
+        for (int f = 0; f < NR; f++) a[f] = _mm512_setzero_si512();                                \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            const int8_t *xr[NR];                                                                  \
+            for (int f = 0; f < NR; f++) xr[f] = x[xrow[j] + f0 + f] + xoff[j];                    \
+            const int8_t *p = (const int8_t *)w + b * blk_stride + chunk[j] * cq * DSE_QBLK * 4;   \
+            ptrdiff_t q = 0;                                                                       \
+            for (; q < full; q++) {                                                                \
+                const __m512i wv = _mm512_loadu_si512((const void *)(p + q * 64));                 \
+                for (int f = 0; f < NR; f++)                                                       \
+                    a[f] = _mm512_dpbusd_epi32(a[f], _mm512_xor_si512(                             \
+                        _mm512_set1_epi32(dse_q4raw(xr[f] + 4 * q)), k80), wv);                    \
+            }                                                                                      \
+            for (; q < cq; q++) {                                                                  \
+                const __m512i wv = _mm512_loadu_si512((const void *)(p + q * 64));                 \
+                for (int f = 0; f < NR; f++)                                                       \
+                    a[f] = _mm512_dpbusd_epi32(a[f], _mm512_set1_epi32(dse_q4u(xr[f], 4 * q, cin)), wv); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int f = 0; f < NR; f++)                                                               \
+            _mm512_storeu_si512((void *)(acc + (f0 + f) * astride + b * DSE_QBLK), a[f]);          \
+        f0 += NR;                                                                                  \
+    }
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void dse_qgemv_rows_avx512vnni(const int8_t *const *x, const ptrdiff_t *xrow,
+                                      const ptrdiff_t *xoff, const ptrdiff_t *chunk, ptrdiff_t n,
+                                      ptrdiff_t cin, const void *w, ptrdiff_t nblk,
+                                      ptrdiff_t blk_stride, ptrdiff_t nf, int32_t *acc,
+                                      ptrdiff_t astride)
+{
+    const ptrdiff_t cq = (cin + 3) / 4, full = cin / 4;
+    const __m512i k80 = _mm512_set1_epi32((int32_t)0x80808080);
+    for (ptrdiff_t b = 0; b < nblk; b++) {
+        ptrdiff_t f0 = 0;
+        while (f0 + 8 <= nf) DSE_Q512_ROWS(8)
+        if (f0 + 4 <= nf) DSE_Q512_ROWS(4)
+        if (f0 + 2 <= nf) DSE_Q512_ROWS(2)
+        if (f0 < nf) DSE_Q512_ROWS(1)
+    }
+}
 #else
 #define DSE_QX86 0
 #endif
@@ -405,6 +451,28 @@ static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t 
     case DSE_QPATH_C16_NEON: dse_qgemv_c16_neon(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
 #endif
     default: dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    }
+}
+
+/* Strip rows: nf positions whose chunk inputs are pointers of their own, row f's chunk j at
+ * x[xrow[j] + f] + xoff[j]; row f's sums go to acc + f * astride (nblk blocks). Integer sums:
+ * the same bits as dse_qgemv row by row, whatever the order. AVX512-VNNI runs up to 8 rows
+ * per pass over the weights; the other paths run dse_qgemv per row (tmp: n pointers). */
+static void dse_qgemv_rows(const int8_t *const *x, const ptrdiff_t *xrow, const ptrdiff_t *xoff,
+                           const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+                           ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nf, int32_t *acc,
+                           ptrdiff_t astride, const int8_t **tmp)
+{
+#if DSE_QX86
+    if (dse_qpath() == DSE_QPATH_AVX512VNNI) {
+        dse_qgemv_rows_avx512vnni(x, xrow, xoff, chunk, n, cin, w, nblk, blk_stride, nf, acc, astride);
+        return;
+    }
+#endif
+    for (ptrdiff_t f = 0; f < nf; f++) {
+        for (ptrdiff_t j = 0; j < n; j++)
+            tmp[j] = x[xrow[j] + f] + xoff[j];
+        dse_qgemv(tmp, chunk, n, cin, w, nblk, blk_stride, acc + f * astride);
     }
 }
 

@@ -793,10 +793,13 @@ def row_tables(plan: Plan) -> Plan:
     zero term where the row-at-a-time path skips the tap, so each sum gets the same nonzero
     terms in the same order (the sign of an exactly zero result aside). Depthwise convs use
     the same addresses in their own loop (no weight reuse to gain: the saving is the per-row
-    resolution), skipping padding as the row loop does. ``DSE_STRIP_ROWS=0`` in the
+    resolution), skipping padding as the row loop does. int8 convs (QCONV) alike, padding a
+    column of the input's zero point: exact integers, so the bits of the row loop (its
+    zero-point term then covers every time tap: no per-row correction). ``DSE_STRIP_ROWS=0`` in the
     environment (at plan time) leaves every strip conv to the row loop."""
     for op in plan.ops:
-        if op.kind != CONV or op.part != "strip" or op.table is None or op.nrows < 2 or len(op.inputs) != 1:
+        if op.kind not in (CONV, QCONV) or op.part != "strip" or op.table is None or op.nrows < 2 \
+                or len(op.inputs) != 1:
             continue
         t = np.asarray(op.table, np.int64).reshape(op.nrows, op.ntaps, 3).transpose(1, 0, 2)
         node, lag, off = t[..., 0], t[..., 1], t[..., 2]
@@ -808,7 +811,13 @@ def row_tables(plan: Plan) -> Plan:
             at = node == n
             rt[..., 0][at] = s + 1
             rt[..., 1][at] = (off[at] - lag[at] * nd.col) * size
-        # PAD and ZERO both read the float zero column (a ZERO's offset is 0 in float plans)
+        # PAD and ZERO both read a zero column: float zeros (a ZERO's offset is 0 in float
+        # plans), or for int8 the column of the input's zero point (after the float one)
+        if op.kind == QCONV:
+            zp = int(op.qzp_in[0])
+            if zp not in plan.zero_zps:
+                plan.zero_zps = tuple(plan.zero_zps) + (zp,)
+            rt[..., 1][rt[..., 0] == 0] = 4 * plan.zero_col + plan.zero_zps.index(zp) * plan.zero_col
         op.rtab, op.rnodes = rt, np.asarray(nodes, np.int64)
     return plan
 
