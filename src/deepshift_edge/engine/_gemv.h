@@ -275,6 +275,86 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             }                                                                                             \
             f0 += k;                                                                                      \
         }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    /* Strip rows: nb blocks x nf rows, chunk j of row f reading x[xrow[j] + f0 + f] + xoff[j]. */        \
+    static inline DSE_INLINE ATTR void dse_rw_##S(const int nb, const int nf, const float *const *x,      \
+                                                  ptrdiff_t f0, const ptrdiff_t *xrow,                    \
+                                                  const ptrdiff_t *xoff, const ptrdiff_t *woff,           \
+                                                  ptrdiff_t n_chunks, const ptrdiff_t *clen,              \
+                                                  const float *wb, ptrdiff_t blk_stride, VT *out)         \
+    {                                                                                                     \
+        const int NB = nb < (FB) ? nb : (FB);                                                             \
+        const int NF = nf < (MAXNF) ? nf : (MAXNF);                                                       \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        for (int q = 0; q < NB * NF * (NV); q++) acc[q] = (VT){0};                                        \
+        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                                        \
+            const float *const *xr = x + xrow[j] + f0;                                                    \
+            const float *xf[MAXNF];                                                                       \
+            DSE_UNROLL for (int f = 0; f < NF; f++) xf[f] = xr[f] + xoff[j];                              \
+            const VT *wv = (const VT *)(wb + woff[j]);                                                    \
+            for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
+                VT wr[(FB) * (NV)];                                                                       \
+                DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
+                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                DSE_UNROLL for (int f = 0; f < NF; f++) {                                                 \
+                    const float xv = xf[f][c];                                                            \
+                    DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            acc[(q * NF + f) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        memcpy(out, acc, (size_t)NB * NF * (NV) * sizeof(VT));                                            \
+    }                                                                                                     \
+                                                                                                          \
+    static inline DSE_INLINE ATTR void dse_rwk_##S(const int nb, const int k, const float *const *x,      \
+                                                   ptrdiff_t f0, const ptrdiff_t *xrow,                   \
+                                                   const ptrdiff_t *xoff, const ptrdiff_t *woff,          \
+                                                   ptrdiff_t n_chunks, const ptrdiff_t *clen,             \
+                                                   const float *wb, ptrdiff_t blk_stride, VT *acc)        \
+    {                                                                                                     \
+        if (k == (MAXNF))                                                                                 \
+            dse_rw_##S(nb, (MAXNF), x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);       \
+        else if (k == 6)                                                                                  \
+            dse_rw_##S(nb, 6, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+        else if (k == 4)                                                                                  \
+            dse_rw_##S(nb, 4, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+        else if (k == 2)                                                                                  \
+            dse_rw_##S(nb, 2, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+        else                                                                                              \
+            dse_rw_##S(nb, 1, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+    }                                                                                                     \
+                                                                                                          \
+    static ATTR void dse_gemv_rows_##S(const float *const *x, const ptrdiff_t *xrow,                      \
+                                       const ptrdiff_t *xoff, const ptrdiff_t *woff, ptrdiff_t n_chunks,  \
+                                       const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,             \
+                                       ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf,                \
+                                       float *const *out, ptrdiff_t ooff, const float *shift, int relu)   \
+    {                                                                                                     \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        ptrdiff_t f0 = 0;                                                                                 \
+        while (f0 < nf) {                                                                                 \
+            const ptrdiff_t left = nf - f0;                                                               \
+            const int k = left >= (MAXNF) ? (MAXNF) : ((MAXNF) >= 6 && left >= 6) ? 6                     \
+                          : ((MAXNF) >= 4 && left >= 4) ? 4 : ((MAXNF) >= 2 && left >= 2) ? 2 : 1;        \
+            for (ptrdiff_t b = 0; b < nblk;) {                                                            \
+                const int nb = ((FB) >= 2 && b + 2 <= nblk) ? 2 : 1;                                      \
+                const float *wb = w + b * blk_stride;                                                     \
+                if (nb == 2)                                                                              \
+                    dse_rwk_##S(2, k, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);      \
+                else                                                                                      \
+                    dse_rwk_##S(1, k, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);      \
+                for (int q = 0; q < nb; q++, b++)                                                         \
+                    for (int f = 0; f < k; f++) {                                                         \
+                        const ptrdiff_t at = ooff + b * DSE_BLK;                                          \
+                        dse_store_##S(out[f0 + f] + at, NULL, acc + (q * k + f) * (NV),                   \
+                                      nout - b * DSE_BLK, shift ? shift + b * DSE_BLK : NULL, relu);      \
+                    }                                                                                     \
+            }                                                                                             \
+            f0 += k;                                                                                      \
+        }                                                                                                 \
     }
 
 #if defined(__arm__) && !defined(__aarch64__)
@@ -368,6 +448,31 @@ static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrd
 #endif
     dse_gemv_frames_base(x, xstride, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out, out2,
                          ooff, shift, relu);
+}
+
+/* Strip rows (the positions that padding reaches, recomputed for every window): nf rows
+ * whose inputs have no common stride, each chunk's input a pointer of its own. Chunk j of row
+ * f reads x[xrow[j] + f] + xoff[j]; otherwise as dse_gemv_frames (out2 NULL), and per output
+ * the same terms in the same order as one row at a time. */
+static void dse_gemv_rows(const float *const *x, const ptrdiff_t *xrow, const ptrdiff_t *xoff,
+                          const ptrdiff_t *woff, ptrdiff_t n_chunks, const ptrdiff_t *clen,
+                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nout,
+                          ptrdiff_t nf, float *const *out, ptrdiff_t ooff, const float *shift, int relu)
+{
+#if DSE_X86_DISPATCH
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_gemv_rows_avx512(x, xrow, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out,
+                             ooff, shift, relu);
+        return;
+    case DSE_PATH_AVX2:
+        dse_gemv_rows_avx2(x, xrow, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out,
+                           ooff, shift, relu);
+        return;
+    }
+#endif
+    dse_gemv_rows_base(x, xrow, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out, ooff,
+                       shift, relu);
 }
 
 /* Which kernels run here (reported by debug_info / the bench header). */

@@ -27,6 +27,10 @@ cdef extern from "_gemv.h" nogil:
                          Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
                          Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf, float* const* out,
                          float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
+    void dse_gemv_rows(const float* const* x, const Py_ssize_t* xrow, const Py_ssize_t* xoff,
+                       const Py_ssize_t* woff, Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w,
+                       Py_ssize_t nblk, Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf,
+                       float* const* out, Py_ssize_t ooff, const float* shift, int relu)
     const char* dse_kernel_isa()
 
 cdef extern from *:
@@ -136,6 +140,9 @@ cdef struct Op:
     const float* act_w        # A_PRELU: per-channel slopes
     const float* rowdiv       # K_POOL_AVG strip rows: the time part of each row's divisor
     const int64_t* index
+    const int64_t* rtab       # float strip convs, all rows at once: (ntaps, nrows, 2) slot, byte offset
+    const int64_t* rnodes     # the node of each slot >= 1 (slot 0: the zero column); NULL: row by row
+    Py_ssize_t nrnodes
     int32_t qzp_out, qlo, qhi   # int8 ops (_qops.pxi): output zero point, clamps
     const int32_t* qzp_in       # input zero points
     const int32_t* qm0          # requantization multipliers (per channel, or per input + output)
@@ -174,7 +181,12 @@ cdef struct Net:
     Py_ssize_t* clens      # channels per (merged) conv chunk
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
-                           # push: a 2-D conv's output positions (max fout)
+                           # push: a 2-D conv's output positions (max fout), a strip conv's rows
+    const char** rbases    # strip convs by rows: the zero column, then the newest row of each node read
+    const float** rptrs    # their (tap, row) inputs
+    Py_ssize_t* rxrow      # per chunk: its tap's first entry in rptrs
+    Py_ssize_t* rxoff      # per chunk: elements on from those inputs (feature tap, group)
+    int32_t* qracc         # int8 strip convs by rows: each row's sums (nrows x blocks)
     Py_ssize_t block
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
     Py_ssize_t* qchunk     # their weight chunk indices
@@ -432,6 +444,103 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
 
 
+cdef inline void resolve_rows(Net* net, const Op* op, Py_ssize_t b, int64_t t,
+                              int64_t t_end) noexcept nogil:
+    """net.rptrs[i * nrows + r] = the column tap i of strip row r reads (plan.row_tables):
+    each node's newest row resolved once, plus the entry's fixed byte offset; padding the
+    zero column."""
+    cdef Py_ssize_t s, e
+    cdef int node
+    cdef const char** bases = net.rbases
+    cdef const int64_t* rt = op.rtab
+    bases[0] = net.zeros
+    for s in range(op.nrnodes):
+        node = <int>op.rnodes[s]
+        bases[s + 1] = ring_row(net, node, b, lag_of(net, node, t, t_end))
+    for e in range(op.ntaps * op.nrows):
+        net.rptrs[e] = <const float*>(bases[rt[2 * e]] + rt[2 * e + 1])
+
+
+cdef void run_dwconv_rows(Net* net, const Op* op, float* out) noexcept nogil:
+    """A depthwise strip conv over every row, inputs from resolve_rows: per output the
+    terms of run_conv's depthwise loop in its order (padding skipped, as there)."""
+    cdef Py_ssize_t nrows = op.nrows, cin = op.cin
+    cdef Py_ssize_t r, i, fo, k, fi, c
+    cdef const int64_t* rt = op.rtab
+    cdef const float* x
+    cdef const float* w
+    cdef float* row
+    cdef float* o
+    for r in range(nrows):
+        row = out + r * op.poscol
+        memset(row, 0, op.poscol * sizeof(float))
+        for i in range(op.ntaps):
+            if rt[2 * (i * nrows + r)] == 0:
+                continue  # padding (or a Pad's zeros: a zero term either way)
+            x = net.rptrs[i * nrows + r]
+            for fo in range(op.fout):
+                o = row + fo * cin
+                for k in range(op.kf):
+                    fi = fo * op.sf - op.pf + k * op.df
+                    if fi < 0 or fi >= op.fin:
+                        continue
+                    w = op.weight + (i * op.kf + k) * cin
+                    for c in range(cin):
+                        o[c] += w[c] * x[fi * cin + c]
+        epilogue(op, row)
+
+
+cdef void run_conv_rows(Net* net, const Op* op, float* out) noexcept nogil:
+    """A float strip conv, all op.nrows rows at once (plan.row_tables), inputs from
+    resolve_rows: per output feature position and group one dse_gemv_rows call runs every
+    row. Per output the same terms in the same order as run_conv one row at a time (plus
+    zero terms for padding)."""
+    cdef Py_ssize_t nrows = op.nrows
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
+    cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef Py_ssize_t r, n, fo, i, k, fi, g, c, wo
+    if cin_g == 1 and cout_g == 1:
+        run_dwconv_rows(net, op, out)
+        return
+    for r in range(nrows):
+        net.optrs[r] = out + r * op.poscol
+    for fo in range(op.fout):
+        n = 0
+        for i in range(op.ntaps):
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                wo = (i * op.kf + k) * cin_g * DSE_BLK
+                # a feature tap that continues the previous one in every row's input and in
+                # the weights joins it (as add_chunk does): one longer loop, the same order
+                if n > 0 and net.rxrow[n - 1] == i * nrows and cin_g == op.cin \
+                        and fi * op.cin == net.rxoff[n - 1] + net.clens[n - 1] \
+                        and wo == net.woffs[n - 1] + net.clens[n - 1] * DSE_BLK:
+                    net.clens[n - 1] += cin_g
+                    continue
+                net.rxrow[n] = i * nrows
+                net.rxoff[n] = fi * op.cin
+                net.woffs[n] = wo
+                net.clens[n] = cin_g
+                n += 1
+        for g in range(op.groups):
+            if g > 0:
+                for c in range(n):
+                    net.rxoff[c] += cin_g
+            dse_gemv_rows(net.rptrs, net.rxrow, net.rxoff, net.woffs, n, net.clens,
+                          op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, nrows, net.optrs,
+                          fo * op.cout + g * cout_g,
+                          op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                          fused and op.act == A_RELU)
+    if not fused:
+        for r in range(nrows):
+            epilogue(op, out + r * op.poscol)
+
+
 cdef void run_pool(const Op* op, const char** taps, float* out, float tdiv) noexcept nogil:
     """Max or mean over the time taps (NULL: padding) and the feature window of each output
     feature position. Averages divide by tdiv (the time taps PyTorch counts) times the
@@ -610,6 +719,11 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
     if op.kind == K_RMEAN:
         run_rmean(net, op, b, <float*>out, t, t_end)
         epilogue(op, <float*>out)
+        mirror(net, op.dst, b)
+        return
+    if op.rnodes != NULL:
+        resolve_rows(net, op, b, t, t_end)
+        run_conv_rows(net, op, <float*>out)
         mirror(net, op.dst, b)
         return
     for row in range(op.nrows):
@@ -1148,8 +1262,28 @@ cdef class StreamCore:
         self.net.block = plan.block
         lags = np.zeros(plan.block, dtype=np.intp)
         # push_many: a conv's output rows and their twins; push: a 2-D conv's feature positions
-        optrs = np.zeros(max([2 * plan.block] + [o.fout for o in plan.ops]), dtype=np.uintp)
+        optrs = np.zeros(max([2 * plan.block] + [o.fout for o in plan.ops] + [o.nrows for o in plan.ops]),
+                         dtype=np.uintp)
         keep += [lags, optrs]
+        rowops = [o for o in plan.ops if o.rnodes is not None]
+        rbases = np.zeros(max([len(o.rnodes) + 1 for o in rowops] + [1]), dtype=np.uintp)
+        rptrs = np.zeros(max([o.ntaps * o.nrows for o in rowops] + [1]), dtype=np.uintp)
+        rxrow = np.zeros(max([o.ntaps * o.kf for o in rowops] + [1]), dtype=np.intp)
+        rxoff = np.zeros_like(rxrow)
+        keep += [rbases, rptrs, rxrow, rxoff]
+        cdef size_t[::1] rb_v = rbases
+        cdef size_t[::1] rp_v = rptrs
+        cdef Py_ssize_t[::1] rx_v = rxrow
+        cdef Py_ssize_t[::1] ro_v = rxoff
+        self.net.rbases = <const char**>&rb_v[0]
+        self.net.rptrs = <const float**>&rp_v[0]
+        self.net.rxrow = &rx_v[0]
+        self.net.rxoff = &ro_v[0]
+        qracc = np.zeros(max([o.nrows * (-(-max(o.cout // max(o.groups, 1), 1) // DSE_QBLK)) * DSE_QBLK
+                              for o in rowops] + [1]), dtype=np.int32)
+        keep.append(qracc)
+        cdef int32_t[::1] qr_v = qracc
+        self.net.qracc = &qr_v[0]
         cdef Py_ssize_t[::1] lview = lags
         self.net.lags = &lview[0]
         cdef size_t[::1] oview = optrs
@@ -1215,6 +1349,16 @@ cdef class StreamCore:
             cop.ins = self._int_ptr(ins if ins.size else np.zeros(4, np.int64), keep)
             cop.table = NULL if op.table is None else self._int_ptr(plan.byte_table(op), keep)
             cop.index = NULL if op.index is None else self._int_ptr(op.index, keep)
+            rtab, rnodes = getattr(op, "rtab", None), getattr(op, "rnodes", None)
+            cop.rtab = cop.rnodes = NULL
+            cop.nrnodes = 0
+            if rtab is not None and rnodes is not None and (cop.kind == K_CONV or cop.kind == K_QCONV):
+                if rtab.shape != (cop.ntaps, cop.nrows, 2) or not (0 <= rtab[..., 0]).all() \
+                        or not (rtab[..., 0] <= len(rnodes)).all():
+                    raise ValueError(f"op {i}: malformed row table")
+                cop.rtab = self._int_ptr(rtab, keep)
+                cop.rnodes = self._int_ptr(rnodes if len(rnodes) else np.zeros(1, np.int64), keep)
+                cop.nrnodes = len(rnodes)
             if cop.kind == K_RMEAN or cop.kind == K_QRSUM:
                 # float64 sums (re-summed exactly every window), or int64 ones (exact already)
                 sums = np.zeros((batch, cop.nslots, cop.cin),

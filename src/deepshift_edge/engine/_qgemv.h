@@ -258,6 +258,52 @@ static void dse_qgemv_avx512vnni(const int8_t *const *x, const ptrdiff_t *chunk,
     if (b + 2 <= nblk) DSE_Q512_PASS(2)
     if (b < nblk) DSE_Q512_PASS(1)
 }
+
+/* Strip rows (dse_qgemv_rows): NR rows x one block per pass, one accumulator per row (NR
+ * independent chains), each weight vector loaded once for the NR rows. */
+#define DSE_Q512_ROWS(NR)                                                                          \
+    {                                                                                              \
+        __m512i a[NR];                                                                             \
+        for (int f = 0; f < NR; f++) a[f] = _mm512_setzero_si512();                                \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            const int8_t *xr[NR];                                                                  \
+            for (int f = 0; f < NR; f++) xr[f] = x[xrow[j] + f0 + f] + xoff[j];                    \
+            const int8_t *p = (const int8_t *)w + b * blk_stride + chunk[j] * cq * DSE_QBLK * 4;   \
+            ptrdiff_t q = 0;                                                                       \
+            for (; q < full; q++) {                                                                \
+                const __m512i wv = _mm512_loadu_si512((const void *)(p + q * 64));                 \
+                for (int f = 0; f < NR; f++)                                                       \
+                    a[f] = _mm512_dpbusd_epi32(a[f], _mm512_xor_si512(                             \
+                        _mm512_set1_epi32(dse_q4raw(xr[f] + 4 * q)), k80), wv);                    \
+            }                                                                                      \
+            for (; q < cq; q++) {                                                                  \
+                const __m512i wv = _mm512_loadu_si512((const void *)(p + q * 64));                 \
+                for (int f = 0; f < NR; f++)                                                       \
+                    a[f] = _mm512_dpbusd_epi32(a[f], _mm512_set1_epi32(dse_q4u(xr[f], 4 * q, cin)), wv); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int f = 0; f < NR; f++)                                                               \
+            _mm512_storeu_si512((void *)(acc + (f0 + f) * astride + b * DSE_QBLK), a[f]);          \
+        f0 += NR;                                                                                  \
+    }
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void dse_qgemv_rows_avx512vnni(const int8_t *const *x, const ptrdiff_t *xrow,
+                                      const ptrdiff_t *xoff, const ptrdiff_t *chunk, ptrdiff_t n,
+                                      ptrdiff_t cin, const void *w, ptrdiff_t nblk,
+                                      ptrdiff_t blk_stride, ptrdiff_t nf, int32_t *acc,
+                                      ptrdiff_t astride)
+{
+    const ptrdiff_t cq = (cin + 3) / 4, full = cin / 4;
+    const __m512i k80 = _mm512_set1_epi32((int32_t)0x80808080);
+    for (ptrdiff_t b = 0; b < nblk; b++) {
+        ptrdiff_t f0 = 0;
+        while (f0 + 8 <= nf) DSE_Q512_ROWS(8)
+        if (f0 + 4 <= nf) DSE_Q512_ROWS(4)
+        if (f0 + 2 <= nf) DSE_Q512_ROWS(2)
+        if (f0 < nf) DSE_Q512_ROWS(1)
+    }
+}
 #else
 #define DSE_QX86 0
 #endif
@@ -366,15 +412,41 @@ static void dse_qrequant_base(const int32_t *acc, const int32_t *bias, const int
 #if DSE_QX86
 /* 16 lanes at a time where every shift is <= 0 (a multiplier < 1, the usual case): the
  * doubling high multiply on even and odd lanes (VPMULDQ), rounded as gemmlowp does, then the
- * rounding right shift per lane. Lanes with a left shift go through the scalar step. */
+ * rounding right shift per lane. Lanes with a left shift go through the scalar step. A tail
+ * of fewer than 16 (a conv of few outputs: every strip row) runs the same lanes masked. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+static inline __m512i dse_qrequant16(__m512i x, __m512i m, __m512i sh, __m512i vzp, __m512i vlo,
+                                     __m512i vhi)
+{
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    const __m512i two30 = _mm512_set1_epi64((int64_t)1 << 30);
+    const __m512i low31 = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    __m512i half[2];
+    for (int odd = 0; odd < 2; odd++) {
+        const __m512i xo = odd ? _mm512_srli_epi64(x, 32) : x;
+        const __m512i mo = odd ? _mm512_srli_epi64(m, 32) : m;
+        const __m512i ab = _mm512_mul_epi32(xo, mo);                  /* sign-extended 32x32 -> 64 */
+        const __m512i neg = _mm512_srai_epi64(ab, 63);                /* all ones where ab < 0 */
+        const __m512i v = _mm512_add_epi64(ab, _mm512_sub_epi64(two30, _mm512_and_si512(neg, low31)));
+        const __m512i vneg = _mm512_srai_epi64(v, 63);
+        half[odd] = _mm512_srai_epi64(_mm512_add_epi64(v, _mm512_and_si512(vneg, low31)), 31);
+    }
+    const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, half[0], _mm512_slli_epi64(half[1], 32));
+    const __m512i right = _mm512_sub_epi32(zero, sh);
+    const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+    const __m512i rem = _mm512_and_si512(h, mask);
+    const __m512i thr = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(h, 31));
+    __m512i q = _mm512_srav_epi32(h, right);
+    q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
+    return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, vzp), vlo), vhi);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 static void dse_qrequant_avx512(const int32_t *acc, const int32_t *bias, const int32_t *m0,
                                 const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
                                 ptrdiff_t n)
 {
-    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
-    const __m512i two30 = _mm512_set1_epi64((int64_t)1 << 30);
-    const __m512i low31 = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i zero = _mm512_setzero_si512();
     const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -386,29 +458,22 @@ static void dse_qrequant_avx512(const int32_t *acc, const int32_t *bias, const i
         }
         const __m512i x = _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + i)),
                                            _mm512_loadu_si512((const void *)(bias + i)));
-        const __m512i m = _mm512_loadu_si512((const void *)(m0 + i));
-        __m512i half[2];
-        for (int odd = 0; odd < 2; odd++) {
-            const __m512i xo = odd ? _mm512_srli_epi64(x, 32) : x;
-            const __m512i mo = odd ? _mm512_srli_epi64(m, 32) : m;
-            const __m512i ab = _mm512_mul_epi32(xo, mo);                  /* sign-extended 32x32 -> 64 */
-            const __m512i neg = _mm512_srai_epi64(ab, 63);                /* all ones where ab < 0 */
-            const __m512i v = _mm512_add_epi64(ab, _mm512_sub_epi64(two30, _mm512_and_si512(neg, low31)));
-            const __m512i vneg = _mm512_srai_epi64(v, 63);
-            half[odd] = _mm512_srai_epi64(_mm512_add_epi64(v, _mm512_and_si512(vneg, low31)), 31);
-        }
-        const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, half[0], _mm512_slli_epi64(half[1], 32));
-        const __m512i right = _mm512_sub_epi32(zero, sh);
-        const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-        const __m512i rem = _mm512_and_si512(h, mask);
-        const __m512i thr = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(h, 31));
-        __m512i q = _mm512_srav_epi32(h, right);
-        q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
-        q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, vzp), vlo), vhi);
+        const __m512i q = dse_qrequant16(x, _mm512_loadu_si512((const void *)(m0 + i)), sh, vzp, vlo, vhi);
         _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(q));
     }
-    for (; i < n; i++)
-        out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+    if (i < n) {
+        const __mmask16 mk = (__mmask16)((1u << (n - i)) - 1);
+        const __m512i sh = _mm512_maskz_loadu_epi32(mk, shift + i);
+        if (_mm512_mask_cmpgt_epi32_mask(mk, sh, zero)) {
+            for (; i < n; i++)
+                out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+            return;
+        }
+        const __m512i x = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mk, acc + i),
+                                           _mm512_maskz_loadu_epi32(mk, bias + i));
+        const __m512i q = dse_qrequant16(x, _mm512_maskz_loadu_epi32(mk, m0 + i), sh, vzp, vlo, vhi);
+        _mm512_mask_cvtepi32_storeu_epi8(out + i, mk, q);
+    }
 }
 
 /* The same steps, 8 lanes, AVX2. AVX2 has no 64-bit arithmetic shift: the truncating division
@@ -535,6 +600,28 @@ static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t 
     case DSE_QPATH_C16_NEON: dse_qgemv_c16_neon(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
 #endif
     default: dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    }
+}
+
+/* Strip rows: nf positions whose chunk inputs are pointers of their own, row f's chunk j at
+ * x[xrow[j] + f] + xoff[j]; row f's sums go to acc + f * astride (nblk blocks). Integer sums:
+ * the same bits as dse_qgemv row by row, whatever the order. AVX512-VNNI runs up to 8 rows
+ * per pass over the weights; the other paths run dse_qgemv per row (tmp: n pointers). */
+static void dse_qgemv_rows(const int8_t *const *x, const ptrdiff_t *xrow, const ptrdiff_t *xoff,
+                           const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+                           ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nf, int32_t *acc,
+                           ptrdiff_t astride, const int8_t **tmp)
+{
+#if DSE_QX86
+    if (dse_qpath() == DSE_QPATH_AVX512VNNI) {
+        dse_qgemv_rows_avx512vnni(x, xrow, xoff, chunk, n, cin, w, nblk, blk_stride, nf, acc, astride);
+        return;
+    }
+#endif
+    for (ptrdiff_t f = 0; f < nf; f++) {
+        for (ptrdiff_t j = 0; j < n; j++)
+            tmp[j] = x[xrow[j] + f] + xoff[j];
+        dse_qgemv(tmp, chunk, n, cin, w, nblk, blk_stride, acc + f * astride);
     }
 }
 

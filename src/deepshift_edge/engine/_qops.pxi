@@ -16,6 +16,10 @@ cdef extern from "_qgemv.h" nogil:
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                       int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
+    void dse_qgemv_rows(const int8_t* const* x, const Py_ssize_t* xrow, const Py_ssize_t* xoff,
+                        const Py_ssize_t* chunk, Py_ssize_t n, Py_ssize_t cin, const void* w, Py_ssize_t nblk,
+                        Py_ssize_t blk_stride, Py_ssize_t nf, int32_t* acc, Py_ssize_t astride,
+                        const int8_t** tmp)
 
 cdef enum:
     K_QCONV = 20
@@ -150,6 +154,83 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                 bias = tmp
             dse_qrequant(net.qacc, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g, op.qzp_out,
                          op.qlo, op.qhi, yo + g * cout_g, cout_g)
+
+
+cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
+    """An int8 strip conv over all its rows (plan.row_tables; inputs from resolve_rows, padding
+    a column of the input's zero point, which adds nothing once the zero-point term is taken
+    off, so every time tap counts and the bias is qbias_full). Per output feature position
+    and group one dse_qgemv_rows call, then each row's requantization. Depthwise: run_qconv's
+    loop per row, padding skipped. Integer sums: the bits of the row loop."""
+    cdef Py_ssize_t nrows = op.nrows
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nchunks = op.ntaps * op.kf
+    cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
+    cdef int layout = dse_qlayout()
+    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else ((cin_g + 3) // 4) * DSE_QBLK * 4)
+    cdef Py_ssize_t esz = 2 if layout == 0 else 1
+    cdef Py_ssize_t astride = nblk * DSE_QBLK
+    cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
+    cdef Py_ssize_t r, i, fo, k, fi, g, m, c, n, o
+    cdef const int8_t* x
+    cdef const int8_t* wd
+    cdef int8_t* yo
+    cdef int64_t corr
+    cdef const int32_t* bias
+    cdef int32_t* tmp = net.qacc + op.cout + DSE_QBLK
+    cdef const int64_t* rt = op.rtab
+    if cin_g == 1 and cout_g == 1:  # depthwise: weights [chunk][channel]
+        for r in range(nrows):
+            for fo in range(op.fout):
+                yo = out + r * op.poscol + fo * op.cout
+                for c in range(op.cout):
+                    net.qacc[c] = 0
+                for i in range(op.ntaps):
+                    if rt[2 * (i * nrows + r)] == 0:
+                        continue  # padding, or a Pad's zero points: (zp - zin) * w = 0
+                    x = <const int8_t*>net.rptrs[i * nrows + r]
+                    for k in range(op.kf):
+                        fi = fo * op.sf - op.pf + k * op.df
+                        if fi < 0 or fi >= op.fin:
+                            continue
+                        wd = <const int8_t*>op.qweight + (i * op.kf + k) * op.cout
+                        for c in range(op.cout):
+                            net.qacc[c] += (<int32_t>(x + fi * op.cin)[c] - zin) * <int32_t>wd[c]
+                dse_qrequant(net.qacc, op.qbias, op.qm0, op.qshift, op.qzp_out, op.qlo, op.qhi, yo, op.cout)
+        return
+    for fo in range(op.fout):
+        n = 0
+        for i in range(op.ntaps):
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                net.rxrow[n] = i * nrows
+                net.rxoff[n] = fi * op.cin
+                net.qchunk[n] = i * op.kf + k
+                n += 1
+        for g in range(op.groups):
+            if g > 0:
+                for c in range(n):
+                    net.rxoff[c] += cin_g
+            dse_qgemv_rows(<const int8_t* const*>net.rptrs, net.rxrow, net.rxoff, net.qchunk, n, cin_g,
+                           <const char*>op.qweight + g * nblk * blk_stride * esz, nblk, blk_stride, nrows,
+                           net.qracc, astride, net.qx)
+            if n == nchunks:
+                bias = op.qbias_full + g * cout_g
+            else:  # feature padding: only the chunks read carry the zero-point term (every row alike)
+                for m in range(cout_g):
+                    o = g * cout_g + m
+                    corr = 0
+                    for c in range(n):
+                        corr += op.qwsum[o * nchunks + net.qchunk[c]]
+                    tmp[m] = <int32_t>(<int64_t>op.qbias[o] - (<int64_t>zin + offset) * corr)
+                bias = tmp
+            for r in range(nrows):
+                dse_qrequant(net.qracc + r * astride, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g,
+                             op.qzp_out, op.qlo, op.qhi, out + r * op.poscol + fo * op.cout + g * cout_g,
+                             cout_g)
 
 
 cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, float tdiv) noexcept nogil:
@@ -288,6 +369,11 @@ cdef void run_qop(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end
     cdef float* fo
     if op.kind == K_QRSUM:
         run_qrsum(net, op, b, <int32_t*>out, t, t_end)
+        mirror(net, op.dst, b)
+        return
+    if op.rnodes != NULL:
+        resolve_rows(net, op, b, t, t_end)
+        run_qconv_rows(net, op, <int8_t*>out)
         mirror(net, op.dst, b)
         return
     for row in range(op.nrows):

@@ -23,6 +23,7 @@ op: reading them resolves to their input (or to a zero column for Pad's zeros).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -110,6 +111,9 @@ class Op:
     index: Optional[np.ndarray] = None  # int64 (n, 2): (tap, offset in column) for GATHER
     table: Optional[np.ndarray] = None  # int64 (nrows, nrefs, 3): (node|PAD|ZERO, lag, offset)
     rowdiv: Optional[np.ndarray] = None  # float32 (nrows,): average pools' time divisor per row
+    rtab: Optional[np.ndarray] = None  # float strip convs, all rows at once: int64 (ntaps, nrows, 2)
+    rnodes: Optional[np.ndarray] = None  # (slot, byte offset) per tap and row; rnodes: slot s >= 1
+    #                                     reads node rnodes[s - 1], slot 0 the zero column (row_tables)
     cip: int = 1  # average pools: count_include_pad
     coff: int = 0  # SLICE: first channel taken
     nrows: int = 1
@@ -441,6 +445,8 @@ class _Builder:
             self.copy_vector(len(m.nodes) - 1)
         self.plan.out_node = self.output_node()
         self.size_rings()
+        if os.environ.get("DSE_STRIP_ROWS", "1") != "0":
+            row_tables(self.plan)
         return self.plan
 
     def output_node(self) -> int:
@@ -777,6 +783,49 @@ class _Builder:
         for node, rows in zip(self.plan.nodes, need):
             node.ring = rows + (0 if node.framewise else self.plan.block - 1)
         self.plan.zero_col = max([nd.poscol for nd in self.plan.nodes] + [1])
+
+
+def row_tables(plan: Plan) -> Plan:
+    """Let every float strip conv of ``plan`` run all its rows in one call (dse_gemv_rows):
+    each weight loaded once serves several rows, whose sums are independent accumulators
+    (one row at a time, a conv of few output channels waits on one accumulator's chain).
+
+    A strip row's taps have no common stride (its taps cross from the input's strip rows to
+    its interior columns where the row's position says, and padding), so each (tap, row)
+    gets its own address, as a slot and a byte offset: at run time, slot s >= 1 is the
+    newest row of node ``rnodes[s - 1]`` (each node's base resolved once per run), and the
+    address is that base plus the offset (``offset - lag * row bytes``: mirrored rings keep
+    any lag's rows contiguous below the newest). Padding reads the zero column (slot 0): a
+    zero term where the row-at-a-time path skips the tap, so each sum gets the same nonzero
+    terms in the same order (the sign of an exactly zero result aside). Depthwise convs use
+    the same addresses in their own loop (no weight reuse to gain: the saving is the per-row
+    resolution), skipping padding as the row loop does. int8 convs (QCONV) alike, padding a
+    column of the input's zero point: exact integers, so the bits of the row loop (its
+    zero-point term then covers every time tap: no per-row correction). ``DSE_STRIP_ROWS=0`` in the
+    environment (at plan time) leaves every strip conv to the row loop."""
+    for op in plan.ops:
+        if op.kind not in (CONV, QCONV) or op.part != "strip" or op.table is None or op.nrows < 2 \
+                or len(op.inputs) != 1:
+            continue
+        t = np.asarray(op.table, np.int64).reshape(op.nrows, op.ntaps, 3).transpose(1, 0, 2)
+        node, lag, off = t[..., 0], t[..., 1], t[..., 2]
+        nodes = sorted({int(n) for n in node[node >= 0]})
+        rt = np.zeros((op.ntaps, op.nrows, 2), np.int64)
+        for s, n in enumerate(nodes):
+            nd = plan.nodes[n]
+            size = np.dtype(nd.dtype).itemsize
+            at = node == n
+            rt[..., 0][at] = s + 1
+            rt[..., 1][at] = (off[at] - lag[at] * nd.col) * size
+        # PAD and ZERO both read a zero column: float zeros (a ZERO's offset is 0 in float
+        # plans), or for int8 the column of the input's zero point (after the float one)
+        if op.kind == QCONV:
+            zp = int(op.qzp_in[0])
+            if zp not in plan.zero_zps:
+                plan.zero_zps = tuple(plan.zero_zps) + (zp,)
+            rt[..., 1][rt[..., 0] == 0] = 4 * plan.zero_col + plan.zero_zps.index(zp) * plan.zero_col
+        op.rtab, op.rnodes = rt, np.asarray(nodes, np.int64)
+    return plan
 
 
 def needed_positions(model) -> list:
