@@ -90,6 +90,20 @@ cdef inline int32_t q_div_round(int32_t acc, int32_t count) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------- kernels
+cdef inline Py_ssize_t qblk_stride(int layout, Py_ssize_t nchunks, Py_ssize_t cin_g) noexcept nogil:
+    """One block of DSE_QBLK outputs' weights, in weight elements (plan.qkernel_weights): C16
+    cin*16 int16, PAIRS ceil(cin/2)*16*2 int16, DOT4 ceil(cin/4)*16*4 int8."""
+    if layout == 0:
+        return nchunks * cin_g * DSE_QBLK
+    if layout == 2:
+        return nchunks * ((cin_g + 1) // 2) * DSE_QBLK * 2
+    return nchunks * ((cin_g + 3) // 4) * DSE_QBLK * 4
+
+
+cdef inline Py_ssize_t qweight_esize(int layout) noexcept nogil:
+    return 1 if layout == 1 else 2  # DOT4 holds int8; C16 and PAIRS int16
+
+
 cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
     """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
     feature tap) chunks inside the padded frame, the bias less the zero-point term of the
@@ -100,11 +114,8 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
     cdef bint depthwise = cin_g == 1 and cout_g == 1
     cdef int layout = dse_qlayout()
-    # per block, in weight elements: C16 cin*16 int16, PAIRS ceil(cin/2)*16*2 int16, DOT4 ceil(cin/4)*16*4 int8
-    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else
-                                            (((cin_g + 1) // 2) * DSE_QBLK * 2 if layout == 2 else
-                                             ((cin_g + 3) // 4) * DSE_QBLK * 4))
-    cdef Py_ssize_t esz = 1 if layout == 1 else 2
+    cdef Py_ssize_t blk_stride = qblk_stride(layout, nchunks, cin_g)
+    cdef Py_ssize_t esz = qweight_esize(layout)
     cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
     cdef Py_ssize_t fo, i, k, fi, g, m, c, n, o
     cdef const int8_t* x
@@ -168,8 +179,8 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
     cdef Py_ssize_t nchunks = op.ntaps * op.kf
     cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
     cdef int layout = dse_qlayout()
-    cdef Py_ssize_t blk_stride = nchunks * (cin_g * DSE_QBLK if layout == 0 else ((cin_g + 3) // 4) * DSE_QBLK * 4)
-    cdef Py_ssize_t esz = 2 if layout == 0 else 1
+    cdef Py_ssize_t blk_stride = qblk_stride(layout, nchunks, cin_g)
+    cdef Py_ssize_t esz = qweight_esize(layout)
     cdef Py_ssize_t astride = nblk * DSE_QBLK
     cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
     cdef Py_ssize_t r, i, fo, k, fi, g, m, c, n, o
