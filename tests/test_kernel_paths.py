@@ -49,7 +49,8 @@ def test_every_kernel_path_passes_the_stream_checks(path):
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
            os.path.join(HERE, "test_stream_vs_reference.py"), os.path.join(HERE, "test_stream_api.py"),
            os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_widths_push_equals_push_many",
-           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_batches_equal_lone_streams"]
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_batches_equal_lone_streams",
+           os.path.join(HERE, "test_pool.py")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, f"{isa}:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
     assert " passed" in r.stdout and " failed" not in r.stdout
