@@ -179,10 +179,12 @@ cdef struct Net:
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
                            # push: a 2-D conv's output positions (max fout); batched push: the
-                           # streams' output rows, then their twins (2 * batch)
+                           # streams' output rows, their twins, then per (stream, position)
+                           # column the same (2 * batch * (max fout + 1))
     Py_ssize_t block
     Py_ssize_t* sel        # batched push: the streams an op runs for (batch)
-    Py_ssize_t* xoffs      # batched push: their input rows, in floats from the first one's (batch)
+    Py_ssize_t* xoffs      # batched push: their input rows, in floats from the first one's, then
+                           # those of (stream, position) columns (batch * (max fout + 1))
     int64_t* tcur          # batched push: each pushed stream's frame index (batch)
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
     Py_ssize_t* qchunk     # their weight chunk indices
@@ -744,8 +746,11 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     """One run of an interior conv (batchable_conv) for each of the ns streams sel[0..ns), at
     their own frames: the chunk list comes from stream sel[0]'s ring rows, and every other
     stream reads the same rows of its own ring, a fixed number of floats away (rows of a
-    mirrored ring are contiguous whatever its head). The kernel reads each weight once per
-    pass of up to eight streams; per output the same terms in the same order as step()."""
+    mirrored ring are contiguous whatever its head). The feature positions whose taps all
+    lie inside the frame (a 2-D conv's interior, as run_conv finds them) share one chunk
+    list too, sf * cin floats apart: one kernel call runs every (stream, position) column.
+    The kernel reads each weight once per pass of up to eight columns; per output the same
+    terms in the same order as step()."""
     cdef int src = <int>op.ins[0]
     cdef Py_ssize_t lag0 = <Py_ssize_t>op.ins[1]
     cdef Py_ssize_t cin_g = op.cin // op.groups
@@ -756,15 +761,38 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + ns
-    cdef Py_ssize_t s, i, k, fi, fo, g, n
+    cdef float** couts          # (stream, interior position) columns: outputs, then twins
+    cdef float** ctwins
+    cdef Py_ssize_t* cxo = net.xoffs + ns
+    cdef Py_ssize_t s, p, c, i, k, fi, fo, g, n, num, ncols = 0
     cdef Py_ssize_t b0 = sel[0]
+    cdef Py_ssize_t fo_lo = 0, fo_hi = -1
     cdef const float* first = fring_row(net, src, b0, lag0)
     cdef const float* row
     for s in range(ns):
         net.xoffs[s] = fring_row(net, src, sel[s], lag0) - first
         outs[s] = <float*>advance(net, op.dst, sel[s])
         twins[s] = <float*>ring_base(net, op.dst, sel[s]) + net.state[sel[s] * net.state_stride + 1 + op.dst] * col
+    if op.fout > 1:
+        fo_lo = (op.pf + op.sf - 1) // op.sf
+        num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
+        fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
+        if fo_hi - fo_lo < 1:
+            fo_lo, fo_hi = 0, -1
+    if fo_hi > fo_lo:
+        ncols = ns * (fo_hi - fo_lo + 1)
+        couts = net.optrs + 2 * ns
+        ctwins = couts + ncols
+        c = 0
+        for s in range(ns):
+            for p in range(fo_hi - fo_lo + 1):
+                cxo[c] = net.xoffs[s] + p * op.sf * op.cin
+                couts[c] = outs[s] + (fo_lo + p) * op.cout
+                ctwins[c] = twins[s] + (fo_lo + p) * op.cout
+                c += 1
     for fo in range(op.fout):
+        if fo_lo < fo <= fo_hi:
+            continue  # computed with fo_lo
         n = 0
         for i in range(op.ntaps):
             row = fring_row(net, src, b0, lag0 + (op.ntaps - 1 - i) * op.tap_step)
@@ -775,11 +803,18 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
                 n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
         for g in range(op.groups):
             group_chunks(net, n, g * cin_g)
-            dse_gemv_streams(net.xptrs + n, net.xoffs, net.woffs, n, net.clens,
-                             op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, ns, outs,
-                             twins if fused else NULL, fo * op.cout + g * cout_g,
-                             op.shift + g * cout_g if fused and op.shift != NULL else NULL,
-                             fused and op.act == A_RELU)
+            if fo == fo_lo and ncols:
+                dse_gemv_streams(net.xptrs + n, cxo, net.woffs, n, net.clens,
+                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, ncols, couts,
+                                 ctwins if fused else NULL, g * cout_g,
+                                 op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                                 fused and op.act == A_RELU)
+            else:
+                dse_gemv_streams(net.xptrs + n, net.xoffs, net.woffs, n, net.clens,
+                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, ns, outs,
+                                 twins if fused else NULL, fo * op.cout + g * cout_g,
+                                 op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                                 fused and op.act == A_RELU)
     if not fused:
         for s in range(ns):
             epilogue(op, outs[s])
@@ -1254,9 +1289,12 @@ cdef class StreamCore:
         self.net.block = plan.block
         lags = np.zeros(plan.block, dtype=np.intp)
         # push_many: a conv's output rows and their twins; push: a 2-D conv's feature positions
-        optrs = np.zeros(max([2 * plan.block, 2 * batch] + [o.fout for o in plan.ops]), dtype=np.uintp)
+        # batched push: per stream an output row and its twin, then per (stream, position) of
+        # a 2-D conv's interior the same (run_conv_streams); their input offsets in xoffs
+        max_fout = max([o.fout for o in plan.ops] + [1])
+        optrs = np.zeros(max(2 * plan.block, 2 * batch * (max_fout + 1), max_fout), dtype=np.uintp)
         sel = np.zeros(batch, dtype=np.intp)
-        xoffs = np.zeros(batch, dtype=np.intp)
+        xoffs = np.zeros(batch * (max_fout + 1), dtype=np.intp)
         tcur = np.zeros(batch, dtype=np.int64)
         keep += [lags, optrs, sel, xoffs, tcur]
         cdef Py_ssize_t[::1] sel_v = sel
