@@ -1799,6 +1799,15 @@ cdef class StreamCore:
 
 
 
+def _all_finite(x):
+    """Whether a float32 C-contiguous aligned ndarray holds no NaN/Inf (the push paths' own
+    check, for callers that validate before pushing: the pool)."""
+    cdef const float* p = <const float*>ndarray_data(x, b'f', b'f')
+    if p == NULL:
+        raise TypeError("_all_finite takes an exact C-contiguous aligned float32 ndarray")
+    return bool(all_finite(p, x.size))
+
+
 def debug_build():
     """True when this extension was compiled with DSE_DEBUG=1 (bounds checks on)."""
     return bool(DSE_DEBUG_BUILD)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ModelError, PoolFullError, StreamInputError
 from . import state as _state
+from ._kernels import _all_finite
 from .stream import _as_float32
 
 __all__ = ["StreamPool"]
@@ -127,14 +128,15 @@ class StreamPool:
         repeat when an id comes more than once). Returns (outputs, ready), new arrays.
 
         Bad input (wrong shape, NaN/Inf) is refused before any stream or slot changes."""
-        ids = list(ids)
+        if type(ids) is not list:
+            ids = list(ids)
         arr = frames if (type(frames) is np.ndarray and frames.dtype == _FLOAT32
                          and frames.flags.c_contiguous and frames.flags.aligned) \
             else _as_float32(frames, "a batch of frames")
         want = (len(ids),) + self.frame_shape
         if arr.shape != want:
             raise StreamInputError(f"expected frames of shape {want} (one per id), got {arr.shape}")
-        if not np.isfinite(arr).all():
+        if not _all_finite(arr):
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise StreamInputError(f"frames hold a non-finite value at index {bad} (sensor "
                                    f"{ids[bad[0]]!r}); NaN/Inf are refused (no stream changed)")
@@ -177,7 +179,7 @@ class StreamPool:
         if arr.ndim != len(self.frame_shape) + 1 or arr.shape[1:] != self.frame_shape:
             raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, self.frame_shape))}), "
                                    f"got shape {arr.shape}")
-        if not np.isfinite(arr).all():
+        if not _all_finite(arr):
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise StreamInputError(f"block holds a non-finite value at index {bad}; NaN/Inf are "
                                    f"refused (the stream is unchanged)")
