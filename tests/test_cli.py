@@ -25,6 +25,11 @@ def test_inspect_table_and_numbers(tmp_path, capsys):
         assert text in out, (text, out)
     stream = examples.tiny().stream()
     assert f"buffers {stream.buffer_bytes:,} bytes" in out
+    from deepshift_edge.engine import state
+    pool = dse.StreamPool(examples.tiny(), capacity=1)  # a sensor's keyed state (docs/fleet.md)
+    pool.join("s")
+    assert f"{len(pool.snapshot('s')):,} at block 1 (StreamPool's default)" in out
+    assert f"{len(state.to_bytes(examples.tiny().stream(block=8).state())):,} at block 8" in out
 
 
 def test_inspect_recompute_matches_plan_for_stride_free_models():

@@ -48,7 +48,9 @@ def test_every_kernel_path_passes_the_stream_checks(path):
     env = dict(os.environ, DSE_KERNELS=path)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
            os.path.join(HERE, "test_stream_vs_reference.py"), os.path.join(HERE, "test_stream_api.py"),
-           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_widths_push_equals_push_many"]
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_widths_push_equals_push_many",
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_batches_equal_lone_streams",
+           os.path.join(HERE, "test_pool.py")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, f"{isa}:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
     assert " passed" in r.stdout and " failed" not in r.stdout
@@ -68,6 +70,45 @@ def test_odd_widths_push_equals_push_many():
         s = model.stream()
         many = np.concatenate([s.push_many(x[i:i + block]) for i in range(0, len(x), block)])
         np.testing.assert_array_equal(many, single, err_msg=f"{_kernels.kernel_isa()}, block {block}")
+
+
+def test_odd_batches_equal_lone_streams():
+    """Batched push runs the interior convs for all streams in one pass of the streams kernel
+    (issue 14): batch sizes that leave every remainder of a pass (8, 6, 4, 2, 1), streams at
+    different frames (so their ring heads differ), grouped and 2-D convs; every element bit
+    for bit its own lone stream."""
+    rng = np.random.default_rng(14)
+    models = [
+        dse.Sequential([dse.Conv1d(5, 40, 3, seed=1), dse.ReLU(), dse.Conv1d(40, 17, 2, dilation=2, seed=2),
+                        dse.Conv1d(17, 48, 1, seed=3), dse.ReLU(), dse.Conv1d(48, 8, 3, groups=4, seed=4)],
+                       in_features=5, window=12),
+        dse.Sequential([dse.Conv2d(2, 12, (2, 3), padding=(0, 1), seed=5), dse.ReLU(),
+                        dse.Conv2d(12, 20, (3, 2), seed=6), dse.GlobalAvgPool()],
+                       in_features=(2, 7), window=8),
+    ]
+    for model in models:
+        n = 60
+        for batch in (2, 3, 5, 7, 9, 13, 16, 17):
+            x = rng.standard_normal((n, batch) + tuple(model.frame_shape)).astype(np.float32)
+            start = rng.integers(0, 9, size=batch)  # element b starts at frame start[b]
+            want = []
+            for b in range(batch):
+                s = model.stream()
+                want.append({t: np.array(y) for t in range(start[b], n)
+                             if (y := s.push(x[t, b])) is not None})
+            s = model.stream(batch=batch)
+            for t in range(n):
+                late = [b for b in range(batch) if start[b] == t]
+                if late:
+                    s.reset(late)
+                s.push(x[t])
+                for b in range(batch):
+                    if t in want[b]:
+                        assert s.ready[b]
+                        np.testing.assert_array_equal(s.out[b], want[b][t],
+                                                      err_msg=f"{_kernels.kernel_isa()}, B={batch}, b={b}, t={t}")
+                    elif t >= start[b]:
+                        assert not s.ready[b]
 
 
 @pytest.mark.parametrize("frame_shape", [(5,), (1, 5), (2, 3)])

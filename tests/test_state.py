@@ -309,9 +309,13 @@ def _file_bytes(stream) -> bytes:
 
 
 def _expect_refused_or_valid(s, path, before, x):
-    """load_state: StateError (state untouched), or a valid snapshot that streams."""
+    """load_state (path) or from_bytes + restore (bytes): StateError (state untouched), or a
+    valid snapshot that streams."""
     try:
-        s.load_state(path)
+        if isinstance(path, bytes):
+            s.restore(dse_state.from_bytes(path))
+        else:
+            s.load_state(path)
     except dse.StateError:
         assert same_state(s.state(), before)
         return False
@@ -322,14 +326,17 @@ def _expect_refused_or_valid(s, path, before, x):
     return True
 
 
+@pytest.mark.parametrize("writer", ["np.savez", "to_bytes"])
 @pytest.mark.parametrize("name", ["strided-gap", "2d-gap"])
-def test_corrupted_snapshot_files(name, tmp_path):
+def test_corrupted_snapshot_files(name, writer, tmp_path):
+    """np.savez's archives (ZIP64 extras: read by np.load) and to_bytes' (stored members:
+    read by state.from_bytes' own parser), corrupted, through a file and through bytes."""
     model = make(name)
     s = model.stream()
     x = frames(model, 2 * model.window + 3, seed=7)
     s.push_many(x)
     before = s.state()
-    raw = _file_bytes(s)
+    raw = _file_bytes(s) if writer == "np.savez" else dse_state.to_bytes(before)
     path = tmp_path / "snap.npz"
 
     # every truncation point near the start and the end, and a spread in between
@@ -339,6 +346,8 @@ def test_corrupted_snapshot_files(name, tmp_path):
         path.write_bytes(raw[:cut])
         with pytest.raises(dse.StateError):
             s.load_state(path)
+        with pytest.raises(dse.StateError):
+            s.restore(dse_state.from_bytes(raw[:cut]))
         assert same_state(s.state(), before)
 
     # flipped bytes: refused, or (a flip inside float data) a valid snapshot
@@ -351,7 +360,8 @@ def test_corrupted_snapshot_files(name, tmp_path):
             data[pos] = rng.randrange(256) if rng.random() < 0.5 else data[pos] ^ (1 << rng.randrange(8))
         path.write_bytes(bytes(data))
         accepted += _expect_refused_or_valid(s, path, before, x[:10])
-    assert accepted < 200
+        accepted += _expect_refused_or_valid(s, bytes(data), before, x[:10])
+    assert accepted < 400
 
     # not an .npz at all
     for content in (b"", b"\x00" * 100, b"PK\x03\x04" + b"\x00" * 40, b"hello",
@@ -359,6 +369,8 @@ def test_corrupted_snapshot_files(name, tmp_path):
         path.write_bytes(content)
         with pytest.raises(dse.StateError):
             s.load_state(path)
+        with pytest.raises(dse.StateError):
+            dse_state.from_bytes(content)
     np.save(tmp_path / "plain.npy", before["state"])       # a .npy, not an .npz
     with pytest.raises(dse.StateError):
         s.load_state(tmp_path / "plain.npy")
@@ -383,6 +395,51 @@ def test_corrupted_snapshot_files(name, tmp_path):
     with pytest.raises(FileNotFoundError):
         s.load_state(tmp_path / "missing.npz")
     assert same_state(s.state(), before)
+
+
+def test_snapshot_bytes_are_the_file_and_refuse_garbage(tmp_path):
+    """state.to_bytes holds what save()'s file holds, and each reads the other's (for
+    keyed state stores: deepshift_edge.flink); from_bytes refuses what is not a snapshot
+    with StateError, never unpickling."""
+    model = make("strided-gap")
+    s = model.stream()
+    x = frames(model, 2 * model.window + 3, seed=9)
+    s.push_many(x)
+    blob = dse_state.to_bytes(s.state())
+    s.save_state(tmp_path / "snap.npz")
+    assert same_state(dse_state.from_bytes((tmp_path / "snap.npz").read_bytes()), s.state())
+    (tmp_path / "b.npz").write_bytes(blob)
+    assert same_state(dse_state.load(tmp_path / "b.npz"), s.state())
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:  # a plain .npz
+        assert same_state({k: npz[k] for k in npz.files}, s.state())
+    t = model.stream()
+    t.restore(dse_state.from_bytes(blob))
+    assert same_state(t.state(), s.state())
+    before = s.state()
+    for bad in (b"", blob[:len(blob) // 2], b"hello", pickle.dumps(before), bytearray(blob[:-30])):
+        with pytest.raises(dse.StateError):
+            dse_state.from_bytes(bad)
+    with pytest.raises(dse.StateError, match="bytes"):
+        dse_state.from_bytes("a string")
+
+
+def test_int8_streams_restore_their_snapshots():
+    """int8 plans keep int8 rings: their snapshots restore (the check compared every ring
+    with float32 and refused them)."""
+    model = dse.Sequential([dse.Conv1d(5, 8, 3), dse.ReLU(), dse.Conv1d(8, 4, 2, dilation=2), dse.GlobalAvgPool()],
+                           in_features=5, window=9)
+    x = np.random.default_rng(0).standard_normal((80, 5)).astype(np.float32)
+    q = dse.quantize(model, x)
+    s = q.stream()
+    s.push_many(x[:40])
+    t = q.stream()
+    t.restore(dse_state.from_bytes(dse_state.to_bytes(s.state())))
+    np.testing.assert_array_equal(t.push_many(x[40:]), s.push_many(x[40:]))
+    other = q.stream()
+    snap = s.state()
+    snap["ring.0"] = snap["ring.0"].astype(np.float32)
+    with pytest.raises(dse.StateError, match="ring.0"):
+        other.restore(snap)
 
 
 # ---------------------------------------------------------------------------- atomic save

@@ -13,8 +13,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
         "'pip install --force-reinstall deepshift-edge' (a C compiler is needed where no "
         f"wheel exists). Original error: {exc}") from exc
 
-from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError, StateError,
-                     StreamBusyError,
+from .errors import (DeepShiftError, ModelError, ModelFormatError, NotStreamableError, PoolFullError,
+                     StateError, StreamBusyError,
                      StreamInputError, StreamInputTypeError)
 from .nn.layers import (AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, CELU, Conv1d, Conv2d, Dropout,
                         ELU, Flatten, GELU, GlobalAvgPool, GlobalMaxPool, Hardsigmoid, HardSwish,
@@ -24,6 +24,7 @@ from .nn.merge import Add, ChannelSlice, Concat, Crop, FrameFlatten, Mul, Pad, R
 from .nn.graph import Input, Model
 from .nn.sequential import Sequential
 from .engine.stream import Stream
+from .engine.pool import StreamPool  # many sensors' streams by id (docs/fleet.md)
 from .formats.npz import load, save  # model files (.npz format v2, v1 read; docs/format.md)
 from .convert.onnx_import import from_onnx  # imports `onnx` only when called
 from .convert.torch_import import from_torch  # imports `torch` only when called
@@ -35,7 +36,7 @@ BatchNorm = BatchNorm1d
 
 
 __all__ = [
-    "Input", "Model", "Sequential", "Stream", "Layer",
+    "Input", "Model", "Sequential", "Stream", "StreamPool", "Layer",
     # time layers
     "Conv1d", "Conv2d", "MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d", "Pad", "Crop",
     # per frame
@@ -49,7 +50,7 @@ __all__ = [
     "LastFrame", "GlobalAvgPool", "GlobalMaxPool", "Flatten",
     # errors, files, converters
     "DeepShiftError", "ModelError", "NotStreamableError", "StreamInputError", "StreamInputTypeError",
-    "StateError", "StreamBusyError", "ModelFormatError", "debug_build", "load", "save", "from_onnx",
+    "StateError", "StreamBusyError", "PoolFullError", "ModelFormatError", "debug_build", "load", "save", "from_onnx",
     "from_torch", "quantize", "QuantizedModel",
 ]
 

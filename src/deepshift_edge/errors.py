@@ -41,3 +41,7 @@ class StreamBusyError(DeepShiftError, RuntimeError):
 
 class StateError(DeepShiftError, ValueError):
     """A stream snapshot does not fit this stream (other model, shape or mode) or is corrupt."""
+
+
+class PoolFullError(DeepShiftError, RuntimeError):
+    """A StreamPool has no free slot for a new sensor (nothing was pushed)."""

@@ -109,7 +109,12 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  *   weights live in L2 costs 1/MAXNF of the traffic per frame. Frame f's nout outputs go to
  *   out[f] + ooff (and out2[f] + ooff, the mirrored ring's twin row, unless out2 is NULL),
  *   + shift[m] and max(v, 0) if asked: the same float operations, in the same order, as
- *   the epilogue push() runs after its sums, so fusing them here changes no bit. */
+ *   the epilogue push() runs after its sums, so fusing them here changes no bit.
+ * dse_gemv_streams_S (batched push, issue 14): the same product for ns streams of a batch,
+ *   one frame each: stream s reads chunk j at x[j] + xoff[s] (its own ring; the chunk list,
+ *   built from stream 0's rows, is the same for all, only the rows' addresses differ). The
+ *   streams of a pass share each weight vector loaded, as the frames of push_many do: a
+ *   small GEMM instead of ns matrix-vector products, each output's terms in the same order. */
 #define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, ATTR)                                                \
     static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,                    \
                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
@@ -355,6 +360,85 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             }                                                                                             \
             f0 += k;                                                                                      \
         }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    /* nb (1 or FB) blocks x ns streams: stream s reads chunk j at x[j] + xo[s]. */                       \
+    static inline DSE_INLINE ATTR void dse_bs_##S(const int nb, const int ns, const float *const *x,      \
+                                                  const ptrdiff_t *xo, const ptrdiff_t *woff,             \
+                                                  ptrdiff_t n_chunks, const ptrdiff_t *clen,              \
+                                                  const float *wb, ptrdiff_t blk_stride, VT *out)         \
+    {                                                                                                     \
+        const int NB = nb < (FB) ? nb : (FB);                                                             \
+        const int NS = ns < (MAXNF) ? ns : (MAXNF);                                                       \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        for (int q = 0; q < NB * NS * (NV); q++) acc[q] = (VT){0};                                        \
+        for (ptrdiff_t j = 0; j < n_chunks; j++) {                                                        \
+            const float *xs[(MAXNF)];                                                                     \
+            DSE_UNROLL for (int s = 0; s < NS; s++) xs[s] = x[j] + xo[s];                                 \
+            const VT *wv = (const VT *)(wb + woff[j]);                                                    \
+            for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
+                VT wr[(FB) * (NV)];                                                                       \
+                DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
+                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                DSE_UNROLL for (int s = 0; s < NS; s++) {                                                 \
+                    const float xv = xs[s][c];                                                            \
+                    DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            acc[(q * NS + s) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        memcpy(out, acc, (size_t)NB * NS * (NV) * sizeof(VT));                                            \
+    }                                                                                                     \
+                                                                                                          \
+    static inline DSE_INLINE ATTR void dse_bsk_##S(const int nb, const int k, const float *const *x,      \
+                                                   const ptrdiff_t *xo, const ptrdiff_t *woff,            \
+                                                   ptrdiff_t n_chunks, const ptrdiff_t *clen,             \
+                                                   const float *wb, ptrdiff_t blk_stride, VT *acc)        \
+    {                                                                                                     \
+        if (k == (MAXNF))                                                                                 \
+            dse_bs_##S(nb, (MAXNF), x, xo, woff, n_chunks, clen, wb, blk_stride, acc);                    \
+        else if (k == 6)                                                                                  \
+            dse_bs_##S(nb, 6, x, xo, woff, n_chunks, clen, wb, blk_stride, acc);                          \
+        else if (k == 4)                                                                                  \
+            dse_bs_##S(nb, 4, x, xo, woff, n_chunks, clen, wb, blk_stride, acc);                          \
+        else if (k == 2)                                                                                  \
+            dse_bs_##S(nb, 2, x, xo, woff, n_chunks, clen, wb, blk_stride, acc);                          \
+        else                                                                                              \
+            dse_bs_##S(nb, 1, x, xo, woff, n_chunks, clen, wb, blk_stride, acc);                          \
+    }                                                                                                     \
+                                                                                                          \
+    static ATTR void dse_gemv_streams_##S(const float *const *x, const ptrdiff_t *xoff,                   \
+                                          const ptrdiff_t *woff, ptrdiff_t n_chunks,                      \
+                                          const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,          \
+                                          ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t ns,             \
+                                          float *const *out, float *const *out2, ptrdiff_t ooff,          \
+                                          const float *shift, int relu)                                   \
+    {                                                                                                     \
+        VT acc[(FB) * (MAXNF) * (NV)];                                                                    \
+        ptrdiff_t s0 = 0;                                                                                 \
+        while (s0 < ns) {                                                                                 \
+            const ptrdiff_t left = ns - s0;                                                               \
+            const int k = left >= (MAXNF) ? (MAXNF) : ((MAXNF) >= 6 && left >= 6) ? 6                     \
+                          : ((MAXNF) >= 4 && left >= 4) ? 4 : ((MAXNF) >= 2 && left >= 2) ? 2 : 1;        \
+            for (ptrdiff_t b = 0; b < nblk;) {                                                            \
+                const int nb = ((FB) >= 2 && b + 2 <= nblk) ? 2 : 1;                                      \
+                const float *wb = w + b * blk_stride;                                                     \
+                if (nb == 2)                                                                              \
+                    dse_bsk_##S(2, k, x, xoff + s0, woff, n_chunks, clen, wb, blk_stride, acc);           \
+                else                                                                                      \
+                    dse_bsk_##S(1, k, x, xoff + s0, woff, n_chunks, clen, wb, blk_stride, acc);           \
+                for (int q = 0; q < nb; q++, b++)                                                         \
+                    for (int s = 0; s < k; s++) {                                                         \
+                        const ptrdiff_t at = ooff + b * DSE_BLK;                                          \
+                        dse_store_##S(out[s0 + s] + at, out2 ? out2[s0 + s] + at : NULL,                  \
+                                      acc + (q * k + s) * (NV), nout - b * DSE_BLK,                       \
+                                      shift ? shift + b * DSE_BLK : NULL, relu);                          \
+                    }                                                                                     \
+            }                                                                                             \
+            s0 += k;                                                                                      \
+        }                                                                                                 \
     }
 
 #if defined(__arm__) && !defined(__aarch64__)
@@ -473,6 +557,27 @@ static void dse_gemv_rows(const float *const *x, const ptrdiff_t *xrow, const pt
 #endif
     dse_gemv_rows_base(x, xrow, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out, ooff,
                        shift, relu);
+}
+
+static void dse_gemv_streams(const float *const *x, const ptrdiff_t *xoff, const ptrdiff_t *woff,
+                             ptrdiff_t n_chunks, const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,
+                             ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t ns, float *const *out,
+                             float *const *out2, ptrdiff_t ooff, const float *shift, int relu)
+{
+#if DSE_X86_DISPATCH
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_gemv_streams_avx512(x, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, ns, out, out2,
+                                ooff, shift, relu);
+        return;
+    case DSE_PATH_AVX2:
+        dse_gemv_streams_avx2(x, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, ns, out, out2,
+                              ooff, shift, relu);
+        return;
+    }
+#endif
+    dse_gemv_streams_base(x, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, ns, out, out2, ooff,
+                          shift, relu);
 }
 
 /* Which kernels run here (reported by debug_info / the bench header). */

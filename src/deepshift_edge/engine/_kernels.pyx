@@ -31,6 +31,10 @@ cdef extern from "_gemv.h" nogil:
                        const Py_ssize_t* woff, Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w,
                        Py_ssize_t nblk, Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf,
                        float* const* out, Py_ssize_t ooff, const float* shift, int relu)
+    void dse_gemv_streams(const float* const* x, const Py_ssize_t* xoff, const Py_ssize_t* woff,
+                          Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
+                          Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t ns, float* const* out,
+                          float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
     const char* dse_kernel_isa()
 
 cdef extern from *:
@@ -181,13 +185,19 @@ cdef struct Net:
     Py_ssize_t* clens      # channels per (merged) conv chunk
     Py_ssize_t* lags       # push_many: input lag of each frame a conv runs for (block)
     float** optrs          # push_many: a conv's output rows, then their mirror twins (2 * block);
-                           # push: a 2-D conv's output positions (max fout), a strip conv's rows
+                           # push: a 2-D conv's output positions (max fout), a strip conv's rows;
+                           # batched push: the streams' output rows, their twins, then per
+                           # (stream, position) column the same (2 * batch * (max fout + 1))
     const char** rbases    # strip convs by rows: the zero column, then the newest row of each node read
     const float** rptrs    # their (tap, row) inputs
     Py_ssize_t* rxrow      # per chunk: its tap's first entry in rptrs
     Py_ssize_t* rxoff      # per chunk: elements on from those inputs (feature tap, group)
     int32_t* qracc         # int8 strip convs by rows: each row's sums (nrows x blocks)
     Py_ssize_t block
+    Py_ssize_t* sel        # batched push: the streams an op runs for (batch)
+    Py_ssize_t* xoffs      # batched push: their input rows, in floats from the first one's, then
+                           # those of (stream, position) columns (batch * (max fout + 1))
+    int64_t* tcur          # batched push: each pushed stream's frame index (batch)
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
     Py_ssize_t* qchunk     # their weight chunk indices
     int32_t* qacc          # int8 accumulators (max cout + a block)
@@ -840,21 +850,152 @@ cdef void fill_nan(float* out, Py_ssize_t n) noexcept nogil:
         out[i] = NAN
 
 
+cdef inline bint batchable_conv(const Op* op) noexcept nogil:
+    """An interior, non-depthwise float conv: what the matrix kernels run over several frames
+    (push_many) or several streams (batched push) in one pass."""
+    return op.kind == K_CONV and op.table == NULL and not (op.cin == op.groups and op.cout == op.groups)
+
+
+cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssize_t ns) noexcept nogil:
+    """One run of an interior conv (batchable_conv) for each of the ns streams sel[0..ns), at
+    their own frames: the chunk list comes from stream sel[0]'s ring rows, and every other
+    stream reads the same rows of its own ring, a fixed number of floats away (rows of a
+    mirrored ring are contiguous whatever its head). The feature positions whose taps all
+    lie inside the frame (a 2-D conv's interior, as run_conv finds them) share one chunk
+    list too, sf * cin floats apart: one kernel call runs every (stream, position) column.
+    The kernel reads each weight once per pass of up to eight columns; per output the same
+    terms in the same order as step()."""
+    cdef int src = <int>op.ins[0]
+    cdef Py_ssize_t lag0 = <Py_ssize_t>op.ins[1]
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
+    cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef Py_ssize_t col = net.col[op.dst]
+    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef float** outs = net.optrs
+    cdef float** twins = net.optrs + ns
+    cdef float** couts          # (stream, interior position) columns: outputs, then twins
+    cdef float** ctwins
+    cdef Py_ssize_t* cxo = net.xoffs + ns
+    cdef Py_ssize_t s, p, c, i, k, fi, fo, g, n, num, ncols = 0
+    cdef Py_ssize_t b0 = sel[0]
+    cdef Py_ssize_t fo_lo = 0, fo_hi = -1
+    cdef const float* first = fring_row(net, src, b0, lag0)
+    cdef const float* row
+    for s in range(ns):
+        net.xoffs[s] = fring_row(net, src, sel[s], lag0) - first
+        outs[s] = <float*>advance(net, op.dst, sel[s])
+        twins[s] = <float*>ring_base(net, op.dst, sel[s]) + net.state[sel[s] * net.state_stride + 1 + op.dst] * col
+    if op.fout > 1:
+        fo_lo = (op.pf + op.sf - 1) // op.sf
+        num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
+        fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
+        if fo_hi - fo_lo < 1:
+            fo_lo, fo_hi = 0, -1
+    if fo_hi > fo_lo:
+        ncols = ns * (fo_hi - fo_lo + 1)
+        couts = net.optrs + 2 * ns
+        ctwins = couts + ncols
+        c = 0
+        for s in range(ns):
+            for p in range(fo_hi - fo_lo + 1):
+                cxo[c] = net.xoffs[s] + p * op.sf * op.cin
+                couts[c] = outs[s] + (fo_lo + p) * op.cout
+                ctwins[c] = twins[s] + (fo_lo + p) * op.cout
+                c += 1
+    for fo in range(op.fout):
+        if fo_lo < fo <= fo_hi:
+            continue  # computed with fo_lo
+        n = 0
+        for i in range(op.ntaps):
+            row = fring_row(net, src, b0, lag0 + (op.ntaps - 1 - i) * op.tap_step)
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if fi < 0 or fi >= op.fin:
+                    continue
+                n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+        for g in range(op.groups):
+            group_chunks(net, n, g * cin_g)
+            if fo == fo_lo and ncols:
+                dse_gemv_streams(net.xptrs + n, cxo, net.woffs, n, net.clens,
+                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, ncols, couts,
+                                 ctwins if fused else NULL, g * cout_g,
+                                 op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                                 fused and op.act == A_RELU)
+            else:
+                dse_gemv_streams(net.xptrs + n, net.xoffs, net.woffs, n, net.clens,
+                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g, ns, outs,
+                                 twins if fused else NULL, fo * op.cout + g * cout_g,
+                                 op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                                 fused and op.act == A_RELU)
+    if not fused:
+        for s in range(ns):
+            epilogue(op, outs[s])
+            memcpy(twins[s], outs[s], col * sizeof(float))
+
+
+cdef bint push_rows(Net* net, const Py_ssize_t* rows, Py_ssize_t n, const float* src,
+                    Py_ssize_t frame_size, bint nan_fill, float* out, Py_ssize_t out_size,
+                    char* ready) noexcept nogil:
+    """One frame for each of n streams of the batch: frame i (src + i * frame_size) goes to
+    stream rows[i] (rows NULL: stream i), its output to out + i * out_size and ready[i].
+    Op by op over the streams, so that the interior convs run as one small GEMM for all of
+    them (run_conv_streams); every other op runs stream by stream. Each stream's ops run in
+    step()'s order on its own state, so its outputs are bit for bit those of step() whatever
+    streams share the call. True if any produced an output."""
+    cdef Py_ssize_t i, k, cnt, b
+    cdef int64_t t
+    cdef bint any_ready = False
+    cdef const Op* op
+    if n == 1:  # one stream: step() itself
+        b = rows[0] if rows != NULL else 0
+        if step(net, b, src):
+            write_output(net, b, out, 0)
+            ready[0] = 1
+            return True
+        ready[0] = 0
+        if nan_fill:
+            fill_nan(out, out_size)
+        return False
+    for i in range(n):
+        b = rows[i] if rows != NULL else i
+        net.tcur[i] = net.state[b * net.state_stride]
+        write_input(net, b, src + i * frame_size)
+    for k in range(net.n_ops):
+        op = &net.ops[k]
+        if batchable_conv(op):
+            cnt = 0
+            for i in range(n):
+                if scheduled(op, net.tcur[i]):
+                    net.sel[cnt] = rows[i] if rows != NULL else i
+                    cnt += 1
+            if cnt:
+                run_conv_streams(net, op, net.sel, cnt)
+            continue
+        for i in range(n):
+            t = net.tcur[i]
+            if scheduled(op, t):
+                run_op(net, op, rows[i] if rows != NULL else i, t, t)
+    for i in range(n):
+        b = rows[i] if rows != NULL else i
+        t = net.tcur[i]
+        net.state[b * net.state_stride] = t + 1
+        if emits(net, t):
+            write_output(net, b, out + i * out_size, 0)
+            ready[i] = 1
+            any_ready = True
+        else:
+            ready[i] = 0
+            if nan_fill:
+                fill_nan(out + i * out_size, out_size)
+    return any_ready
+
+
 cdef bint push_all(Net* net, const float* src, Py_ssize_t frame_size, Py_ssize_t batch,
                    bint batched, float* out, Py_ssize_t out_size, char* ready) noexcept nogil:
     """One frame for each of the batch streams; True if any produced an output."""
-    cdef Py_ssize_t b
-    cdef bint any_ready = False
-    for b in range(batch):
-        if step(net, b, src + b * frame_size):
-            write_output(net, b, out + b * out_size, 0)
-            ready[b] = 1
-            any_ready = True
-        else:
-            ready[b] = 0
-            if batched:
-                fill_nan(out + b * out_size, out_size)
-    return any_ready
+    return push_rows(net, NULL, batch, src, frame_size, batched, out, out_size, ready)
 
 
 # ---------------------------------------------------------------------------- semantics='sequence'
@@ -1033,7 +1174,7 @@ cdef Py_ssize_t run_block(Net* net, Py_ssize_t b, const float* frames, Py_ssize_
         op = &net.ops[k]
         if net.framewise[op.dst]:
             continue
-        gemv = op.kind == K_CONV and op.table == NULL and not (op.cin == op.groups and op.cout == op.groups)
+        gemv = batchable_conv(op)
         cnt = 0
         for j in range(n):
             t = t0 + j
@@ -1262,9 +1403,22 @@ cdef class StreamCore:
         self.net.block = plan.block
         lags = np.zeros(plan.block, dtype=np.intp)
         # push_many: a conv's output rows and their twins; push: a 2-D conv's feature positions
-        optrs = np.zeros(max([2 * plan.block] + [o.fout for o in plan.ops] + [o.nrows for o in plan.ops]),
+        # batched push: per stream an output row and its twin, then per (stream, position) of
+        # a 2-D conv's interior the same (run_conv_streams); their input offsets in xoffs
+        max_fout = max([o.fout for o in plan.ops] + [1])
+        # strip convs by rows: a row's output each (max nrows)
+        optrs = np.zeros(max([2 * plan.block, 2 * batch * (max_fout + 1), max_fout] + [o.nrows for o in plan.ops]),
                          dtype=np.uintp)
-        keep += [lags, optrs]
+        sel = np.zeros(batch, dtype=np.intp)
+        xoffs = np.zeros(batch * (max_fout + 1), dtype=np.intp)
+        tcur = np.zeros(batch, dtype=np.int64)
+        keep += [lags, optrs, sel, xoffs, tcur]
+        cdef Py_ssize_t[::1] sel_v = sel
+        cdef Py_ssize_t[::1] xoffs_v = xoffs
+        cdef int64_t[::1] tcur_v = tcur
+        self.net.sel = &sel_v[0]
+        self.net.xoffs = &xoffs_v[0]
+        self.net.tcur = &tcur_v[0]
         rowops = [o for o in plan.ops if o.rnodes is not None]
         rbases = np.zeros(max([len(o.rnodes) + 1 for o in rowops] + [1]), dtype=np.uintp)
         rptrs = np.zeros(max([o.ntaps * o.nrows for o in rowops] + [1]), dtype=np.uintp)
@@ -1622,6 +1776,84 @@ cdef class StreamCore:
                     memcpy(self._out_ptr, optr + (m - 1) * os, os * sizeof(float))
         return m
 
+    def _push_rows(self, rows, frames, out, ready):
+        """Push frames[i] into stream rows[i] for each i, all in one batched call (the pool's
+        push: streams not listed are left as they are). rows: distinct int slot indices,
+        an intp array (n,); frames: float32 C-contiguous (n, *frame_shape), finite (the
+        caller checked); out: float32 (n, *output_shape), NaN where ready (n,) is False.
+        Returns whether any stream had an output."""
+        import numpy as np
+        cdef Py_ssize_t n = rows.shape[0], i
+        cdef bint any_ready = False
+        if self.net.sequence:
+            raise NotImplementedError("push of selected rows runs window models (semantics='window')")
+        if frames.shape[0] != n or out.shape[0] != n or ready.shape[0] != n:
+            raise ValueError("rows, frames, out and ready must have the same length")
+        if n == 0:
+            return False
+        cdef const Py_ssize_t[::1] rview = rows
+        cdef const Py_ssize_t* rp = &rview[0]
+        cdef const float* xp = <const float*>ndarray_data(frames, b'f', b'f')
+        cdef float* op_ = <float*>ndarray_data(out, b'f', b'f')
+        cdef char* rdy = ndarray_data(ready, b'b', b'?')
+        if xp == NULL or op_ == NULL or rdy == NULL:
+            raise TypeError("_push_rows takes exact C-contiguous ndarrays: float32 frames and "
+                            "out, bool ready")
+        if frames.size != n * self._frame_size or out.size != n * self._out_size:
+            raise ValueError("frames or out have the wrong size")
+        for i in range(n):
+            if rp[i] < 0 or rp[i] >= self.batch:
+                raise IndexError(f"row {rp[i]} outside 0..{self.batch - 1}")
+        if self._busy:
+            self._raise_busy()
+        self._busy = True
+        try:
+            if self._release_gil:
+                with nogil:
+                    any_ready = push_rows(&self.net, rp, n, xp, self._frame_size, True, op_,
+                                          self._out_size, rdy)
+            else:
+                any_ready = push_rows(&self.net, rp, n, xp, self._frame_size, True, op_,
+                                      self._out_size, rdy)
+        finally:
+            self._busy = False
+        return any_ready
+
+    def _push_row_block(self, Py_ssize_t row, block, out):
+        """Push a block of frames (N, *frame_shape), float32 C-contiguous and finite, into
+        stream `row` alone, op by op as push_many does; the outputs of the frames that have
+        one go to consecutive rows of out (at least as many rows as could come); returns
+        their count."""
+        cdef Py_ssize_t n = block.shape[0], i = 0, chunk, m = 0
+        cdef Py_ssize_t fs = self._frame_size, os = self._out_size
+        if self.net.sequence:
+            raise NotImplementedError("push of selected rows runs window models (semantics='window')")
+        if row < 0 or row >= self.batch:
+            raise IndexError(f"row {row} outside 0..{self.batch - 1}")
+        if n == 0:
+            return 0
+        cdef const float* xp = <const float*>ndarray_data(block, b'f', b'f')
+        cdef float* op_ = <float*>ndarray_data(out, b'f', b'f')
+        if xp == NULL or op_ == NULL:
+            raise TypeError("_push_row_block takes exact C-contiguous float32 ndarrays")
+        if block.size != n * fs or out.size < self._max_outputs(n) * os:
+            raise ValueError("block or out have the wrong size")
+        if self._busy:
+            self._raise_busy()
+        self._busy = True
+        try:
+            with nogil:
+                while i < n:
+                    chunk = min(self._block, n - i)
+                    m += run_block(&self.net, row, xp + i * fs, chunk, fs, op_ + m * os, os, NULL, 0, True)
+                    i += chunk
+        finally:
+            self._busy = False
+        return m
+
+    cdef Py_ssize_t _max_outputs(self, Py_ssize_t n):
+        return (n + self.net.hop - 1) // self.net.hop
+
     def _profile_block(self, block):
         """Push a validated float32 block (N, frame) into stream 0 with per-op timers;
         return the total ns spent in each op (float64 array)."""
@@ -1710,6 +1942,15 @@ cdef class StreamCore:
         return self._rings, self._state
 
 
+
+
+def _all_finite(x):
+    """Whether a float32 C-contiguous aligned ndarray holds no NaN/Inf (the push paths' own
+    check, for callers that validate before pushing: the pool)."""
+    cdef const float* p = <const float*>ndarray_data(x, b'f', b'f')
+    if p == NULL:
+        raise TypeError("_all_finite takes an exact C-contiguous aligned float32 ndarray")
+    return bool(all_finite(p, x.size))
 
 
 def debug_build():

@@ -152,7 +152,15 @@ def model_report(model) -> str:
         lines.append(f"  mode='{mode}': {plan.macs_per_frame():,.0f} MACs/frame (an output {every}); "
                      f"buffers {stream_obj.buffer_bytes:,} bytes (push_many block "
                      f"{plan.block})")
+    lines.append("state per sensor (one stream's snapshot bytes, docs/fleet.md): " + ", ".join(
+        f"{_snapshot_bytes(model, b):,} at block {b}{why}" for b, why in
+        ((1, " (StreamPool's default)"), (8, " (deepshift_edge.flink's)"), (64, ""))))
     return "\n".join(lines)
+
+
+def _snapshot_bytes(model, block: int) -> int:
+    from ..engine import state
+    return len(state.to_bytes(model.stream(block=block).state()))
 
 
 def _saving(recompute, streamed) -> str:
