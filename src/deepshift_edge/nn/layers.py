@@ -680,7 +680,8 @@ class LeakyReLU(_Activation):
 
 class Sigmoid(_Activation):
     def forward(self, x):
-        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+        with np.errstate(over="ignore"):  # exp(-x) = inf for x < -709: 1 / inf = 0, the limit
+            return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 class Tanh(_Activation):
@@ -699,7 +700,8 @@ class SiLU(_Activation):
 
     def forward(self, x):
         x = np.asarray(x, dtype=np.float64)
-        return x / (1.0 + np.exp(-x))
+        with np.errstate(over="ignore"):  # x / inf = -0 for x < -709: the limit
+            return x / (1.0 + np.exp(-x))
 
 
 class Mish(_Activation):
