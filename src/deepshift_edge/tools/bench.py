@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -263,6 +264,7 @@ def _sequence_module(model, ring: bool):
     import torch
     nn = torch.nn
     from ..nn import layers as L
+    from ..nn import merge as M
 
     layers = list(model.layers)
     head = next((i for i, layer in enumerate(layers) if layer.is_head), len(layers))
@@ -292,16 +294,21 @@ def _sequence_module(model, ring: bool):
             self.buf.copy_(new)
             return self.conv(new)
 
-    mods = list(_torch_module(model))
+    if any(list(node.inputs) != [i - 1] for i, node in enumerate(model.nodes) if i):
+        raise NotExpressible("branches: this column is written for chains of layers")
+    mods = list(_torch_module(model).mods)  # one module per node, in order (to_torch's graph)
     out = []
     for i, (layer, mod) in enumerate(zip(layers, mods)):
         if i == head:
             continue  # LastFrame: every position is kept
-        if isinstance(mod, nn.Sequential) and type(mod[0]).__name__ == "CausalPad":
-            mod = mod[1]  # W >= RF: the window's last position never sees the padding
+        if isinstance(layer, L._Conv) and tuple(layer.pad_t) != (0, 0):
+            if not layer.causal:
+                raise NotExpressible(f"{type(layer).__name__} pads both window edges: its edge positions "
+                                     "change with every window, there is no per-frame form")
+            mod = mod.mods[0]  # causal: W >= RF, the window's last position never sees the padding
         if i > head and isinstance(layer, L.Linear):
             mod = PerFrame(mod)
-        elif ring and isinstance(layer, (L.Residual, L._Pool)) or \
+        elif ring and isinstance(layer, (M.Residual, L._Pool)) or \
                 ring and isinstance(layer, L.Conv1d) and layer.stride != 1:
             raise NotExpressible(f"{type(layer).__name__}{' stride %d' % layer.stride if layer.stride != 1 else ''}: "
                                  "a per-frame module would need per-phase state (not written)")
@@ -326,7 +333,9 @@ def _column_executorch_stream(model, x, check_idx, streamed):
     import torch
     torch.set_num_threads(1)
     c = model.frame_shape[0]
-    program, method = _executorch_program(_sequence_module(model, ring=True), torch.zeros(1, c, 1))
+    with warnings.catch_warnings():  # the ring buffers are mutated on purpose: that is the state
+        warnings.filterwarnings("ignore", message="Mutation on a buffer", category=UserWarning)
+        program, method = _executorch_program(_sequence_module(model, ring=True), torch.zeros(1, c, 1))
     frames = torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), 1, c, 1)
 
     def run(i):
@@ -348,8 +357,10 @@ def _column_tract(model, x, check_idx, streamed):
     c = model.frame_shape[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        torch.onnx.export(seq, (torch.zeros(1, c, 2 * model.receptive_field),), path, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {2: "T"}, "y": {2: "T1"}}, dynamo=False)
+        with warnings.catch_warnings():  # TorchScript on purpose: tract reads its symbolic time axis
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(seq, (torch.zeros(1, c, 2 * model.receptive_field),), path, input_names=["x"],
+                              output_names=["y"], dynamic_axes={"x": {2: "T"}, "y": {2: "T1"}}, dynamo=False)
         inference = tract.onnx().load(path)
     inference.set_input_fact(0, f"1,{c},T,f32")
     typed = inference.into_model()
