@@ -61,21 +61,26 @@ def _models():
     # the same graph in int8: byte rings, zero-point strips, requantization, a float tail
     frames = np.random.default_rng(2).standard_normal((200, 3)).astype(np.float32)
     int8 = dse.quantize(dse.Model(x, dse.Softmax()(dse.Linear(6, 2)(dse.GlobalAvgPool()(cat))), window=24), frames)
-    return {"1d": one_d, "2d": two_d, "graph-strips": graph, "sequence": seq, "int8-graph": int8}
+    return {"1d": one_d, "2d": two_d, "graph-strips": graph, "sequence": seq, "int8-graph": int8,
+            "int8-io": int8}
 
 
-@pytest.mark.parametrize("name", ["1d", "2d", "graph-strips", "sequence", "int8-graph"])
+@pytest.mark.parametrize("name", ["1d", "2d", "graph-strips", "sequence", "int8-graph", "int8-io"])
 @pytest.mark.parametrize("mode", ["dense", "decimated"])
 @pytest.mark.parametrize("batch", [None, 3])
 def test_push_allocates_nothing(name, mode, batch):
     model = _models()[name]
     if name == "sequence" and mode != "dense":
         pytest.skip("semantics='sequence' has one mode")
-    specs = model.model.specs if name == "int8-graph" else model.specs
+    specs = model.model.specs if name.startswith("int8") else model.specs
     assert not name.endswith("graph-strips") or any(s.left or s.right for s in specs if not s.is_vector)
-    stream = model.stream(batch=batch, mode=mode)
     shape = model.frame_shape if batch is None else (batch,) + model.frame_shape
     frame = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    if name == "int8-io":  # int8 frames in, int8 logits out
+        stream = model.stream(batch=batch, mode=mode, io="int8", tail=False)
+        frame = model.input_qparams.quantize(frame).astype(np.int8)
+    else:
+        stream = model.stream(batch=batch, mode=mode)
     # tracemalloc sees every thread: a thread left over from another test (or the
     # interpreter) can allocate during a run. Take the best of three runs; a push that
     # allocates fails all three.

@@ -1268,6 +1268,36 @@ cdef char* ndarray_data(object x, char kind, char typ) noexcept:
     return a.data
 
 
+cdef const int8_t* ndarray_int8_data(object x, int nd, const Py_ssize_t* shape) noexcept:
+    """Data pointer of an exact, C-contiguous int8 ndarray of shape `shape`, else NULL."""
+    cdef char* p = ndarray_data(x, b'i', b'b')
+    cdef dse_ndarray_head* a
+    cdef int i
+    if p == NULL:
+        return NULL
+    a = <dse_ndarray_head*><PyObject*>x
+    if a.nd != nd:
+        return NULL
+    for i in range(nd):
+        if a.dimensions[i] != shape[i]:
+            return NULL
+    return <const int8_t*>p
+
+
+cdef void int8_to_float(const int8_t* q, float* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        x[i] = <float>q[i]
+
+
+cdef void float_to_int8(const float* x, int8_t* q, Py_ssize_t n) noexcept nogil:
+    """The unit-scale dequantize's integer-valued floats back to int8; NaN (a batched row
+    without an output) becomes 0."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        q[i] = <int8_t>x[i] if x[i] == x[i] else 0
+
+
 cdef inline bint is_native_float32(const Py_buffer* view) noexcept:
     cdef const char* fmt = view.format
     if view.itemsize != 4 or fmt == NULL:
@@ -1308,6 +1338,14 @@ cdef class StreamCore:
     cdef public bint _flushed        # semantics='sequence': the recording has ended
     cdef Py_ssize_t _block
     cdef object _coerce_frame, _coerce_block, _reject
+    # io="int8" streams: int8 frames are widened into _stage (exact), pushed through the
+    # unit-scale input quantizer, and the unit-scale output narrowed into out_int8
+    cdef bint _io_int8
+    cdef object _stage, _coerce_int8
+    cdef float* _stage_ptr
+    cdef readonly object out_int8   # (batch, *output_shape) int8, reused every push
+    cdef object _out_int8_single
+    cdef int8_t* _out_int8_ptr
 
     def __cinit__(self):
         self.net.ops = NULL
@@ -1614,6 +1652,36 @@ cdef class StreamCore:
         v = a
         return &v[0]
 
+    def _enable_int8_io(self, coerce_int8):
+        """Switch push to int8 frames in and int8 outputs out (an io="int8" plan: unit input
+        and output scales). coerce_int8: the slow path for anything but an exact int8 ndarray."""
+        import numpy as np
+        cdef float[::1] sv
+        cdef signed char[::1] qv
+        self._stage = np.zeros(self.batch * self._frame_size, dtype=np.float32)
+        sv = self._stage
+        self._stage_ptr = &sv[0]
+        self.out_int8 = np.zeros(self.out.shape, dtype=np.int8)
+        qv = self.out_int8.reshape(-1)
+        self._out_int8_ptr = <int8_t*>&qv[0]
+        self._out_int8_single = self.out_int8[0]
+        self._coerce_int8 = coerce_int8
+        self._io_int8 = True
+
+    cdef bint _push_int8(self, x) except -1:
+        cdef const int8_t* q = ndarray_int8_data(x, self._push_nd, self._push_shape)
+        cdef signed char[::1] qv
+        cdef Py_ssize_t n = self._frame_size * self.batch
+        cdef bint any_ready
+        if q == NULL:
+            qv = self._coerce_int8(x).reshape(-1)  # raises a clear error on bad input
+            q = <const int8_t*>&qv[0]
+        int8_to_float(q, self._stage_ptr, n)
+        any_ready = self._push_checked(self._stage, self._stage_ptr)
+        if any_ready:
+            float_to_int8(self._out_ptr, self._out_int8_ptr, self._out_size * self.batch)
+        return any_ready
+
     # -- frames -------------------------------------------------------------
     cdef bint _matches(self, Py_buffer* view):
         """Fast-path check: C-contiguous native float32 of exactly the frame shape."""
@@ -1642,12 +1710,17 @@ cdef class StreamCore:
             self._raise_busy()
         self._busy = True  # set under the GIL: a second thread entering now sees it
         try:
-            src = ndarray_float32_data(x, self._push_nd, self._push_shape)
-            any_ready = self._push_checked(x, src)
+            if self._io_int8:
+                any_ready = self._push_int8(x)
+            else:
+                src = ndarray_float32_data(x, self._push_nd, self._push_shape)
+                any_ready = self._push_checked(x, src)
         finally:
             self._busy = False
         if not any_ready:
             return None
+        if self._io_int8:
+            return self.out_int8 if self.batched else self._out_int8_single
         return self.out if self.batched else self._out_single
 
     cdef bint _push_checked(self, x, const float* src) except -1:

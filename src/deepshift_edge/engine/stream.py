@@ -49,6 +49,28 @@ def _as_float32(x, what: str) -> np.ndarray:
     return arr if arr.flags.aligned else arr.copy()
 
 
+def _as_int8(x, what: str) -> np.ndarray:
+    """An io="int8" stream's input: int8, or integers that fit int8; floats are refused
+    (they are real values, not yet quantized)."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise StreamInputTypeError(f"expected {what} as an int8 array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise StreamInputTypeError(f"expected {what} as an int8 array, got {type(x).__name__}: {exc}") from exc
+    if arr.dtype == np.int8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind in "iu" and arr.size and (arr.min() < -128 or arr.max() > 127):
+        raise StreamInputError(f"expected {what} of int8 values (-128..127), got values from "
+                               f"{int(arr.min())} to {int(arr.max())}")
+    if arr.dtype.kind not in "iu":
+        raise StreamInputTypeError(
+            f"this stream was made with io='int8': expected {what} as int8 at the input's scale and "
+            f"zero point (qmodel.input_qparams.quantize(x)), got dtype {arr.dtype}; use io='float32' "
+            f"to push real values")
+    return np.ascontiguousarray(arr, dtype=np.int8)
+
+
 class Stream(StreamCore):
     """A live stream through a :class:`~deepshift_edge.model.Sequential`.
 
@@ -69,7 +91,7 @@ class Stream(StreamCore):
     """
 
     def __init__(self, model, batch: Optional[int] = None, mode: str = "dense", block: int = 64,
-                 plan=None):
+                 plan=None, io: str = "float32"):
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer))
                                   or batch < 1):
             raise ValueError(f"batch must be None or an integer >= 1, got {batch!r}")
@@ -93,6 +115,9 @@ class Stream(StreamCore):
         n = 1 if batch is None else int(batch)
         self._setup(self.plan, n, batch is not None, self.frame_shape, RELEASE_GIL_MACS,
                     self._coerce_frame, None, self._reject)
+        self.io = io
+        if io == "int8":  # an int8 plan built for int8 I/O (quant/plan.py)
+            self._enable_int8_io(self._coerce_int8_frame)
 
     # -- slow path of push: called by the compiled core only when the fast check fails
     @property
@@ -101,6 +126,13 @@ class Stream(StreamCore):
 
     def _coerce_frame(self, x) -> np.ndarray:
         arr = _as_float32(x, "a frame")
+        if arr.shape != self._expected:
+            what = "a batch of frames" if self.batched else "a frame"
+            raise StreamInputError(f"expected {what} of shape {self._expected}, got shape {arr.shape}")
+        return arr
+
+    def _coerce_int8_frame(self, x) -> np.ndarray:
+        arr = _as_int8(x, "a frame")
         if arr.shape != self._expected:
             what = "a batch of frames" if self.batched else "a frame"
             raise StreamInputError(f"expected {what} of shape {self._expected}, got shape {arr.shape}")
@@ -122,15 +154,24 @@ class Stream(StreamCore):
         Batched: ``block`` is (N, B, *frame_shape); returns ``(outputs, ready)`` with
         outputs (N, B, *output_shape), NaN where ``ready`` (N, B) is False.
         """
+        if self.io == "int8":
+            return self._push_many_int8(block)
         if type(block) is np.ndarray and block.dtype == _FLOAT32 and block.flags.c_contiguous \
                 and block.flags.aligned:
             arr = block  # the common case: skip the conversions (a few µs per call)
         else:
             arr = _as_float32(block, "a block of frames")
+        self._check_block_shape(arr)
+        return self._push_block(arr)
+
+    def _check_block_shape(self, arr):
         want = self._expected
         if arr.ndim != len(want) + 1 or arr.shape[1:] != want:
             raise StreamInputError(f"expected a block of shape (N, {', '.join(map(str, want))}), "
                                    f"got shape {arr.shape}")
+
+    def _push_block(self, arr):
+        """push_many of a float32 block whose shape was checked."""
         n = arr.shape[0]
         if self.batched:
             out = np.empty((n, self.batch) + self.output_shape, dtype=np.float32)
@@ -147,6 +188,18 @@ class Stream(StreamCore):
         if got < 0:
             self._reject_block(arr)
         return out[:got]
+
+    def _push_many_int8(self, block):
+        """push_many of an io="int8" stream: int8 frames in, int8 outputs out. The kernels take
+        the frames widened to float32 (exact) through the unit-scale input quantizer."""
+        q = _as_int8(block, "a block of frames")
+        self._check_block_shape(q)
+        res = self._push_block(q.astype(np.float32))
+        if self.batched:
+            out, ready = res
+            return np.where(ready.reshape(ready.shape + (1,) * len(self.output_shape)),
+                            np.nan_to_num(out), 0).astype(np.int8), ready
+        return res.astype(np.int8)
 
     @staticmethod
     def _reject_block(arr):
@@ -265,7 +318,10 @@ class Stream(StreamCore):
         if self.semantics == "sequence":
             raise StreamInputError("warm_up primes a window; a semantics='sequence' stream starts at "
                                    "its recording's start: push_many the history instead")
-        arr = _as_float32(history, "a history of frames")
+        if self.io == "int8":
+            arr = _as_int8(history, "a history of frames").astype(np.float32)
+        else:
+            arr = _as_float32(history, "a history of frames")
         if arr.ndim != len(self.frame_shape) + 1 or arr.shape[1:] != self.frame_shape:
             raise StreamInputError(f"expected a history of shape (N, {', '.join(map(str, self.frame_shape))}), "
                                    f"got shape {arr.shape}")
@@ -289,6 +345,9 @@ class Stream(StreamCore):
         self.ready[0] = got > 0 and self._emits(last)
         if self.ready[0]:
             self.out[0] = out[got - 1]
+            if self.io == "int8":
+                self.out_int8[0] = out[got - 1].astype(np.int8)
+                return self.out_int8[0].copy()
             return out[got - 1].copy()
         return None
 

@@ -21,9 +21,16 @@ from .qmodel import (ADD, CONCAT, CONV, GMAX, GMEAN, HEAD_FLAT, HEAD_LAST, LUT, 
 from . import scheme as Q
 
 class _QuantBuilder(P._Builder):
-    def __init__(self, qmodel: QuantizedModel, mode: str, block: int):
+    def __init__(self, qmodel: QuantizedModel, mode: str, block: int, io: str = "float32",
+                 tail: bool = True):
         super().__init__(qmodel.model, mode, block)
         self.qm = qmodel
+        # io="int8": frames arrive as int8 and the output leaves as int8. The kernels stay
+        # the float-I/O ones with unit parameters: the input "quantizer" at scale 1, zero
+        # point 0 stores an integer-valued float as itself, and the closing dequantize at
+        # scale 1, zero point 0 gives q itself as a float; both exact, no rounding involved.
+        self.int8_io = io == "int8"
+        self.drop_tail = not tail and bool(qmodel.tail)  # the int8 logits are the output
         self.q_of: Dict[int, int] = {}
         for qi, qn in enumerate(qmodel.qnodes):
             for i in qn.model_nodes:
@@ -40,9 +47,22 @@ class _QuantBuilder(P._Builder):
         last = len(self.model.nodes) - 1
         if last not in self.tail:  # no float tail: the output is the int8 result, dequantized
             return self.dequantized(last)
+        if self.drop_tail:
+            return self.dequantized(self.tail_input())
         return super().output_node()
 
+    def tail_input(self) -> int:
+        """The int8 model node the float tail reads."""
+        first = min(self.tail)
+        return self.model.nodes[first].inputs[0]
+
+    def copy_vector(self, i):
+        if not (self.drop_tail and i in self.tail):
+            super().copy_vector(i)
+
     def node(self, i: int):
+        if self.drop_tail and i in self.tail:
+            return  # not built: the stream's output is the int8 part's
         if i in self.tail:
             for j in self.model.nodes[i].inputs:
                 if j not in self.tail:
@@ -59,8 +79,9 @@ class _QuantBuilder(P._Builder):
         dst = self.new_node(spec.channels, spec.features or 1, label=f"{self.model.nodes[j].name} float")
         op = P.Op(P.DEQ, dst, self.emit[0], self.emit[1], inputs=[(node, 0, spec.channels)],
                   cin=spec.channels, cout=spec.channels, fin=spec.features or 1,
-                  fout=spec.features or 1, qzp_in=np.array([qn.out.zero_point], np.int32),
-                  qscale=qn.out.scale, label=f"node {self.model.nodes[j].name} dequantize")
+                  fout=spec.features or 1,
+                  qzp_in=np.array([0 if self.int8_io else qn.out.zero_point], np.int32),
+                  qscale=1.0 if self.int8_io else qn.out.scale, label=f"node {self.model.nodes[j].name} dequantize")
         P._Builder.add(self, op, j, "vector", final=False)
         self.deq_of[j] = dst
         return dst
@@ -162,15 +183,32 @@ class _QuantBuilder(P._Builder):
         super().size_rings()
         self.plan.nodes[0].dtype = "int8"
         self.plan.nodes[0].fill = self.qm.qnodes[0].out.zero_point
-        self.plan.in_qparams = (self.qm.qnodes[0].out.scale, self.qm.qnodes[0].out.zero_point)
+        self.plan.in_qparams = (1.0, 0) if self.int8_io else \
+            (self.qm.qnodes[0].out.scale, self.qm.qnodes[0].out.zero_point)
         self.plan.zero_columns(self)
 
 
-def build_quantized_plan(qmodel: QuantizedModel, mode: str = "dense", block: int = 64) -> P.Plan:
-    """The int8 streaming plan of ``qmodel`` (window semantics)."""
+def build_quantized_plan(qmodel: QuantizedModel, mode: str = "dense", block: int = 64,
+                         io: str = "float32", tail: bool = True) -> P.Plan:
+    """The int8 streaming plan of ``qmodel`` (window semantics). ``io="int8"``: int8 frames
+    in (the input's own scale and zero point) and the last int8 node's values out.
+    ``tail=False``: the float tail (Softmax) is left out; the output is the int8 part's."""
     if mode not in ("dense", "decimated"):
         raise ModelError(f"mode must be 'dense' or 'decimated', got {mode!r}")
-    return _QuantBuilder(qmodel, mode, int(block)).run()
+    if io not in ("float32", "int8"):
+        raise ModelError(f"io must be 'float32' or 'int8', got {io!r}")
+    if qmodel.tail:
+        names = ", ".join(f"{qmodel.model.nodes[i].name} ({type(qmodel.model.nodes[i].layer).__name__})"
+                          for i in qmodel.tail)
+        if io == "int8" and tail:
+            raise ModelError(f"io='int8' returns int8 values, and this model ends in a float tail "
+                             f"({names}): pass tail=False for the int8 values it reads (for a "
+                             f"Softmax: the logits, whose argmax is the class), or use io='float32'")
+        first = qmodel.model.nodes[min(qmodel.tail)]
+        if not tail and tuple(qmodel.model.specs[first.inputs[0]].shape) != tuple(qmodel.output_shape):
+            raise ModelError(f"tail=False: the float tail ({names}) changes the output's shape, so "
+                             f"its input cannot stand in for the output")
+    return _QuantBuilder(qmodel, mode, int(block), io, bool(tail)).run()
 
 
 __all__ = ["build_quantized_plan", "Q", "Optional"]

@@ -117,27 +117,67 @@ class QuantizedModel:
         """The int8 network on one window (W, *frame_shape) of float32 frames: the int8 values
         of the last int8 operator (its QParams dequantize them)."""
         x = np.asarray(window_frames, dtype=np.float32)
+        self._check_window(x)
+        return self._forward_q(self.qnodes[0].out.quantize(np.moveaxis(x, 0, -1)))
+
+    def forward_int_window_q(self, window_q) -> np.ndarray:
+        """The same network on a window of int8 frames, already at the input's QParams (what
+        an ``io="int8"`` stream takes)."""
+        q = np.asarray(window_q)
+        if q.dtype != np.int8:
+            raise ModelError(f"expected an int8 window, got dtype {q.dtype}")
+        self._check_window(q)
+        return self._forward_q(np.moveaxis(q, 0, -1))
+
+    def _check_window(self, x):
         if x.shape != (self.window,) + tuple(self.frame_shape):
             raise ModelError(f"expected a window of shape {(self.window,) + tuple(self.frame_shape)}, "
                              f"got {x.shape}")
-        values = [self.qnodes[0].out.quantize(np.moveaxis(x, 0, -1)).astype(np.int64)]
+
+    def _forward_q(self, q_in) -> np.ndarray:
+        values = [np.asarray(q_in).astype(np.int64)]
         for qn in self.qnodes[1:]:
             values.append(_run(qn, [values[i] for i in qn.inputs], [self.qnodes[i] for i in qn.inputs]))
         return values[-1].astype(np.int8)
 
     def forward_int(self, x) -> np.ndarray:
-        """int8 outputs of every window of the sequence x (T, *frame_shape)."""
-        x = np.asarray(x, dtype=np.float32)
+        """int8 outputs of every window of the sequence x (T, *frame_shape): float32 frames,
+        quantized at the input's QParams, or int8 frames already at them."""
         w = self.window
+        if isinstance(x, np.ndarray) and x.dtype == np.int8:
+            return np.stack([self.forward_int_window_q(x[i:i + w]) for i in range(len(x) - w + 1)])
+        x = np.asarray(x, dtype=np.float32)
         return np.stack([self.forward_int_window(x[i:i + w]) for i in range(len(x) - w + 1)])
 
-    def stream(self, batch: Optional[int] = None, mode: str = "dense", block: int = 64):
+    @property
+    def input_qparams(self):
+        """(scale, zero_point) of the input: int8 frames for an ``io="int8"`` stream are
+        ``round(x / scale) + zero_point``, clamped (``input_qparams`` and ``QParams.quantize``)."""
+        return self.qnodes[0].out
+
+    @property
+    def output_qparams(self):
+        """QParams of the int8 output (what an ``io="int8"`` stream returns): real value
+        ``scale * (q - zero_point)``."""
+        return self.int_output.out
+
+    def stream(self, batch: Optional[int] = None, mode: str = "dense", block: int = 64,
+               io: str = "float32", tail: bool = True):
         """An int8 stream: rings hold int8, frames (float32) are quantized as they arrive, the
-        output is dequantized (then the float tail, if any)."""
+        output is dequantized (then the float tail, if any).
+
+        ``io="int8"``: frames are int8 at :attr:`input_qparams` and the output is the int8
+        values of the last operator (:attr:`output_qparams`), no float conversion either side
+        (a model with a float tail needs ``tail=False``). Batched rows without an output hold
+        0 there (no NaN in int8): read ``stream.ready``.
+
+        ``tail=False``: leave the float tail (a final Softmax) out; the output is the int8
+        part's (the logits: the same argmax), dequantized or, with ``io="int8"``, as int8.
+        """
         from ..engine.stream import Stream
         from .plan import build_quantized_plan
         return Stream(self.model, batch=batch, mode=mode, block=block,
-                      plan=build_quantized_plan(self, mode, block))
+                      plan=build_quantized_plan(self, mode, block, io, tail), io=io)
 
     def forward_dequantized(self, x) -> np.ndarray:
         """The int8 reference's output dequantized in float32, exactly as the stream does it
