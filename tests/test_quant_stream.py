@@ -122,6 +122,7 @@ model = T._model_of_every_int8_op()
 qm = T.quantized(model, 3)
 x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(np.float32)
 T.check_bit_exact(qm, x)
+T.check_requantize_probe()  # this path's vector requantization on its edge cases
 outs = [qm.stream().push_many(x)]
 # strip convs batched by rows (plan.row_tables): groups and channel counts not a multiple of 4,
 # where the kernel layouts' block strides differ
@@ -133,6 +134,56 @@ for name in S.MODELS:
     outs.append(sq.stream().push_many(sx).ravel())
 np.save({out!r}, np.concatenate([o.ravel() for o in outs]))
 """
+
+
+def check_requantize_probe(seed: int = 0):
+    """The compiled requantization against quant.scheme.requantize: right shifts 0..31 and
+    left shifts up to 30, multipliers at both ends of [2^30, 2^31) and 0, accumulators at the
+    int32 edges and exact rounding ties of every shift, clamps narrower than int8."""
+    from deepshift_edge.engine._kernels import requantize_probe, requantize_scalar_probe
+    from deepshift_edge.quant import scheme as Q
+    rng = np.random.default_rng(seed)
+    n = 4099  # not a multiple of any vector width: the scalar tail too
+    shift = rng.integers(-31, 1, n)
+    left = rng.random(n) < 0.1
+    shift[left] = rng.integers(1, 31, int(left.sum()))
+    m0 = rng.integers(1 << 30, 1 << 31, n)
+    m0[::7], m0[1::11], m0[2::13] = (1 << 30), (1 << 31) - 1, 0
+    acc = rng.integers(-(1 << 31), 1 << 31, n)
+    small = rng.random(n) < 0.5
+    acc[small] = rng.integers(-5000, 5000, int(small.sum()))
+    r = -shift  # ties of the rounding shift: odd multiples of 2^(r-1), signs both ways
+    ties = (rng.random(n) < 0.2) & (r > 0)
+    acc[ties] = (2 * rng.integers(-50, 50, int(ties.sum())) + 1) << (r[ties] - 1)
+    acc[:4] = [-(1 << 31), (1 << 31) - 1, 0, -1]
+    bias = np.zeros(n, np.int64)
+    bias[n // 2:] = rng.integers(-1000, 1000, n - n // 2)
+    total = np.clip(acc + bias, -(1 << 31), (1 << 31) - 1)
+    bias = total - acc  # acc + bias fits int32, as quantize() guarantees
+    for zp, lo, hi in ((0, -128, 127), (-7, -128, 127), (100, -128, 127), (-128, -128, -28), (3, 3, 127)):
+        got = np.frombuffer(requantize_probe(*(np.ascontiguousarray(a, np.int32) for a in (acc, bias, m0, shift)),
+                                             zp, lo, hi), np.int8)
+        want = np.array([Q.requantize(np.array([total[i]]), int(m0[i]), int(shift[i]), zp, lo, hi)[0]
+                         for i in range(n)], np.int8)
+        np.testing.assert_array_equal(got, want)
+        ops = np.frombuffer(requantize_scalar_probe(*(np.ascontiguousarray(a, np.int32) for a in (total, m0, shift)),
+                                                    zp, lo, hi), np.int8)
+        np.testing.assert_array_equal(ops, want)
+
+
+def test_requantization_equals_the_reference():
+    check_requantize_probe()
+
+
+def test_requantize_probe_can_fail():
+    """Rounding the shift's ties half to even (not away from zero) gives other integers: the
+    probe's comparison can fail. M = 2^30 * 2^(-1-31) = 1/4: 4k + 2 is k + 1/2 after it."""
+    from deepshift_edge.engine._kernels import requantize_probe
+    acc = np.array([2, -2, 6, -6, 10, -10, 14, -14], np.int32)
+    m0, shift = np.full(8, 1 << 30, np.int32), np.full(8, -1, np.int32)
+    got = np.frombuffer(requantize_probe(acc, np.zeros(8, np.int32), m0, shift, 0, -128, 127), np.int8)
+    assert list(got) == [1, -1, 2, -2, 3, -3, 4, -4]  # half away from zero
+    assert list(np.round(acc / 4).astype(int)) != list(got)  # half to even: 0, 2, 2, 4 ...
 
 
 def _paths():

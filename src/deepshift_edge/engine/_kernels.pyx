@@ -2050,3 +2050,28 @@ def quantize_input_probe(const float[::1] x, float scale, int zero_point):
     for i in range(x.shape[0]):
         o[i] = <unsigned char>q_clamp(dse_qround(x[i] / scale) + zero_point, -128, 127)
     return bytes(out)  # int8 values: np.frombuffer(..., np.int8)
+
+
+def requantize_probe(const int32_t[::1] acc, const int32_t[::1] bias, const int32_t[::1] m0,
+                     const int32_t[::1] shift, int zero_point, int lo, int hi):
+    """The conv requantization (dse_qrequant, on the path this process picked) on arrays of
+    one length, for the tests that hold it against quant.scheme.requantize."""
+    cdef Py_ssize_t n = acc.shape[0]
+    if bias.shape[0] != n or m0.shape[0] != n or shift.shape[0] != n or n == 0:
+        raise ValueError("acc, bias, m0 and shift must be non-empty and of one length")
+    out = bytearray(n)
+    cdef unsigned char[::1] o = out
+    dse_qrequant(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)
+    return bytes(out)  # int8 values: np.frombuffer(..., np.int8)
+
+
+def requantize_scalar_probe(const int32_t[::1] acc, const int32_t[::1] m0, const int32_t[::1] shift,
+                            int zero_point, int lo, int hi):
+    """The scalar requantization the add, mul, concat and pool ops use (q_mbqm, then the zero
+    point and the clamp), for the same tests."""
+    cdef Py_ssize_t i, n = acc.shape[0]
+    out = bytearray(n)
+    cdef unsigned char[::1] o = out
+    for i in range(n):
+        o[i] = <unsigned char>q_clamp(<int64_t>zero_point + q_mbqm(acc[i], m0[i], shift[i]), lo, hi)
+    return bytes(out)

@@ -397,7 +397,8 @@ static inline int8_t dse_qrequant1(int32_t x, int32_t m0, int32_t sh, int32_t zp
     const int32_t h = (int32_t)(v >= 0 ? (v >> 31) : -((-v) >> 31));
     const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
     const int32_t rem = h & mask, thr = (mask >> 1) + (h < 0 ? 1 : 0);
-    int32_t q = (h >> right) + (rem > thr ? 1 : 0) + zp;
+    /* int64: a saturated h (a left shift of a large sum) plus the zero point must not wrap */
+    const int64_t q = (int64_t)(h >> right) + (rem > thr ? 1 : 0) + zp;
     return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
 }
 
@@ -438,7 +439,9 @@ static inline __m512i dse_qrequant16(__m512i x, __m512i m, __m512i sh, __m512i v
     const __m512i thr = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(h, 31));
     __m512i q = _mm512_srav_epi32(h, right);
     q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
-    return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, vzp), vlo), vhi);
+    /* clamp to [lo - zp, hi - zp] first, then add zp: a q near the int32 edge cannot wrap */
+    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_sub_epi32(vlo, vzp)), _mm512_sub_epi32(vhi, vzp));
+    return _mm512_add_epi32(q, vzp);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
@@ -517,7 +520,9 @@ static void dse_qrequant_avx2(const int32_t *acc, const int32_t *bias, const int
         const __m256i thr = _mm256_add_epi32(_mm256_srli_epi32(mask, 1), _mm256_srli_epi32(h, 31));
         __m256i q = _mm256_srav_epi32(h, right);
         q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(rem, thr));         /* +1 where rem > thr */
-        q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, vzp), vlo), vhi);
+        /* clamp to [lo - zp, hi - zp] first, then add zp: a q near the int32 edge cannot wrap */
+        q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(q, _mm256_sub_epi32(vlo, vzp)),
+                                              _mm256_sub_epi32(vhi, vzp)), vzp);
         _mm256_storeu_si256((__m256i *)q8, q);
         for (int k = 0; k < 8; k++)
             out[i + k] = (int8_t)q8[k];
@@ -527,7 +532,41 @@ static void dse_qrequant_avx2(const int32_t *acc, const int32_t *bias, const int
 }
 #endif
 
+#if DSE_QARM64
+/* NEON (every aarch64 core): 8 lanes per step, gemmlowp's own NEON steps. VQRDMULH is
+ * SaturatingRoundingDoublingHighMul exactly (both round (2ab + 2^31) >> 32 toward -inf, which
+ * is gemmlowp's nudge-and-truncate on every input); RoundingDivideByPOT is its fixup (-1 on
+ * negative lanes with a right shift, VQADD) then the rounding shift VRSHL, i.e. half away from
+ * zero. A left shift (shift > 0) is VQSHL, saturating as the scalar step clamps. */
+static void dse_qrequant_neon(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                              const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                              ptrdiff_t n)
+{
+    const int32x4_t zero = vdupq_n_s32(0), vzp = vdupq_n_s32(zp);
+    const int32x4_t vlo = vdupq_n_s32(lo), vhi = vdupq_n_s32(hi);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        int16x4_t h[2];
+        for (int k = 0; k < 2; k++) {
+            const ptrdiff_t j = i + 4 * k;
+            const int32x4_t sh = vld1q_s32(shift + j);
+            const int32x4_t right = vminq_s32(sh, zero);  /* <= 0: VRSHL by it shifts right */
+            int32x4_t x = vaddq_s32(vld1q_s32(acc + j), vld1q_s32(bias + j));
+            x = vqshlq_s32(x, vmaxq_s32(sh, zero));
+            x = vqrdmulhq_s32(x, vld1q_s32(m0 + j));
+            x = vrshlq_s32(vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, right), 31)), right);
+            x = vminq_s32(vmaxq_s32(vqaddq_s32(x, vzp), vlo), vhi);  /* saturating: no wrap */
+            h[k] = vmovn_s32(x);
+        }
+        vst1_s8(out + i, vmovn_s16(vcombine_s16(h[0], h[1])));
+    }
+    for (; i < n; i++)
+        out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
+}
+#endif
+
 static int dse_qpath_cached = -1;
+static int dse_qrequant_scalar = 0;  /* DSE_QKERNELS=scalar: no vector requantization */
 
 static int dse_qpath(void)
 {
@@ -555,8 +594,10 @@ static int dse_qpath(void)
 #elif DSE_QARM32
     if (getauxval(AT_HWCAP) & HWCAP_NEON) best = DSE_QPATH_C16_NEON;
 #endif
-    if (want && (!strcmp(want, "scalar") || !strcmp(want, "baseline")))
+    if (want && (!strcmp(want, "scalar") || !strcmp(want, "baseline"))) {
         best = DSE_QPATH_C16;
+        dse_qrequant_scalar = 1;  /* aarch64: the plain C requantization too, to test it */
+    }
 #if DSE_QARM64 || DSE_QARM32
     if (want && !strcmp(want, "c16")) best = DSE_QPATH_C16;
 #endif
@@ -636,6 +677,12 @@ static void dse_qrequant(const int32_t *acc, const int32_t *bias, const int32_t 
     }
     if (dse_qpath() == DSE_QPATH_AVXVNNI || dse_qpath() == DSE_QPATH_C16_V3) {  /* both imply AVX2 */
         dse_qrequant_avx2(acc, bias, m0, shift, zp, lo, hi, out, n);
+        return;
+    }
+#endif
+#if DSE_QARM64
+    if (dse_qpath() >= 0 && !dse_qrequant_scalar) {  /* dse_qpath() reads DSE_QKERNELS first */
+        dse_qrequant_neon(acc, bias, m0, shift, zp, lo, hi, out, n);
         return;
     }
 #endif

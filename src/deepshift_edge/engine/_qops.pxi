@@ -78,7 +78,9 @@ cdef inline int32_t q_mbqm(int32_t x, int32_t m0, int32_t shift) noexcept nogil:
     return q_rdbp(q_srdhm(q_sat32(<int64_t>x * (<int64_t>1 << left)), m0), right)
 
 
-cdef inline int8_t q_clamp(int32_t v, int32_t lo, int32_t hi) noexcept nogil:
+cdef inline int8_t q_clamp(int64_t v, int32_t lo, int32_t hi) noexcept nogil:
+    """Clamp to [lo, hi]; int64, so that a zero point added to a saturated value cannot wrap
+    (callers add it in int64)."""
     return <int8_t>(lo if v < lo else (hi if v > hi else v))
 
 
@@ -315,7 +317,7 @@ cdef void run_qglobal(Net* net, const Op* op, const char** taps, int8_t* out) no
         if is_max:
             out[c] = <int8_t>acc[c]
         else:
-            out[c] = q_clamp(op.qzp_out + q_mbqm(q_sat32(acc[c]), op.qm0[0], op.qshift[0]), -128, 127)
+            out[c] = q_clamp(<int64_t>op.qzp_out + q_mbqm(q_sat32(acc[c]), op.qm0[0], op.qshift[0]), -128, 127)
 
 
 cdef void run_qrsum(Net* net, const Op* op, Py_ssize_t b, int32_t* out, int64_t t,
@@ -349,13 +351,13 @@ cdef void run_qelementwise(const Op* op, const char** taps, int8_t* out) noexcep
             for s in range(op.nin):
                 x = <const int8_t*>taps[s]
                 total += q_mbqm((<int32_t>x[j] - op.qzp_in[s]) * (1 << 20), op.qm0[s], op.qshift[s])
-            out[j] = q_clamp(op.qzp_out + q_mbqm(q_sat32(total), op.qm0[op.nin], op.qshift[op.nin]),
+            out[j] = q_clamp(<int64_t>op.qzp_out + q_mbqm(q_sat32(total), op.qm0[op.nin], op.qshift[op.nin]),
                              op.qlo, op.qhi)
     elif op.kind == K_QMUL:
         for j in range(n):
             total = (<int32_t>(<const int8_t*>taps[0])[j] - op.qzp_in[0]) * \
                 (<int32_t>(<const int8_t*>taps[1])[j] - op.qzp_in[1])
-            out[j] = q_clamp(op.qzp_out + q_mbqm(<int32_t>total, op.qm0[0], op.qshift[0]), -128, 127)
+            out[j] = q_clamp(<int64_t>op.qzp_out + q_mbqm(<int32_t>total, op.qm0[0], op.qshift[0]), -128, 127)
     elif op.kind == K_QCONCAT:
         for f in range(op.fout):
             off = 0
@@ -364,7 +366,7 @@ cdef void run_qelementwise(const Op* op, const char** taps, int8_t* out) noexcep
                 x = <const int8_t*>taps[s] + f * ch
                 for j in range(ch):
                     out[f * op.cout + off + j] = q_clamp(
-                        op.qzp_out + q_mbqm(<int32_t>x[j] - op.qzp_in[s], op.qm0[s], op.qshift[s]), -128, 127)
+                        <int64_t>op.qzp_out + q_mbqm(<int32_t>x[j] - op.qzp_in[s], op.qm0[s], op.qshift[s]), -128, 127)
                 off += ch
     elif op.kind == K_QLUT:
         x = <const int8_t*>taps[0]
