@@ -225,3 +225,36 @@ def test_onnxruntime_int8_column_catches_a_wrong_model(monkeypatch):
     result = bench.bench_model(examples.activity_cnn(), frames=20, recompute_frames=5,
                                columns=["onnxruntime_int8"])
     assert "LSB from the int8 reference" in result["columns"]["onnxruntime_int8"]["skipped"]
+
+
+@pytest.mark.parametrize("name", ["kws", "activity", "spectrogram", "tiny"])
+def test_litert_int8_column_runs_the_same_quantized_model(name):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("flatbuffers")
+    result = bench.bench_model(examples.EXAMPLES[name](), frames=20, recompute_frames=5,
+                               columns=["int8", "litert_int8"])
+    col = result["columns"]["litert_int8"]
+    assert "skipped" not in col, col
+    assert "reference kernels:" in col["label"] and "XNNPACK:" in col["label"]
+    assert col["max_abs_error_vs_streamed"] < 0.1  # quantization error of the same int8 model
+
+
+def test_litert_int8_column_catches_a_wrong_model(monkeypatch):
+    """The int8 agreement check fails when the .tflite is not the int8 model's."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("flatbuffers")
+    from deepshift_edge.convert import tflite_int8_export
+    real = tflite_int8_export.to_tflite_int8
+
+    def wrong(qmodel):
+        conv = qmodel.qnodes[1]
+        right = conv.weight
+        conv.weight = np.clip(right.astype(int) + 20, -127, 127).astype(np.int8)
+        try:
+            return real(qmodel)
+        finally:
+            conv.weight = right
+
+    monkeypatch.setattr(tflite_int8_export, "to_tflite_int8", wrong)
+    result = bench.bench_model(examples.kws_tcn(), frames=20, recompute_frames=5, columns=["litert_int8"])
+    assert "LSB from the int8 reference" in result["columns"]["litert_int8"]["skipped"]

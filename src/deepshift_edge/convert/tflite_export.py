@@ -94,7 +94,9 @@ class _Graph:
 
     def const(self, arr, name) -> int:
         arr = np.asarray(arr)
-        if arr.dtype.kind in "iu":
+        if arr.dtype == np.int8:
+            arr, dtype = np.ascontiguousarray(arr), "INT8"
+        elif arr.dtype.kind in "iu":
             arr, dtype = np.ascontiguousarray(arr, dtype="<i4"), "INT32"
         else:
             arr, dtype = np.ascontiguousarray(arr, dtype="<f4"), "FLOAT32"
@@ -438,8 +440,35 @@ def _table(S, b, name, fields):
     return getattr(S, f"{name}End")(b)
 
 
-def _serialize(S, g: _Graph, inputs, outputs, description: str) -> bytes:
+def _fvec(b, values):
+    b.StartVector(4, len(values), 4)
+    for val in reversed(values):
+        b.PrependFloat32(float(val))
+    return b.EndVector()
+
+
+def _i64vec(b, values):
+    b.StartVector(8, len(values), 8)
+    for val in reversed(values):
+        b.PrependInt64(int(val))
+    return b.EndVector()
+
+
+def _quantization(S, b, scales, zero_points, dim):
+    sc, zp = _fvec(b, scales), _i64vec(b, zero_points)
+    S.QuantizationParametersStart(b)
+    S.QuantizationParametersAddScale(b, sc)
+    S.QuantizationParametersAddZeroPoint(b, zp)
+    S.QuantizationParametersAddQuantizedDimension(b, int(dim))
+    return S.QuantizationParametersEnd(b)
+
+
+def _serialize(S, g: _Graph, inputs, outputs, description: str, quant=None, versions=None) -> bytes:
+    """quant: tensor index -> (scales, zero points, quantized dimension) of int8 tensors and
+    their int32 biases; versions: op code -> its TFLite version (1 where absent)."""
     import flatbuffers
+
+    quant, versions = quant or {}, versions or {}
 
     b = flatbuffers.Builder(1 << 16)
     # buffers: 0 is the empty sentinel every non-constant tensor points at
@@ -452,12 +481,15 @@ def _serialize(S, g: _Graph, inputs, outputs, description: str) -> bytes:
             S.BufferAddData(b, vec)
         buf_offs.append(S.BufferEnd(b))
     tensor_offs, k = [], 0
-    for shape, dtype, data, name in g.tensors:
+    for ti, (shape, dtype, data, name) in enumerate(g.tensors):
         name_off = b.CreateString(name)
         shape_off = _ivec(b, shape)
+        q_off = _quantization(S, b, *quant[ti]) if ti in quant else None
         if data is not None:
             k += 1
         S.TensorStart(b)
+        if q_off is not None:
+            S.TensorAddQuantization(b, q_off)
         S.TensorAddShape(b, shape_off)
         S.TensorAddType(b, getattr(S.TensorType, dtype))
         S.TensorAddBuffer(b, k if data is not None else 0)
@@ -470,7 +502,7 @@ def _serialize(S, g: _Graph, inputs, outputs, description: str) -> bytes:
         S.OperatorCodeStart(b)
         S.OperatorCodeAddDeprecatedBuiltinCode(b, min(num, 127))  # 127: look at builtin_code
         S.OperatorCodeAddBuiltinCode(b, num)
-        S.OperatorCodeAddVersion(b, 1)
+        S.OperatorCodeAddVersion(b, versions.get(code, 1))
         code_offs.append(S.OperatorCodeEnd(b))
     op_offs = []
     for op in g.ops:
@@ -507,12 +539,17 @@ def _serialize(S, g: _Graph, inputs, outputs, description: str) -> bytes:
 
 
 def to_tflite(model) -> bytes:
-    """The ``.tflite`` flatbuffer (bytes) computing ``model`` on one window, float32.
+    """The ``.tflite`` flatbuffer (bytes) computing ``model`` on one window, float32 (a
+    :class:`~deepshift_edge.QuantizedModel`: full-integer, see :mod:`tflite_int8_export`).
 
     Input ``(1, W, *frame_shape)`` (frames oldest first), output ``(1, *output_shape)``.
     Needs ``flatbuffers`` and the TFLite schema code (``ai-edge-litert`` or ``tflite``),
     not TensorFlow. Raises ``NotImplementedError`` for a layer it cannot map.
     """
+    from ..quant.qmodel import QuantizedModel
+    if isinstance(model, QuantizedModel):  # full-integer: its own scales, zero points and weights
+        from .tflite_int8_export import to_tflite_int8
+        return to_tflite_int8(model)
     exporter = _Exporter(model)
     x, y = exporter.build()  # before the imports: an unsupported layer is reported even without them
     S = _schema()

@@ -488,6 +488,56 @@ def _column_onnxruntime_int8(model, x, check_idx, streamed):
     return run, err, agreement
 
 
+AGREE_LITERT_INT8_LSB = 2  # XNNPACK requantizes in float at every layer: a bit per layer, rarely two in all
+
+
+def _column_litert_int8(model, x, check_idx, streamed):
+    """LiteRT on the whole window, running the int8 column's quantized model written as a
+    full-integer .tflite (convert.tflite_int8_export: its own scales, weights and biases).
+    Checked twice before timing: with TFLite's reference kernels (the same fixed point as the
+    model: equal integers, MEAN and AVERAGE_POOL excepted, which round their own way), then
+    with the default XNNPACK delegate, which is what is timed (float requantization)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional
+
+    from ..convert.tflite_export import to_tflite
+
+    qmodel = _quantized(model, x)
+    content = to_tflite(qmodel)
+    w = model.window
+
+    def session(**kw):
+        interp = Interpreter(model_content=content, num_threads=1, **kw)
+        interp.allocate_tensors()
+        (inp,) = interp.get_input_details()
+        outs = {o["name"]: o["index"] for o in interp.get_output_details()}
+        return interp, inp["index"], outs
+
+    def outputs(interp, i_in, outs, i, name):
+        interp.set_tensor(i_in, x[i - w + 1:i + 1][None])  # (1, W, C[, F]): frames as they come
+        interp.invoke()
+        return interp.get_tensor(outs[name])
+
+    ref = session(experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    exact = _agree_int8("litert_int8 (reference kernels)", qmodel,
+                        [outputs(*ref, i, "q") for i in check_idx], check_idx, x)
+    interp, i_in, outs = session()
+    got_q = np.stack([outputs(interp, i_in, outs, i, "q") for i in check_idx])
+    ref_q = np.stack([qmodel.forward_int_window(x[i - w + 1:i + 1]) for i in check_idx]).astype(np.int64)
+    d = np.abs(got_q.reshape(ref_q.shape).astype(np.int64) - ref_q).reshape(len(ref_q), -1).max(axis=1)
+    if d.max(initial=0) > AGREE_LITERT_INT8_LSB:
+        raise AssertionError(f"column 'litert_int8': XNNPACK's int8 outputs {int(d.max())} LSB from the int8 "
+                             f"reference (allowed {AGREE_LITERT_INT8_LSB})")
+    got = np.stack([outputs(interp, i_in, outs, i, "y").reshape(model.output_shape) for i in check_idx])
+    err = float(np.max(np.abs(got - streamed)))  # vs the float stream: quantization, not agreement
+
+    def run(i):
+        return outputs(interp, i_in, outs, i, "y")
+
+    label = (f"reference kernels: {exact.split(': ', 1)[1]}; XNNPACK: {int((d == 0).sum())}/{len(d)} exact, "
+             f"max {int(d.max(initial=0))} LSB")
+    return run, err, label
+
+
 def _column_recompute(model, x, check_idx, streamed):
     stream = model.stream(mode="decimated")
     w = model.window
@@ -521,6 +571,7 @@ COLUMNS = {
     "tract": ("tract, pulse mode (streamed)", _column_tract),
     "int8": ("int8 stream (quantized here)", _column_int8),
     "onnxruntime_int8": ("onnxruntime int8 (QDQ, same model), window", _column_onnxruntime_int8),
+    "litert_int8": ("LiteRT int8 (.tflite, same model), window", _column_litert_int8),
 }
 
 

@@ -1,0 +1,129 @@
+"""The full-integer TFLite export (``to_tflite(qmodel)``, convert/tflite_int8_export.py) run by
+LiteRT against the int8 reference ``qmodel.forward_int``.
+
+With LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) the same integers come out
+wherever TFLite computes an operator the way the model does (convs, Linear, max pools, add,
+mul, concat, tables, the heads): its fixed-point requantization is the model's, so that is
+checked bit for bit. Its MEAN and AVERAGE_POOL round their own way (one LSB). With the default
+XNNPACK delegate (what users run), which requantizes in float, outputs are within a few LSB.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import event, given, note, settings
+
+import deepshift_edge as dse
+from deepshift_edge.convert.tflite_export import to_tflite
+from deepshift_edge.data import examples
+from graph_strategies import graph_models
+from test_quant_stream import _model_of_every_int8_op, quantized
+from test_stream_vs_reference import HYPO
+
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytest.importorskip("flatbuffers")
+
+
+def run_int8(qm, x, reference_kernels=True):
+    """LiteRT's int8 output ``q`` and float output ``y`` on every window of x."""
+    kwargs = dict(experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF) if reference_kernels else {}
+    interp = litert.Interpreter(model_content=to_tflite(qm), num_threads=1, **kwargs)
+    interp.allocate_tensors()
+    (inp,) = interp.get_input_details()
+    outs = {o["name"]: o for o in interp.get_output_details()}
+    assert outs["q"]["dtype"] == np.int8 and outs["y"]["dtype"] == np.float32
+    w = qm.window
+    qs, ys = [], []
+    for i in range(len(x) - w + 1):
+        interp.set_tensor(inp["index"], np.ascontiguousarray(x[i:i + w][None], np.float32))
+        interp.invoke()
+        qs.append(interp.get_tensor(outs["q"]["index"]).copy())
+        ys.append(interp.get_tensor(outs["y"]["index"]).copy())
+    return np.array(qs), np.array(ys)
+
+
+def lsb(qm, x, q):
+    ref = qm.forward_int(x)
+    return np.abs(q.reshape(ref.shape).astype(np.int64) - ref).reshape(len(ref), -1).max(axis=1)
+
+
+def frames(qm, n, seed):
+    return np.random.default_rng(seed).standard_normal((n,) + qm.frame_shape).astype(np.float32)
+
+
+def rounds_its_own_way(qm) -> bool:
+    return any(q.kind == "gmean" or (q.kind == "pool" and q.layer.op != "max") for q in qm.qnodes)
+
+
+@pytest.mark.parametrize("name", ["tiny", "kws_tcn", "spectrogram_cnn", "activity_cnn"])
+def test_bench_models_equal_the_int8_reference_in_tflites_own_kernels(name):
+    qm = quantized(getattr(examples, name)(), 1)
+    x = frames(qm, qm.window + 30, 2)
+    q, y = run_int8(qm, x)
+    d = lsb(qm, x, q)
+    if rounds_its_own_way(qm):  # activity_cnn ends in a GlobalAvgPool: TFLite's MEAN rounds otherwise
+        assert d.max() <= 1, d
+    else:
+        assert d.max() == 0, d
+    # the float output of the windows with the same integers: the dequantized int8 output, then
+    # Softmax, as the stream computes it
+    same = d == 0
+    assert same.sum() >= len(d) // 3
+    np.testing.assert_allclose(y.reshape((len(d),) + qm.output_shape)[same], qm.forward(x)[same],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "kws_tcn", "spectrogram_cnn", "activity_cnn"])
+def test_bench_models_with_xnnpack_within_two_lsb(name):
+    qm = quantized(getattr(examples, name)(), 1)
+    x = frames(qm, qm.window + 30, 3)
+    q, _ = run_int8(qm, x, reference_kernels=False)
+    assert lsb(qm, x, q).max() <= 2
+
+
+@settings(max_examples=25, **HYPO)
+@given(drawn=graph_models(heads=("last", "avg", "max", "flatten"), max_blocks=2))
+def test_random_int8_graphs_in_tflites_own_kernels(drawn):
+    model, head, seed = drawn
+    try:
+        qm = quantized(model, seed)
+    except dse.ModelError as exc:
+        event(f"not quantized: {str(exc)[:50]}")
+        return
+    note(repr(model))
+    try:
+        content = to_tflite(qm)
+    except dse.ModelError as exc:  # e.g. a padded pool, which TFLite's pools cannot express
+        event(f"not written: {str(exc)[:60]}")
+        return
+    assert content[4:8] == b"TFL3"
+    x = frames(qm, model.window + model.hop + 4, seed ^ 5)
+    q, _ = run_int8(qm, x)
+    d = lsb(qm, x, q)
+    event("own rounding (mean/avg pool)" if rounds_its_own_way(qm) else "exact expected")
+    if not rounds_its_own_way(qm):
+        assert d.max() == 0, d
+    else:  # one LSB where TFLite rounds, which a later layer may carry a little further
+        assert d.max() <= 4, d
+
+
+def test_every_int8_op_in_tflite():
+    qm = quantized(_model_of_every_int8_op(), 3)
+    try:
+        to_tflite(qm)
+    except dse.ModelError as exc:  # its pools are padded: TFLite's know VALID/SAME only
+        assert "VALID/SAME" in str(exc)
+    else:  # pragma: no cover - the model is built with padded pools
+        raise AssertionError("a padded pool was written")
+
+
+def test_wrong_weight_is_caught():
+    """One int8 weight off changes TFLite's integers: the comparison can fail."""
+    qm = quantized(examples.kws_tcn(), 1)
+    x = frames(qm, qm.window + 5, 4)
+    conv = next(q for q in qm.qnodes if q.kind == "conv")
+    conv.weight = conv.weight.copy()
+    conv.weight.flat[:64] = np.clip(conv.weight.flat[:64].astype(int) + 20, -127, 127)
+    qm_ref = quantized(examples.kws_tcn(), 1)
+    q, _ = run_int8(qm, x)
+    assert lsb(qm_ref, x, q).max() > 0
