@@ -329,32 +329,104 @@ static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
     return v;
 }
 
+/* SDOT: two blocks of 16 outputs per pass (8 accumulator chains), each broadcast input quad
+ * used for both; the whole quads without a bounds check, the 1-3 channels past them after. */
+#define DSE_QDOT_PASS(NB)                                                                          \
+    {                                                                                              \
+        int32x4_t a[4 * NB];                                                                       \
+        for (int k = 0; k < 4 * NB; k++) a[k] = vdupq_n_s32(0);                                    \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            const int8_t *xj = x[j];                                                               \
+            const int8_t *wj = (const int8_t *)w + b * blk_stride + chunk[j] * cq * DSE_QBLK * 4;  \
+            ptrdiff_t q = 0;                                                                       \
+            for (; q < full; q++) {                                                                \
+                int32_t v;                                                                         \
+                memcpy(&v, xj + 4 * q, 4);                                                         \
+                const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(v));                         \
+                for (int k = 0; k < NB; k++) {                                                     \
+                    const int8_t *wq = wj + k * blk_stride + q * 64;                               \
+                    a[4 * k] = vdotq_s32(a[4 * k], vld1q_s8(wq), xv);                              \
+                    a[4 * k + 1] = vdotq_s32(a[4 * k + 1], vld1q_s8(wq + 16), xv);                 \
+                    a[4 * k + 2] = vdotq_s32(a[4 * k + 2], vld1q_s8(wq + 32), xv);                 \
+                    a[4 * k + 3] = vdotq_s32(a[4 * k + 3], vld1q_s8(wq + 48), xv);                 \
+                }                                                                                  \
+            }                                                                                      \
+            for (; q < cq; q++) {                                                                  \
+                const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(dse_q4s(xj, 4 * q, cin)));   \
+                for (int k = 0; k < NB; k++) {                                                     \
+                    const int8_t *wq = wj + k * blk_stride + q * 64;                               \
+                    a[4 * k] = vdotq_s32(a[4 * k], vld1q_s8(wq), xv);                              \
+                    a[4 * k + 1] = vdotq_s32(a[4 * k + 1], vld1q_s8(wq + 16), xv);                 \
+                    a[4 * k + 2] = vdotq_s32(a[4 * k + 2], vld1q_s8(wq + 32), xv);                 \
+                    a[4 * k + 3] = vdotq_s32(a[4 * k + 3], vld1q_s8(wq + 48), xv);                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int k = 0; k < 4 * NB; k++)                                                           \
+            vst1q_s32(acc + b * DSE_QBLK + 4 * k, a[k]);                                           \
+        b += NB;                                                                                   \
+    }
+
 __attribute__((target("arch=armv8.2-a+dotprod")))
 static void dse_qgemv_dotprod(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
                               ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
                               int32_t *acc)
 {
-    const ptrdiff_t cq = (cin + 3) / 4;
-    for (ptrdiff_t b = 0; b < nblk; b++) {
-        int32x4_t a0 = vdupq_n_s32(0), a1 = vdupq_n_s32(0), a2 = vdupq_n_s32(0), a3 = vdupq_n_s32(0);
-        const int8_t *wb = (const int8_t *)w + b * blk_stride;
-        for (ptrdiff_t j = 0; j < n; j++) {
-            const int8_t *xj = x[j];
-            const int8_t *wj = wb + chunk[j] * cq * DSE_QBLK * 4;
-            for (ptrdiff_t q = 0; q < cq; q++) {
-                const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(dse_q4s(xj, 4 * q, cin)));
-                const int8_t *wq = wj + q * 64;
-                a0 = vdotq_s32(a0, vld1q_s8(wq), xv);
-                a1 = vdotq_s32(a1, vld1q_s8(wq + 16), xv);
-                a2 = vdotq_s32(a2, vld1q_s8(wq + 32), xv);
-                a3 = vdotq_s32(a3, vld1q_s8(wq + 48), xv);
-            }
-        }
-        vst1q_s32(acc + b * DSE_QBLK, a0);
-        vst1q_s32(acc + b * DSE_QBLK + 4, a1);
-        vst1q_s32(acc + b * DSE_QBLK + 8, a2);
-        vst1q_s32(acc + b * DSE_QBLK + 12, a3);
+    const ptrdiff_t cq = (cin + 3) / 4, full = cin / 4;
+    ptrdiff_t b = 0;
+    while (b + 2 <= nblk) DSE_QDOT_PASS(2)
+    if (b < nblk) DSE_QDOT_PASS(1)
+}
+/* Without the dot-product extension (the Pi 4's Cortex-A72): the C16 layout's int16 weights
+ * times each input channel widened to int16, SMLAL/SMLAL2 by lane into int32, four channels
+ * per step, two blocks per pass (8 accumulator chains: SMLAL's latency is 4 on the A72). The
+ * plain C of DSE_QC16_BODY adds the same products; GCC's vectorisation of it spills. */
+#define DSE_QSMLAL_LANE(K, WC, L)                                                                 \
+    {                                                                                              \
+        const int16x8_t w0 = vld1q_s16(WC), w1 = vld1q_s16((WC) + 8);                              \
+        a[4 * (K)] = vmlal_lane_s16(a[4 * (K)], vget_low_s16(w0), xv, L);                          \
+        a[4 * (K) + 1] = vmlal_high_lane_s16(a[4 * (K) + 1], w0, xv, L);                           \
+        a[4 * (K) + 2] = vmlal_lane_s16(a[4 * (K) + 2], vget_low_s16(w1), xv, L);                  \
+        a[4 * (K) + 3] = vmlal_high_lane_s16(a[4 * (K) + 3], w1, xv, L);                           \
     }
+#define DSE_QSMLAL_PASS(NB)                                                                        \
+    {                                                                                              \
+        int32x4_t a[4 * NB];                                                                       \
+        for (int k = 0; k < 4 * NB; k++) a[k] = vdupq_n_s32(0);                                    \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            const int8_t *xj = x[j];                                                               \
+            const int16_t *wj = (const int16_t *)w + b * blk_stride + chunk[j] * cin * DSE_QBLK;   \
+            ptrdiff_t c = 0;                                                                       \
+            for (; c + 4 <= cin; c += 4) {                                                         \
+                int32_t v;                                                                         \
+                memcpy(&v, xj + c, 4);                                                             \
+                const int16x4_t xv = vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(v))));   \
+                for (int k = 0; k < NB; k++) {                                                     \
+                    const int16_t *wc = wj + k * blk_stride + c * DSE_QBLK;                        \
+                    DSE_QSMLAL_LANE(k, wc, 0)                                                      \
+                    DSE_QSMLAL_LANE(k, wc + DSE_QBLK, 1)                                           \
+                    DSE_QSMLAL_LANE(k, wc + 2 * DSE_QBLK, 2)                                       \
+                    DSE_QSMLAL_LANE(k, wc + 3 * DSE_QBLK, 3)                                       \
+                }                                                                                  \
+            }                                                                                      \
+            for (; c < cin; c++) {                                                                 \
+                const int16x4_t xv = vdup_n_s16((int16_t)xj[c]);                                   \
+                for (int k = 0; k < NB; k++)                                                       \
+                    DSE_QSMLAL_LANE(k, wj + k * blk_stride + c * DSE_QBLK, 0)                      \
+            }                                                                                      \
+        }                                                                                          \
+        for (int k = 0; k < 4 * NB; k++)                                                           \
+            vst1q_s32(acc + b * DSE_QBLK + 4 * k, a[k]);                                           \
+        b += NB;                                                                                   \
+    }
+
+static void dse_qgemv_smlal(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
+                            ptrdiff_t cin, const void *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                            int32_t *acc)
+{
+    ptrdiff_t b = 0;
+    while (b + 2 <= nblk) DSE_QSMLAL_PASS(2)
+    if (b < nblk) DSE_QSMLAL_PASS(1)
 }
 #else
 #define DSE_QARM64 0
@@ -566,7 +638,7 @@ static void dse_qrequant_neon(const int32_t *acc, const int32_t *bias, const int
 #endif
 
 static int dse_qpath_cached = -1;
-static int dse_qrequant_scalar = 0;  /* DSE_QKERNELS=scalar: no vector requantization */
+static int dse_qplain = 0;  /* DSE_QKERNELS=scalar: the plain C (aarch64: no NEON intrinsics) */
 
 static int dse_qpath(void)
 {
@@ -596,7 +668,7 @@ static int dse_qpath(void)
 #endif
     if (want && (!strcmp(want, "scalar") || !strcmp(want, "baseline"))) {
         best = DSE_QPATH_C16;
-        dse_qrequant_scalar = 1;  /* aarch64: the plain C requantization too, to test it */
+        dse_qplain = 1;  /* aarch64: the plain C multiply-adds and requantization, to test them */
     }
 #if DSE_QARM64 || DSE_QARM32
     if (want && !strcmp(want, "c16")) best = DSE_QPATH_C16;
@@ -640,7 +712,15 @@ static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t 
 #if DSE_QARM32
     case DSE_QPATH_C16_NEON: dse_qgemv_c16_neon(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
 #endif
-    default: dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc); return;
+    default:
+#if DSE_QARM64
+        if (!dse_qplain) {
+            dse_qgemv_smlal(x, chunk, n, cin, w, nblk, blk_stride, acc);
+            return;
+        }
+#endif
+        dse_qgemv_c16(x, chunk, n, cin, w, nblk, blk_stride, acc);
+        return;
     }
 }
 
@@ -681,7 +761,7 @@ static void dse_qrequant(const int32_t *acc, const int32_t *bias, const int32_t 
     }
 #endif
 #if DSE_QARM64
-    if (dse_qpath() >= 0 && !dse_qrequant_scalar) {  /* dse_qpath() reads DSE_QKERNELS first */
+    if (dse_qpath() >= 0 && !dse_qplain) {  /* dse_qpath() reads DSE_QKERNELS first */
         dse_qrequant_neon(acc, bias, m0, shift, zp, lo, hi, out, n);
         return;
     }
@@ -699,7 +779,8 @@ static const char *dse_qkernel_isa(void)
     case DSE_QPATH_C16_NEON: return "neon (widening multiply-accumulate)";
     default:
 #if defined(__aarch64__)
-        return "neon (widening multiply-accumulate)";
+        return dse_qplain ? "plain C (DSE_QKERNELS=scalar; the compiler's vectorisation)"
+                          : "neon (smlal by lane, 2 blocks)";
 #elif DSE_QX86
         return "sse2 (pmaddwd, 16 outputs)";
 #elif defined(__x86_64__) || defined(__SSE2__)
