@@ -5,7 +5,8 @@
 No board needed: the kernel header (src/deepshift_edge/engine/_gemv.h) is cross-compiled
 with Debian's GCC as the package's build compiles it (-O3 -falign-loops=32, no -march/-mcpu: a wheel runs
 on every board), each innermost loop that does multiply-adds is cut out of the assembly,
-and llvm-mca (LLVM 19) runs it for
+and llvm-mca (LLVM 19) runs it for (the int8 kernels of _qgemv.h too: SDOT, SMLAL, the
+requantization, in a second table)
 
     cortex-a72   the Pi 4's core; peak one 128-bit FMLA (4 multiply-adds) per cycle
     neoverse-n1  stands in for the Pi 5's Cortex-A76 (LLVM 19 models the A76 itself with
@@ -42,6 +43,111 @@ void frames(const float *const *x, ptrdiff_t xs, const ptrdiff_t *woff, ptrdiff_
             int relu)
 { dse_gemv_frames(x, xs, woff, n, clen, w, nblk, bs, nout, nf, out, out2, ooff, shift, relu); }
 """
+
+INT8_DRIVER = r"""
+#include "_qgemv.h"
+#if defined(__aarch64__)
+void q_sdot(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+            ptrdiff_t nblk, ptrdiff_t bs, int32_t *acc)
+{ dse_qgemv_dotprod(x, chunk, n, cin, w, nblk, bs, acc); }
+void q_smlal(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+             ptrdiff_t nblk, ptrdiff_t bs, int32_t *acc)
+{ dse_qgemv_smlal(x, chunk, n, cin, w, nblk, bs, acc); }
+void requant_neon(const int32_t *acc, const int32_t *bias, const int32_t *m0, const int32_t *sh, int32_t zp,
+                  int32_t lo, int32_t hi, int8_t *out, ptrdiff_t n)
+{ dse_qrequant_neon(acc, bias, m0, sh, zp, lo, hi, out, n); }
+#else
+void q_c16_neon(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+                ptrdiff_t nblk, ptrdiff_t bs, int32_t *acc)
+{ dse_qgemv_c16_neon(x, chunk, n, cin, w, nblk, bs, acc); }
+#endif
+void q_plain(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin, const void *w,
+             ptrdiff_t nblk, ptrdiff_t bs, int32_t *acc)
+{ dse_qgemv_c16(x, chunk, n, cin, w, nblk, bs, acc); }
+void requant_plain(const int32_t *acc, const int32_t *bias, const int32_t *m0, const int32_t *sh, int32_t zp,
+                   int32_t lo, int32_t hi, int8_t *out, ptrdiff_t n)
+{ dse_qrequant_base(acc, bias, m0, sh, zp, lo, hi, out, n); }
+"""
+
+# int8 multiply-add instructions: (regex, multiply-adds each)
+INT8_MACS = [(re.compile(r"^\s*sdot\s+v\d+\.4s"), 16), (re.compile(r"^\s*smlal2?\s+v\d+\.4s"), 4),
+             (re.compile(r"^\s*vmlal\.s16\s+q"), 4), (re.compile(r"^\s*vmull\.s16\s+q"), 4)]
+# int8 peaks, multiply-adds per cycle: A72 one 128-bit SMLAL (4); N1 two SDOT (32), one SMLAL (4)
+INT8_PEAKS = {("cortex-a72", "smlal"): 4, ("neoverse-n1", "sdot"): 32, ("neoverse-n1", "smlal"): 4}
+INT8_NOTES = """The armv7 NEON clone (dse_qgemv_c16_neon: the plain C compiled with target("fpu=neon"),
+chosen where HWCAP_NEON says so) is vectorised by GCC along the channels (VMULL.S16, VUZP,
+VPADD) and spills (a 952-byte frame): a fraction of the A72's SMLAL peak. NEON intrinsics on
+armhf need arm_neon.h in a build whose baseline has no NEON (GCC 12 accepts it under
+#pragma GCC target("fpu=neon"); the manylinux armv7l compilers were not checked): left."""
+
+
+def int8_macs(body) -> tuple:
+    macs, kind = 0, None
+    for x in body:
+        for rx, n in INT8_MACS:
+            if rx.match(x):
+                macs += n
+                kind = "sdot" if n == 16 else "smlal"
+    return macs, kind
+
+
+def int8_rows(mca_bin, engine, tmp, cflags):
+    """The int8 kernels' inner loops (aarch64: SDOT, SMLAL by lane, the plain C; the
+    requantization per output, plain C vs NEON; armv7: the NEON clone of the plain C)."""
+    drv = os.path.join(tmp, "qdrv.c")
+    with open(drv, "w") as fh:
+        fh.write(INT8_DRIVER)
+    rows = []
+    for target in ("aarch64", "armv7 (armhf default)"):
+        cc, flags, triple = TARGETS[target]
+        asm_path = os.path.join(tmp, "q_" + re.sub(r"\W+", "_", target) + ".s")
+        subprocess.run([cc, "-O3", "-falign-loops=32", "-S", "-I", engine, *flags, *cflags.split(), drv,
+                        "-o", asm_path], check=True)
+        for func, label, body in loops_of(open(asm_path).read()):
+            macs, kind = int8_macs(body)
+            outs = sum(1 for x in body if re.match(r"^\s*strb\b", x)) + \
+                8 * sum(1 for x in body if re.match(r"^\s*(str\s+d\d+|st1\s+\{v\d+\.8b\})", x))
+            if "requant" in func and outs:
+                what = f"{func}: {outs} output{'s' * (outs > 1)} per iteration"
+            elif macs and ("q_" in func or "qgemv" in func):
+                what = f"{func}: {macs} multiply-adds per iteration"
+            else:
+                continue
+            for cpu in CORES:
+                if target != "aarch64" and cpu != "cortex-a72":
+                    continue
+                if kind == "sdot" and cpu == "cortex-a72":
+                    continue  # the A72 has no dot-product instructions
+                cyc, warn = mca(mca_bin, triple, cpu, body)
+                rows.append(dict(target=target, kernel=what, cpu=cpu, insns=len(body), macs=macs, outs=outs,
+                                 kind=kind, cycles=cyc, warn=warn))
+    return rows
+
+
+def int8_lines(rows):
+    lines = ["", "## int8 kernels", "",
+             "Multiply-add loops: cycles per iteration and the fraction of the core's int8 peak (A72: one "
+             "128-bit SMLAL per cycle, 4 multiply-adds; N1: two SDOT, 32; one SMLAL, 4). Requantization "
+             "loops: cycles per output.", "",
+             "| target | inner loop | core | insns | cycles / iter | per multiply-add or output | of peak |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["cycles"] is None:
+            lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | failed: {r['warn']} | | |")
+            continue
+        if r["outs"] and not r["macs"]:
+            lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | {r['cycles']:.2f} | "
+                         f"{r['cycles'] / r['outs']:.2f} cycles / output | |")
+            continue
+        peak = INT8_PEAKS.get((r["cpu"], r["kind"]))
+        share = f"{r['macs'] / r['cycles'] / peak:.0%}" if peak else ""
+        lines.append(f"| {r['target']} | {r['kernel']} | {r['cpu']} | {r['insns']} | {r['cycles']:.2f} | "
+                     f"{r['cycles'] / r['macs']:.3f} cycles / multiply-add | {share} |")
+    lines += ["", "Rows below 80% are remainders (the last odd block of 16 outputs, the 1-3 channels past the "
+              "last whole quad, each requantization's scalar tail of fewer than 8 outputs) and the plain C "
+              "that DSE_QKERNELS=scalar keeps for the tests.", "", INT8_NOTES]
+    return lines
+
 
 # name: (compiler, extra flags, llvm-mca triple)
 TARGETS = {
@@ -100,7 +206,14 @@ def lanes(insn: str) -> int:
 
 
 def inner_loops(asm: str):
-    """(function, label, body lines) of every innermost loop with multiply-adds."""
+    """(function, label, body lines) of every innermost loop with float multiply-adds."""
+    for func, label, body in loops_of(asm):
+        if any(FMA.match(x) for x in body):
+            yield func, label, body
+
+
+def loops_of(asm: str):
+    """(function, label, body lines) of every innermost loop."""
     lines = asm.splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := LABEL.match(line))}
     loops = []
@@ -113,8 +226,6 @@ def inner_loops(asm: str):
             continue  # not innermost
         body = [x.strip() for x in lines[i + 1:j + 1]
                 if x.strip() and not x.strip().startswith((".", "//", "@")) and not LABEL.match(x)]
-        if not any(FMA.match(x) for x in body):
-            continue
         if any(re.match(r"(ret|pop|bx\s+lr)\b", x) or "x29, x30" in x for x in body):
             continue  # not a loop: blocks laid out between a label and a later branch back to it
         k = i
@@ -213,6 +324,8 @@ def main(argv=None):
                      f"{r['cycles']:.2f} | {cpm:.3f} | {1 / r['peak']:.3f} | "
                      f"{100 / r['peak'] / cpm:.0f}%{' (' + r['warn'] + ')' if r['warn'] else ''} |")
     lines += ["", NOTES]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines += int8_lines(int8_rows(mca_bin, args.engine, tmp, args.cflags))
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
