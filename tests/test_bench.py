@@ -176,13 +176,29 @@ def test_cli_bench_writes_json(tmp_path):
 @pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "bench", "run.py")),
                     reason="bench/ is not shipped in the sdist or to wheel tests")
 def test_bench_script_quick_run(tmp_path):
+    # the int8 section (a child process per kernel path) has a test of its own below: together
+    # they took longer than this timeout under an emulated ARM root
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--only", "tiny",
-                           "--no-sweep", "--columns", "recompute", "--out", str(tmp_path)],
+                           "--no-sweep", "--no-int8", "--columns", "recompute", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["push_many"]["tiny"]["ratio"] > 0
     assert (tmp_path / "results.md").read_text().startswith("# deepshift_edge benchmark")
+
+
+def test_bench_int8_section_runs_every_path(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    import run
+    runs = run.int8_section(["tiny"], 50, 1)
+    assert set(runs) == {"default", *run.INT8_PATHS}
+    for path, r in runs.items():
+        assert "models" in r, (path, r)
+        m = r["models"]["tiny"]
+        assert m["int8_push_us"] > 0 and m["fp32_push_us"] > 0
+        assert m["int8_ring_bytes"] < m["fp32_ring_bytes"]
+    lines = "\n".join(run.int8_lines(runs))
+    assert "| tiny |" in lines and "int8 kernels picked here" in lines
 
 
 def test_jitter_finds_a_periodic_slow_frame():
