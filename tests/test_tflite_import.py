@@ -338,6 +338,71 @@ def test_random_models_round_trip_through_to_tflite(data):
     assert np.abs(got - np.array(rows)).max() <= 1e-4 * scale + 1e-7
 
 
+# ----------------------------------------------------------------------------- PyTorch via litert-torch
+_LT = {}
+
+
+def litert_torch_file(name):
+    """tests/families.py's PyTorch module `name` converted by litert-torch: (family, .tflite bytes, module)."""
+    lt = pytest.importorskip("litert_torch")
+    torch = pytest.importorskip("torch")
+    import tempfile
+    import families as FM
+    if name not in _LT:
+        f = FM.FAMILIES[name]
+        fs = (f.in_features,) if isinstance(f.in_features, int) else tuple(f.in_features)
+        module = FM.build(name)
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            warnings.simplefilter("ignore")
+            em = lt.convert(module, (torch.zeros((1,) + fs + (f.window,)),))
+            em.export(os.path.join(tmp, "m.tflite"))
+            with open(os.path.join(tmp, "m.tflite"), "rb") as fh:
+                _LT[name] = (f, fh.read(), module)
+    return _LT[name]
+
+
+# PyTorch families (channels first, time last) that litert-torch converts; its graphs keep the
+# module's (1, C, T) / (1, C, F, T) input and transpose to NHWC inside.
+LITERT_TORCH = ["har_cnn", "bai_tcn", "wavenet", "tc_resnet", "ds_cnn", "matchboxnet", "crnn_front",
+                "causal_gap", "halfk_stack", "bai_tcn_seq"]
+
+
+@pytest.mark.parametrize("name", LITERT_TORCH)
+def test_litert_torch_models_match_litert_and_torch(name):
+    torch = pytest.importorskip("torch")
+    f, blob, module = litert_torch_file(name)
+    rank = 3 if isinstance(f.in_features, int) else 4
+    model = dse.from_tflite(blob, time_axis=rank - 1, channels_axis=1 if rank == 4 else None)
+    x = frames(model, 12, seed=7)
+    got = model.stream().push_many(x).reshape(len(x) - model.window + 1, -1)
+    it = litert(blob)
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    theirs, want = [], []
+    for i in range(len(got)):
+        win = np.ascontiguousarray(np.moveaxis(x[i:i + model.window], 0, -1)[None])
+        it.set_tensor(inp["index"], win)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        with torch.no_grad():
+            t = module(torch.from_numpy(win)).numpy()
+        if f.per_position:  # a sequence model: the newest position of the window
+            y, t = y[..., -1], t[..., -1]
+        theirs.append(y.reshape(-1))
+        want.append(t.reshape(-1))
+    theirs, want = np.array(theirs, np.float64), np.array(want, np.float64)
+    scale = float(np.abs(want).max())
+    assert np.abs(got - theirs).max() <= 1e-5 * scale, f"{name}: vs LiteRT {np.abs(got - theirs).max():.3g}"
+    assert np.abs(got - want).max() <= 1e-5 * scale, f"{name}: vs torch {np.abs(got - want).max():.3g}"
+
+
+@pytest.mark.parametrize("name, op", [("pytorch_tcn_skips", "Concat"), ("eegnet", "GREATER_EQUAL")])
+def test_litert_torch_refusals_are_named(name, op):
+    f, blob, _ = litert_torch_file(name)
+    with pytest.raises(dse.ModelFormatError, match=op):
+        dse.from_tflite(blob, time_axis=2 if isinstance(f.in_features, int) else 3,
+                        channels_axis=None if isinstance(f.in_features, int) else 1)
+
+
 # ----------------------------------------------------------------------------- the table
 def _median_us(fn, n):
     times = []
