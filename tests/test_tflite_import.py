@@ -281,6 +281,18 @@ def test_not_a_tflite_file():
         dse.from_tflite("/nonexistent/model.tflite")
 
 
+@pytest.mark.parametrize("kw, match", [(dict(window=0), "window must be an integer"),
+                                       (dict(window="64"), "window must be an integer"),
+                                       (dict(time_axis="t"), "time_axis must be an axis index"),
+                                       (dict(time_axis=0), "time_axis 0"),
+                                       (dict(channels_axis=1.5), "channels_axis must be")])
+def test_bad_arguments_say_what_was_expected(kw, match):
+    with pytest.raises(dse.ModelFormatError, match=match):
+        dse.from_tflite(path("ds_cnn_float" if "channels_axis" in kw else "tcn_float"), **kw)
+    with pytest.raises(dse.ModelFormatError, match="a path or the file's bytes, got int"):
+        dse.from_tflite(3)
+
+
 def test_cli_converts_a_tflite_file(tmp_path, capsys):
     from deepshift_edge.__main__ import main
     out = tmp_path / "m.npz"

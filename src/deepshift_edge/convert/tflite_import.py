@@ -48,6 +48,8 @@ _RECURRENT = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "BI
 MAX_FILE = 1 << 30          # bytes of a .tflite file
 MAX_TENSOR = 1 << 25        # elements of any tensor (matches the .npz format's parameter budget)
 MAX_RANK = 6
+MAX_TENSORS = 1 << 20       # tensors of the graph
+MAX_OPS = 1 << 16           # operators of the graph (a converted model has at most 4096 nodes)
 
 # TensorType -> numpy dtype (the types a CNN file holds; others are refused by name)
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_,
@@ -189,7 +191,7 @@ class _File:
                 name = f"CUSTOM {_text(c.CustomCode())!r}"
             self.codes.append(name)
         ntensors = g.TensorsLength()
-        if ntensors < 0 or ntensors > n // 4:
+        if ntensors < 0 or ntensors > min(n // 4, MAX_TENSORS):
             raise ModelFormatError(f"TFLite file: {ntensors} tensors in a file of {n} bytes")
         self.tensors: List[_Tensor] = []
         for i in range(ntensors):
@@ -261,7 +263,7 @@ class _File:
         self.inputs = self._indices(_vec(g, "Inputs", n), "graph input")
         self.outputs = self._indices(_vec(g, "Outputs", n), "graph output")
         nops = g.OperatorsLength()
-        if nops < 0 or nops > n // 4:
+        if nops < 0 or nops > min(n // 4, MAX_OPS):
             raise ModelFormatError(f"TFLite file: {nops} operators in a file of {n} bytes")
         self.ops: List[_Op] = []
         for i in range(nops):
@@ -292,15 +294,17 @@ class _File:
 
 
 def _read(model) -> bytes:
+    import os
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
-    else:
-        import os
+    elif isinstance(model, (str, os.PathLike)):
         size = os.path.getsize(model)
         if size > MAX_FILE:
             raise ModelFormatError(f"{model}: {size} bytes; TFLite files above {MAX_FILE} bytes are refused")
         with open(model, "rb") as fh:
             data = fh.read()
+    else:
+        raise ModelFormatError(f"from_tflite takes a path or the file's bytes, got {type(model).__name__}")
     if len(data) > MAX_FILE:
         raise ModelFormatError(f"TFLite model of {len(data)} bytes; above {MAX_FILE} bytes it is refused")
     return data
@@ -494,11 +498,11 @@ class _Translator:
             # A flat input that the first op reshapes to (1, T, C) or (1, T, F, C) (Edge Impulse),
             # perhaps after the QUANTIZE of a full-integer file.
             flat, q_op = i, None
-            readers = [op for op in f.ops if flat in op.inputs]
+            readers = self.readers.get(flat, [])
             if len(readers) == 1 and readers[0].name == "QUANTIZE":
                 q_op = readers[0]
                 flat = q_op.outputs[0]
-                readers = [op for op in f.ops if flat in op.inputs]
+                readers = self.readers.get(flat, [])
             shape_ops = [op for op in readers if op.name == "SHAPE"]
             res = [op for op in readers if op.name == "RESHAPE"]
             if len(res) == 1 and len(res) + len(shape_ops) == len(readers):
@@ -576,6 +580,10 @@ class _Translator:
                 raise _fail(op, f"unsupported op {op.name!r}{why}; supported: {', '.join(SUPPORTED_OPS)}")
         if any(t.dtype in (np.int8, np.uint8) and t.data is None for t in f.tensors):
             self.quantized = True
+        self.readers: Dict[int, list] = {}
+        for op in f.ops:
+            for j in set(op.inputs):
+                self.readers.setdefault(j, []).append(op)
         self.graph_input()
         self.pairs = self._dilated_pairs()
         for op in f.ops:
@@ -668,10 +676,7 @@ class _Translator:
         """SPACE_TO_BATCH_ND -> [EXPAND_DIMS] -> CONV_2D / DEPTHWISE_CONV_2D -> [RESHAPE/SQUEEZE] ->
         BATCH_TO_SPACE_ND: how TensorFlow writes a dilated Conv1D. {s2b op: (conv op, b2s op)}."""
         f = self.f
-        readers: Dict[int, list] = {}
-        for op in f.ops:
-            for j in op.inputs:
-                readers.setdefault(j, []).append(op)
+        readers = self.readers
         pairs = {}
         for op in f.ops:
             if op.name != "SPACE_TO_BATCH_ND":
@@ -1043,7 +1048,7 @@ class _Translator:
         read it (directly, or through a SPLIT over channels: to_tflite's grouped convs)."""
         if i in self.f.outputs or depth > 2:
             return False
-        readers = [o for o in self.f.ops if i in o.inputs]
+        readers = self.readers.get(i, [])
         if not readers:
             return False
         for o in readers:
@@ -1233,6 +1238,13 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
     from .onnx_import import _annotate, _from_onnx
     from .onnx_qdq import _convert as _convert_qdq
 
+    from ..formats.npz import LIMITS
+    if window is not None and (not isinstance(window, (int, np.integer)) or isinstance(window, bool)
+                               or not 1 <= window <= LIMITS["window"]):
+        raise ModelFormatError(f"window must be an integer in 1..{LIMITS['window']}, got {window!r}")
+    for what, axis in (("time_axis", time_axis), ("channels_axis", channels_axis)):
+        if axis is not None and (not isinstance(axis, (int, np.integer)) or isinstance(axis, bool)):
+            raise ModelFormatError(f"{what} must be an axis index of the input, got {axis!r}")
     data = _read(model)
     try:
         f = _File(data)
