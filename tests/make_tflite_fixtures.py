@@ -24,6 +24,7 @@ activations, which from_tflite refuses). ``manifest.json`` records the TensorFlo
 * ``tcn``: a TCN written in Keras (keras-tcn's residual block: two causal dilated Conv1D +
   ReLU, a 1x1 conv on the skip when the channels change, Add, ReLU; dilations 1, 2, 4; the
   last time step, ``x[:, -1, :]``, then Dense).
+* ``keras_ops``: the other Keras layers sensor models are made of, in one graph (see its docstring).
 """
 import json
 import os
@@ -97,6 +98,26 @@ def tcn(T=48, C=3, classes=5, ch=12, k=3, dilations=(1, 2, 4)):
     return keras.Model(x, layers.Dense(classes)(h)), (T, C)
 
 
+def keras_ops(T=40, C=4, classes=3):
+    """Not a published architecture: the other Keras layers a sensor model is made of, in one
+    graph (a BatchNorm on the input, strided 'same' conv with ReLU6, SeparableConv1D, a gated
+    tanh * sigmoid branch of causal convs, Concatenate, a Dense applied per frame, hard swish,
+    'same' average pooling, GlobalAveragePooling1D)."""
+    x = keras.Input((T, C))
+    h = layers.BatchNormalization()(x)
+    h = layers.Conv1D(8, 5, strides=2, padding="same")(h)
+    h = layers.ReLU(max_value=6.0)(h)
+    h = layers.SeparableConv1D(8, 3, padding="same", activation="relu")(h)
+    a = layers.Conv1D(8, 3, padding="causal", activation="tanh")(h)
+    b = layers.Conv1D(8, 3, padding="causal", activation="sigmoid")(h)
+    h = layers.Concatenate()([h, layers.Multiply()([a, b])])
+    h = layers.Dense(6)(h)
+    h = layers.Activation("hard_swish")(h)
+    h = layers.AveragePooling1D(2, padding="same")(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    return keras.Model(x, layers.Dense(classes)(h)), (T, C)
+
+
 def convert(model, shape, int8, rng, int8_io=False, dynamic=False):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if dynamic:  # dynamic range: int8 weights, float activations (refused by from_tflite)
@@ -117,7 +138,7 @@ def convert(model, shape, int8, rng, int8_io=False, dynamic=False):
 def main(out):
     os.makedirs(out, exist_ok=True)
     manifest = {"tensorflow": tf.__version__, "script": "tests/make_tflite_fixtures.py", "files": {}}
-    for k, build in enumerate([har_cnn, ds_cnn, ei_conv1d, tcn]):
+    for k, build in enumerate([har_cnn, ds_cnn, ei_conv1d, tcn, keras_ops]):
         tf.keras.utils.set_random_seed(k)
         rng = np.random.default_rng(k)
         model, shape = build()

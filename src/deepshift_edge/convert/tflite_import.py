@@ -37,11 +37,11 @@ SUPPORTED_OPS = (
     "FULLY_CONNECTED", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "ADD", "SUB", "MUL", "CONCATENATION",
     "SPLIT", "SPLIT_V", "PAD", "PADV2", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "SOFTMAX", "LOGISTIC",
     "TANH", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "HARD_SWISH", "GELU", "EXP", "LOG",
-    "QUANTIZE", "DEQUANTIZE", "SHAPE", "PACK", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND",
+    "QUANTIZE", "DEQUANTIZE", "SHAPE", "PACK", "GATHER", "REDUCE_PROD", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND",
 )
 # Ops evaluated at conversion when every input is a constant (shape arithmetic).
 _FOLDABLE = ("SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
-             "DEQUANTIZE", "SLICE", "TRANSPOSE", "ADD", "SUB", "MUL")
+             "DEQUANTIZE", "SLICE", "TRANSPOSE", "ADD", "SUB", "MUL", "GATHER", "REDUCE_PROD")
 _RECURRENT = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_LSTM",
               "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "RNN", "SVDF", "WHILE", "CALL_ONCE", "VAR_HANDLE")
 
@@ -643,6 +643,16 @@ class _Translator:
             r = a[0][tuple(slice(int(x), None if int(y) < 0 else int(x) + int(y)) for x, y in zip(b, s))]
         elif n == "STRIDED_SLICE":
             r = self.strided_const(a, o)
+        elif n == "GATHER":
+            axis = int(o.get("Axis", 0))
+            if not -a[0].ndim <= axis < max(a[0].ndim, 1) or (a[1] < -a[0].shape[axis]).any() or \
+                    (a[1] >= a[0].shape[axis]).any():
+                raise _fail(op, f"gather of indices {a[1].reshape(-1)[:8].tolist()} along axis {axis} of a "
+                                f"constant of shape {list(a[0].shape)}")
+            r = np.take(a[0], a[1].astype(np.int64), axis=axis)
+        elif n == "REDUCE_PROD":
+            axes = tuple(int(v) % max(a[0].ndim, 1) for v in a[1].reshape(-1)) if a[0].ndim else ()
+            r = np.prod(a[0].astype(np.int64), axis=axes, keepdims=bool(o.get("KeepDims", False)))
         elif n in ("ADD", "SUB", "MUL"):
             if any(self.t(j).quantized for j in ins):
                 return False
@@ -856,8 +866,10 @@ class _Translator:
     def op_SUM(self, op):
         self.reduce(op, "ReduceSum")
 
-    def op_FULLY_CONNECTED(self, op):
-        x_i = op.inputs[0]
+    def op_FULLY_CONNECTED(self, op, x_i=None, out_i=None):
+        """(x_i, out_i: the (1, T, C) tensor a batch-merging RESHAPE fed it, and the tensor the
+        RESHAPE back to (1, T, O) writes: a Dense applied per frame, Keras 3's spelling.)"""
+        x_i = op.inputs[0] if x_i is None else x_i
         x_t = self.t(x_i)
         w_i = op.inputs[1] if len(op.inputs) > 1 else -1
         w = self.const(w_i, "weights")
@@ -880,7 +892,7 @@ class _Translator:
             raise _fail(op, f"weights of type {wt.type_name} in a float model (dynamic-range quantization) do not "
                             f"convert; use float or full integer quantization")
         x = self.val(x_i)
-        per_frame = len(shape) == 3 and (op.opts.get("KeepNumDims", False) or shape[1] == 1)
+        per_frame = len(shape) == 3 and (op.opts.get("KeepNumDims", False) or shape[1] == 1 or out_i is not None)
         if len(shape) == 3 and not per_frame and int(np.prod(shape[:-1])) != 1:
             raise _fail(op, f"an input of shape {x_t.shape} without keep_num_dims: TFLite flattens it to "
                             f"({int(np.prod(shape[:-1]))}, {n_in}) rows, which do not stream")
@@ -898,7 +910,7 @@ class _Translator:
             wn = self.dq_const(w, wt, axis=0) if q else self.init(w.astype(np.float32), "w")
             ins = [x, wn] + ([self.val(b_i)] if b_i >= 0 else [])
             y = self.node("Gemm", ins, transB=1)
-        self.bind(op.outputs[0], y, self.fused())
+        self.bind(op.outputs[0] if out_i is None else out_i, y, self.fused())
 
     def reshape_to(self, x_i, out_shape):
         x = self.val(x_i)
@@ -919,18 +931,50 @@ class _Translator:
             return self.node("Squeeze", [x, self.init(np.array(rem, np.int64))])
         return self.node("Reshape", [x, self.init(np.array(dst, np.int64))])
 
+    def target_shape(self, op, src):
+        """What a RESHAPE's shape input computes (its -1 resolved) for an input of shape src."""
+        want = self.const(op.inputs[1], "shape").astype(np.int64).reshape(-1).tolist()
+        if want.count(-1) > 1 or len(want) > MAX_RANK or any(d < -1 for d in want):
+            raise _fail(op, f"shape {want}")
+        if -1 in want:
+            rest = int(np.prod([d for d in want if d != -1]))
+            if rest <= 0 or int(np.prod(src)) % rest:
+                raise _fail(op, f"shape {want} for an input of shape {src}")
+            want[want.index(-1)] = int(np.prod(src)) // rest
+        return want
+
+    def per_frame_dense(self, op, src) -> bool:
+        """RESHAPE (1, T, C) -> (T, C) -> FULLY_CONNECTED -> RESHAPE (T, O) -> (1, T, O): Keras 3's
+        Dense on a sequence (the frames as rows). Converted as one per-frame Dense."""
+        want = self.target_shape(op, src)
+        if len(src) != 3 or want != [src[1], src[2]] or src[1] == 1:
+            return False
+        r1 = self.readers.get(op.outputs[0], [])
+        if len(r1) != 1 or r1[0].name != "FULLY_CONNECTED" or r1[0].inputs[0] != op.outputs[0]:
+            return False
+        fc = r1[0]
+        r2 = self.readers.get(fc.outputs[0], [])
+        if len(r2) != 1 or r2[0].name != "RESHAPE" or len(r2[0].inputs) < 2 or r2[0].inputs[1] not in self.consts:
+            return False
+        back = r2[0]
+        w = self.consts.get(fc.inputs[1]) if len(fc.inputs) > 1 else None
+        if w is None or w.ndim != 2 or self.target_shape(back, [src[1], w.shape[0]]) != [1, src[1], w.shape[0]]:
+            return False
+        self.skip.update((fc.index, back.index))
+        self.op = fc
+        self.op_FULLY_CONNECTED(fc, x_i=op.inputs[0], out_i=back.outputs[0])
+        self.op = op
+        return True
+
     def op_RESHAPE(self, op):
         out_shape = list(self.t(op.outputs[0]).shape)
         if op.name == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
-            want = self.const(op.inputs[1], "shape").astype(np.int64).reshape(-1).tolist()
             src = [1] + list(self.t(op.inputs[0]).shape[1:])
-            if want.count(-1) > 1 or len(want) != len(out_shape):
+            if self.per_frame_dense(op, src):
+                return
+            want = self.target_shape(op, src)
+            if len(want) != len(out_shape):
                 raise _fail(op, f"shape {want} for an output of shape {out_shape}")
-            if -1 in want:
-                rest = int(np.prod([d for d in want if d != -1]))
-                if rest <= 0 or int(np.prod(src)) % rest:
-                    raise _fail(op, f"shape {want} for an input of shape {src}")
-                want[want.index(-1)] = int(np.prod(src)) // rest
             if want[1:] != out_shape[1:]:
                 raise _fail(op, f"its shape input computes {want}, the file says the output is {out_shape}")
         self.bind(op.outputs[0], self.reshape_to(op.inputs[0], out_shape))
@@ -1206,6 +1250,12 @@ class _Translator:
 
     def op_SHAPE(self, op):
         raise _fail(op, "the shape of a tensor that is not computed from the input")
+
+    def op_GATHER(self, op):
+        raise _fail(op, "gathers from a computed tensor (only shape arithmetic, on constants, converts)")
+
+    def op_REDUCE_PROD(self, op):
+        raise _fail(op, "a product over a computed tensor (only shape arithmetic, on constants, converts)")
 
     def op_PACK(self, op):
         raise _fail(op, "packs computed tensors (only shape arithmetic, on constants, converts)")
