@@ -25,6 +25,7 @@ activations, which from_tflite refuses). ``manifest.json`` records the TensorFlo
   ReLU, a 1x1 conv on the skip when the channels change, Add, ReLU; dilations 1, 2, 4; the
   last time step, ``x[:, -1, :]``, then Dense).
 * ``keras_ops``: the other Keras layers sensor models are made of, in one graph (see its docstring).
+* ``conv2d_stereo``: a 2-D CNN on a two-channel (T, F, 2) input (frames are pushed as (C, F)).
 """
 import json
 import os
@@ -118,6 +119,17 @@ def keras_ops(T=40, C=4, classes=3):
     return keras.Model(x, layers.Dense(classes)(h)), (T, C)
 
 
+def conv2d_stereo(T=20, F=8, C=2, classes=3):
+    """A 2-D CNN on a two-channel (T, F) input (e.g. two microphones' spectrograms): Conv2D
+    'same' + ReLU, MaxPooling2D, a strided Conv2D, GlobalAveragePooling2D, Dense."""
+    x = keras.Input((T, F, C))
+    h = layers.Conv2D(6, (3, 3), padding="same", activation="relu")(x)
+    h = layers.MaxPooling2D((2, 2))(h)
+    h = layers.Conv2D(6, (3, 3), strides=(1, 2), activation="relu")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(x, layers.Dense(classes)(h)), (T, F, C)
+
+
 def convert(model, shape, int8, rng, int8_io=False, dynamic=False):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if dynamic:  # dynamic range: int8 weights, float activations (refused by from_tflite)
@@ -138,7 +150,7 @@ def convert(model, shape, int8, rng, int8_io=False, dynamic=False):
 def main(out):
     os.makedirs(out, exist_ok=True)
     manifest = {"tensorflow": tf.__version__, "script": "tests/make_tflite_fixtures.py", "files": {}}
-    for k, build in enumerate([har_cnn, ds_cnn, ei_conv1d, tcn, keras_ops]):
+    for k, build in enumerate([har_cnn, ds_cnn, ei_conv1d, tcn, keras_ops, conv2d_stereo]):
         tf.keras.utils.set_random_seed(k)
         rng = np.random.default_rng(k)
         model, shape = build()
