@@ -142,10 +142,14 @@ def test_float_families_match_litert_on_every_window(family):
                                    atol=1e-6 * scale)
 
 
-def test_float_window_other_than_the_files():
+def test_window_other_than_the_files():
     """The TCN (causal convolutions, last time step) does not depend on the window length."""
     model = dse.from_tflite(path("tcn_float"), window=64)
     assert model.window == 64
+    qm = dse.from_tflite(path("tcn_int8"), window=64)
+    assert isinstance(qm, dse.QuantizedModel) and qm.window == 64
+    x = frames(qm, 3)
+    np.testing.assert_array_equal(qm.stream().push_many(x), qm.forward_dequantized(x))
     with pytest.raises(dse.ModelFormatError, match="RESHAPE|Reshape|shape"):
         dse.from_tflite(path("har_cnn_float"), window=80)  # Flatten + Dense: the file's 64 only
 

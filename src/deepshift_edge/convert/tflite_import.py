@@ -104,7 +104,7 @@ class _Op:
 
 
 def _fail(op, msg) -> ModelFormatError:
-    return ModelFormatError(f"TFLite {op.label()}: {msg}")
+    return ModelFormatError(f"TFLite {op.label() if op is not None else 'graph input'}: {msg}")
 
 
 def _vec(obj, field: str, limit: int) -> np.ndarray:
