@@ -475,3 +475,44 @@ def mutate_onnx(data: bytes, rnd: random.Random) -> tuple:
     elif kind == "drop-node" and len(g.node):
         del g.node[rnd.randrange(len(g.node))]
     return f"onnx-{kind}", m.SerializeToString()
+
+
+# ---------------------------------------------------------------------------- .tflite files
+def tflite_seeds() -> dict:
+    """name -> bytes of a valid .tflite window network: the Keras-built fixtures of
+    tests/data/tflite (float and full integer) and two of our own to_tflite exports."""
+    import os
+
+    import deepshift_edge as dse
+    from deepshift_edge.convert.tflite_export import to_tflite
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tflite")
+    seeds = {}
+    for name in ("ei_conv1d_int8", "ei_conv1d_float", "tcn_int8", "ds_cnn_int8"):
+        with open(os.path.join(here, name + ".tflite"), "rb") as fh:
+            seeds[name] = fh.read()
+    rng = np.random.default_rng(0)
+    m = dse.Sequential([dse.Conv1d(3, 4, 3, padding="causal"), dse.ReLU(), dse.MaxPool1d(2),
+                        dse.Conv1d(4, 4, 3, groups=2), dse.GlobalAvgPool(), dse.Linear(4, 2), dse.Softmax()],
+                       in_features=3, window=16)
+    for layer in m.layers:
+        for k, v in layer.params().items():
+            setattr(layer, k, rng.standard_normal(v.shape).astype(np.float32))
+    seeds["own-1d"] = to_tflite(m)
+    m2 = dse.Sequential([dse.Conv2d(1, 3, (3, 3), padding=(1, 1)), dse.Tanh(), dse.Flatten(), dse.Linear(3 * 4 * 8, 2)],
+                        in_features=(1, 4), window=8)
+    seeds["own-2d"] = to_tflite(m2)
+    return seeds
+
+
+def mutate_tflite(data: bytes, rnd: random.Random) -> tuple:
+    """(mutator name, mutant) for a valid .tflite file: bytes, or hostile 32-bit words (offsets,
+    vector lengths, indices, shape entries) written over aligned words of the flatbuffer."""
+    if rnd.random() < 0.5:
+        return "bytes", mutate_bytes(data, rnd)
+    raw = bytearray(data)
+    for _ in range(rnd.choice([1, 1, 2, 4])):
+        i = rnd.randrange(max(1, len(raw) // 4)) * 4
+        value = rnd.choice([0, 1, 2, 3, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, 0xFFFF, 64, 1 << 20,
+                            rnd.randrange(1 << 32), len(raw), len(raw) - 4])
+        raw[i:i + 4] = int(value).to_bytes(4, "little")
+    return "words", bytes(raw)

@@ -5,7 +5,8 @@
   address space is capped (RLIMIT_AS), so an allocation without bound shows up as a
   MemoryError finding instead of swapping the machine; a per-file alarm catches hangs.
   A mutant that loads must stream.
-* ``dse.from_onnx`` on mutated ONNX graphs, the same way.
+* ``dse.from_onnx`` on mutated ONNX graphs, the same way; ``dse.from_tflite`` on mutated .tflite
+  files (ModelFormatError only).
 * atheris (coverage-guided) over ``dse.load`` when atheris is installed.
 * the stream API with random shapes, dtypes (float16/int/bool/complex/object/str/
   datetime/big-endian), non-contiguous, Fortran-ordered and read-only arrays, lists,
@@ -14,7 +15,7 @@
   float32 array (checked against a twin stream), or raises a documented exception and
   leaves ``stream.state()`` exactly as it was.
 
-The worker: ``python tests/test_fuzz.py worker {load,onnx} SEED ITERATIONS [--big]
+The worker: ``python tests/test_fuzz.py worker {load,onnx,tflite} SEED ITERATIONS [--big]
 [--mem-mb N]`` prints a JSON summary (iterations, outcomes per mutator, findings).
 """
 from __future__ import annotations
@@ -54,9 +55,14 @@ def worker(kind: str, seed: int, iterations: int, big: bool, mem_mb: int) -> dic
     import warnings
     import traceback
     import deepshift_edge as dse
-    from fuzz_corpus import model_seeds, mutate_model_file, mutate_onnx, onnx_seeds
+    from fuzz_corpus import model_seeds, mutate_model_file, mutate_onnx, mutate_tflite, onnx_seeds, tflite_seeds
     warnings.simplefilter("ignore")
-    if kind == "onnx":
+    if kind == "tflite":
+        import onnx  # noqa: F401  imported before the cap
+        import tflite  # noqa: F401
+        seeds, mutate, allowed = tflite_seeds(), mutate_tflite, (dse.ModelFormatError,)
+        load = dse.from_tflite
+    elif kind == "onnx":
         import onnx  # noqa: F401  imported before the cap
         seeds, mutate, allowed = onnx_seeds(), mutate_onnx, (dse.ModelFormatError, dse.ModelError)
         load = dse.from_onnx
@@ -189,6 +195,19 @@ def test_onnx_converter_fuzz_memory_capped():
     for k, v in r["findings"].items():
         print(f"  {k}: {v['message'][:120]} at {v['where']}")
     assert not r["findings"], json.dumps(r["findings"], indent=1)
+
+
+def test_tflite_converter_fuzz_memory_capped():
+    """Mutated .tflite files (bytes, and hostile 32-bit words over the flatbuffer's offsets,
+    lengths and indices) raise ModelFormatError and nothing else, within the memory cap."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("tflite")
+    r = run_worker("tflite", seed=4, iterations=400)
+    print("\n" + _summary(r))
+    for k, v in r["findings"].items():
+        print(f"  {k}: {v['message'][:120]} at {v['where']}")
+    assert not r["findings"], json.dumps(r["findings"], indent=1)
+    assert sum(v for k, v in r["outcomes"].items() if k.endswith("loaded")) > 10  # mutants reach the streams
 
 
 def test_atheris_loader():

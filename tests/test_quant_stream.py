@@ -211,3 +211,22 @@ def test_every_kernel_path_gives_the_same_bits(path, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[name] = (proc.stdout.strip().splitlines()[0], np.load(out))
     np.testing.assert_array_equal(outs["forced"][1], outs["default"][1])
+
+
+def test_add_with_fused_relu_saves_and_loads(tmp_path):
+    """Regression: a model file keeps the parameters of an int8 operator's last float node (the
+    ReLU fused into an Add), and loading asked for the Add's own as well: every quantized
+    residual Add + ReLU failed to load ('no scale and zero point for node ...')."""
+    x = dse.Input(3)
+    h = dse.ReLU()(dse.Add()(dse.Conv1d(3, 4, 3, padding="causal")(x), dse.Conv1d(3, 4, 1)(x)))
+    m = dse.Model(x, dse.Linear(4, 2)(dse.GlobalAvgPool()(h)), window=16)
+    rng = np.random.default_rng(0)
+    for node in m.nodes[1:]:
+        for k, v in node.layer.params().items():
+            setattr(node.layer, k, rng.standard_normal(v.shape).astype(np.float32))
+    q = dse.quantize(m, [rng.standard_normal((64, 3)).astype(np.float32)])
+    assert any(qn.kind == "add" and len(qn.model_nodes) == 2 for qn in q.qnodes)  # the ReLU is fused
+    q.save(tmp_path / "q.npz")
+    back = dse.load(tmp_path / "q.npz")
+    frames = rng.standard_normal((40, 3)).astype(np.float32)
+    np.testing.assert_array_equal(back.stream().push_many(frames), q.stream().push_many(frames))

@@ -27,6 +27,7 @@ from .engine.stream import Stream
 from .engine.pool import StreamPool  # many sensors' streams by id (docs/fleet.md)
 from .formats.npz import load, save  # model files (.npz format v2, v1 read; docs/format.md)
 from .convert.onnx_import import from_onnx  # imports `onnx` only when called
+from .convert.tflite_import import from_tflite  # imports the TFLite schema code and `onnx` only when called
 from .convert.torch_import import from_torch  # imports `torch` only when called
 from .quant import QuantizedModel, quantize  # int8 (docs/int8.md)
 
@@ -51,7 +52,7 @@ __all__ = [
     # errors, files, converters
     "DeepShiftError", "ModelError", "NotStreamableError", "StreamInputError", "StreamInputTypeError",
     "StateError", "StreamBusyError", "PoolFullError", "ModelFormatError", "debug_build", "load", "save", "from_onnx",
-    "from_torch", "quantize", "QuantizedModel",
+    "from_torch", "from_tflite", "quantize", "QuantizedModel",
 ]
 
 

@@ -1603,6 +1603,8 @@ class _Converter:
         if ours != axes:
             index = np.arange(int(np.prod([x.shape[a] for a in ours]))).reshape([x.shape[a] for a in ours])
             perm = np.moveaxis(index, list(range(len(ours))), [axes.index(a) for a in ours]).reshape(-1)
+            if np.array_equal(perm, np.arange(perm.size)):  # only size-1 axes moved (a window of one position)
+                perm = None
         t = self.apply(node, L.Flatten(), [x.tensor])
         roles = [U] * len(out)
         roles[0] = B

@@ -231,12 +231,13 @@ class _Quantizer:
         return QNode(self.model.nodes[i].name, LUT, [src], layer, out=out, table=table)
 
     def add_node(self, i: int, ins: List[int]) -> list:
-        out = self.qparams(i)
         relu = self.sole_consumer(i, L.ReLU)
         lo, hi = Q.QMIN, Q.QMAX
         nodes = [i]
-        if relu is not None and not isinstance(self.model.nodes[relu].layer, L.ReLU6):
-            out = self.qparams(relu)
+        fused = relu is not None and not isinstance(self.model.nodes[relu].layer, L.ReLU6)
+        # (a fused ReLU's parameters only: a model file keeps those of the op's last node)
+        out = self.qparams(relu if fused else i)
+        if fused:
             lo = max(lo, out.zero_point)
             nodes.append(relu)
         scales = [self.qnodes[j].out.scale for j in ins]

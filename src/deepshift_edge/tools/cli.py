@@ -148,6 +148,15 @@ def _convert(args) -> int:
     # reference (dense and decimated): a model that does not stream exactly raises here.
     if str(args.source).endswith(TORCHSCRIPT_SUFFIXES):
         model, report = _from_torchscript(args, time_axis, labels, metadata)
+    elif str(args.source).lower().endswith(".tflite"):
+        from ..convert.tflite_import import from_tflite
+        from ..errors import ModelFormatError
+
+        if time_axis is not None and not isinstance(time_axis, int):
+            raise ModelFormatError("--time-axis must be an axis index for a .tflite model (1: (1, T, C), as "
+                                   "Keras writes it)")
+        model, report = from_tflite(args.source, window=args.window, time_axis=time_axis, return_report=True,
+                                    labels=labels, metadata=metadata)
     else:
         model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True,
                                   labels=labels, metadata=metadata)
@@ -274,16 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="layers, shapes, parameters, labels, metadata and streaming "
                                           "cost of a model")
     insp.add_argument("model", help=MODEL_HELP)
-    conv = sub.add_parser("convert", help="convert an ONNX model into a .npz model file",
-                          description="Convert an ONNX graph (one window in, one output out) or a "
+    conv = sub.add_parser("convert", help="convert an ONNX, TFLite or TorchScript model into a .npz model file",
+                          description="Convert an ONNX graph (one window in, one output out), a "
+                                      ".tflite file (float or full integer) or a "
                                       "TorchScript file to a .npz model file; the converted model "
                                       "is streamed on random input and compared with its offline "
                                       "reference before it is written (docs/converters.md).")
     conv.add_argument("source", help="the .onnx file (input: one window, e.g. (1, C, W) or (1, C, F, W)), "
+                                     "a .tflite file (input (1, W, C) or (1, W, F, C), as Keras writes it), "
                                      "or a TorchScript .pt file (with --in-features, --window)")
     conv.add_argument("target", help="the .npz file to write")
     conv.add_argument("--window", type=int, default=None,
-                      help="window W in frames (default: the time length of the ONNX input)")
+                      help="window W in frames (default: the time length of the ONNX or TFLite input)")
     conv.add_argument("--in-features", default=None, metavar="C[,F]",
                       help="TorchScript sources only: channels per frame (C, or C,F for 2-D frames)")
     conv.add_argument("--labels", default=None, metavar="A,B,...",
