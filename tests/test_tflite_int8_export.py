@@ -127,3 +127,45 @@ def test_wrong_weight_is_caught():
     qm_ref = quantized(examples.kws_tcn(), 1)
     q, _ = run_int8(qm, x)
     assert lsb(qm_ref, x, q).max() > 0
+
+
+def _read_back(qm):
+    from deepshift_edge.convert.tflite_int8_export import to_tflite_int8
+    axes = {"channels_axis": 2} if len(qm.frame_shape) == 2 else {}  # our input is (1, W, C, F)
+    return dse.from_tflite(to_tflite_int8(qm, int8_output=False), window=qm.window, **axes)
+
+
+@pytest.mark.parametrize("name", ["tiny", "kws_tcn", "spectrogram_cnn", "activity_cnn"])
+def test_bench_models_read_back_by_from_tflite_are_the_same_int8_model(name):
+    """to_tflite(qmodel) then from_tflite: the file's own parameters, the same integers."""
+    pytest.importorskip("tflite")
+    pytest.importorskip("onnx")
+    qm = quantized(getattr(examples, name)(), 1)
+    back = _read_back(qm)
+    assert isinstance(back, dse.QuantizedModel)
+    x = frames(qm, qm.window + 20, 6)
+    np.testing.assert_array_equal(back.forward_int(x), qm.forward_int(x))
+    np.testing.assert_array_equal(back.stream().push_many(x), qm.stream().push_many(x))
+
+
+@settings(max_examples=40, **HYPO)
+@given(drawn=graph_models(heads=("last", "avg", "max", "flatten"), max_blocks=2))
+def test_random_int8_graphs_read_back_by_from_tflite(drawn):
+    pytest.importorskip("tflite")
+    pytest.importorskip("onnx")
+    model, head, seed = drawn
+    if model.window == 1 and int(np.prod(model.frame_shape)) == 1:
+        event("every axis of size 1: which is time is ambiguous in the file")
+        return
+    try:
+        qm = quantized(model, seed)
+        back = _read_back(qm)
+    except (dse.ModelError, dse.ModelFormatError) as exc:  # not quantized, written, or read (a table)
+        event(f"{type(exc).__name__}: {str(exc)[:60]}")
+        return
+    note(repr(model))
+    x = frames(qm, model.window + model.hop + 4, seed ^ 7)
+    got, want = back.forward_int(x), qm.forward_int(x)
+    # a (C, 1) output reads back as (C,): a size-1 feature axis is not told from none in NHWC
+    np.testing.assert_array_equal(got.reshape(len(got), -1), want.reshape(len(want), -1))
+    event("read back")

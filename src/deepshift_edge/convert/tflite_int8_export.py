@@ -14,8 +14,8 @@ int8 operator -> TFLite (NHWC, H = features, W = time):
 conv (Conv1d/2d)    PAD at the input's zero point for any padding, then CONV_2D (per-channel
                     int8 filter, int32 bias at s_in * s_w), DEPTHWISE_CONV_2D for a depthwise
                     conv, SPLIT + CONV_2D + CONCATENATION for other groups
-conv (Linear)       CONV_2D 1x1 (per frame, or on the (1, 1, 1, C) vector: per-channel int8
-                    everywhere, where FULLY_CONNECTED's per-channel support varies by version)
+conv (Linear)       FULLY_CONNECTED after the head (per-channel int8 weights), a 1x1 CONV_2D
+                    per frame
 ReLU / ReLU6 clamp  the fused activation of the producing op
 pool                MAX_POOL_2D / AVERAGE_POOL_2D (VALID; same parameters in and out, then an
                     int8 QUANTIZE to the pool's own)
@@ -45,7 +45,7 @@ from . import tflite_export as T
 __all__ = ["to_tflite_int8"]
 
 # TFLite op versions of the int8 kernels (per-channel CONV_2D/DEPTHWISE are version 3)
-_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MUL": 2, "QUANTIZE": 2, "DEQUANTIZE": 2,
+_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 5, "ADD": 2, "MUL": 2, "QUANTIZE": 2, "DEQUANTIZE": 2,
              "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "MEAN": 2, "REDUCE_MAX": 2, "TRANSPOSE": 2,
              "SLICE": 2, "PAD": 2, "CONCATENATION": 2, "SPLIT": 2, "GATHER": 2, "RESHAPE": 1,
              "SOFTMAX": 1, "CAST": 1}
@@ -138,11 +138,17 @@ class _Int8Exporter:
         s_w = np.asarray(qn.w_scale, np.float64)
         bias = np.asarray(qn.bias, np.int32)
         act = self.activation(qn)
-        if isinstance(layer, L.Linear):
+        if isinstance(layer, L.Linear) and len(g.shape(t)) == 2:  # after the head: FULLY_CONNECTED
+            f = g.tensor(wq.shape[:2], self.name("fc_weights"), "INT8",
+                         np.ascontiguousarray(wq[:, :, 0, 0], np.int8).tobytes())
+            g.quant[f] = ([float(v) for v in s_w], [0] * o, 0)
+            bt = g.tensor((o,), self.name("fc_bias"), "INT32", np.ascontiguousarray(bias, "<i4").tobytes())
+            g.quant[bt] = ([float(qp_in.scale) * float(v) for v in s_w], [0] * o, 0)
+            return g.qop("FULLY_CONNECTED", [t, f, bt], (1, o), qn.out, self.name("fc"), "FullyConnectedOptions",
+                         FusedActivationFunction=act, KeepNumDims=False)
+        if isinstance(layer, L.Linear):  # per frame: a 1x1 CONV_2D
             kf = kt = sf = st = df = dt = 1
             groups, pad_f, pad_t = 1, (0, 0), (0, 0)
-            if len(g.shape(t)) == 2:  # a vector: (1, C) -> (1, 1, 1, C)
-                t = self.reshape(t, (1, 1, 1, g.shape(t)[1]), qp_in, "vector")
         elif isinstance(layer, L._BatchNorm):
             kf = kt = sf = st = df = dt = 1
             groups, pad_f, pad_t = o, (0, 0), (0, 0)
@@ -345,13 +351,14 @@ class _Int8Exporter:
         return x, y, q
 
 
-def to_tflite_int8(qmodel) -> bytes:
+def to_tflite_int8(qmodel, int8_output: bool = True) -> bytes:
     """The full-integer ``.tflite`` flatbuffer (bytes) of ``qmodel`` on one window: input float32
-    ``(1, W, *frame_shape)``, outputs ``y`` (float32) and ``q`` (int8). ModelError for an
-    operator it cannot write."""
+    ``(1, W, *frame_shape)``, outputs ``y`` (float32) and ``q`` (int8; ``int8_output=False``
+    leaves it out: a one-output file, as :func:`~deepshift_edge.from_tflite` reads it back).
+    ModelError for an operator it cannot write."""
     exporter = _Int8Exporter(qmodel)
     x, y, q = exporter.build()
     S = T._schema()
     from .._version import __version__
-    return T._serialize(S, exporter.g, [x], [y, q], f"deepshift_edge {__version__} int8",
-                        quant=exporter.g.quant, versions=_VERSIONS)
+    return T._serialize(S, exporter.g, [x], [y, q] if int8_output else [y],
+                        f"deepshift_edge {__version__} int8", quant=exporter.g.quant, versions=_VERSIONS)
