@@ -213,6 +213,32 @@ MAX_LSB = {"har_cnn": (1, 1), "ds_cnn": (1, 1), "ei_conv1d": (1, 1), "tcn": (1, 
            "conv2d_stereo": (1, 2)}
 
 
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "keras_ops"])
+def test_int8_families_equal_tflites_reference_kernels(family):
+    """With TFLite's reference kernels (BUILTIN_REF) the int8 logits are the stream's on every
+    window, bit for bit: its convolutions round as gemmlowp does (the engine's default), its
+    FULLY_CONNECTED once (imported as rounding="single"). keras_ops is left out: its hard swish
+    is TFLite's 16-bit fixed point (ours an exact table) and its average pool and mean round
+    their own way."""
+    lite = pytest.importorskip("ai_edge_litert.interpreter")
+    name = family + "_int8"
+    qm, _ = imported(name)
+    f, logits = int8_logits_tensor(name)
+    fc = [qn for qn in qm.qnodes if qn.name in qm.tflite_tensors and any(
+        op.name == "FULLY_CONNECTED" and qm.tflite_tensors[qn.name] in op.outputs for op in f.ops)]
+    assert all(qn.rounding == "single" for qn in fc)
+    assert all(qn.rounding == "double" for qn in qm.qnodes if qn.kind == "conv" and qn not in fc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = lite.Interpreter(model_path=path(name), num_threads=1, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=lite.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    x = frames(qm, 40, seed=5)
+    ours = qm.forward_int(x).reshape(len(x) - qm.window + 1, -1).astype(np.int64)
+    _, kept = run_litert(it, x, qm.window, tensors=[logits])
+    np.testing.assert_array_equal(np.array(kept[logits]).reshape(ours.shape), ours)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_int8_families_match_litert(family):
     name = family + "_int8"

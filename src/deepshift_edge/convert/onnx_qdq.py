@@ -298,7 +298,7 @@ def from_onnx_qdq(model, window: Optional[int] = None, *, time_axis=None, check:
 
 
 def _convert(proto, window, time_axis, check, return_report, seed, labels, metadata, from_onnx_, annotate):
-    from ..quant.quantize import quantize_with
+    from ..quant.quantize import linear_heads, quantize_with, set_single_rounding
 
     st = _Stripped(proto)
     hooks = _Hooks(barriers=set(st.acts))
@@ -321,6 +321,7 @@ def _convert(proto, window, time_axis, check, return_report, seed, labels, metad
     try:
         qm = quantize_with(model, tensors, convs,
                            calibration={"windows": 0, "method": "onnx-qdq", "source": "onnx QDQ graph"})
+        set_single_rounding(qm, linear_heads(qm))  # the library's convention (quantize.linear_heads)
     except ModelError as exc:
         msg = str(exc)
         if "no scale and zero point for node" in msg:

@@ -1332,5 +1332,15 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
             i = tr.q_tensor.get(v)
             if i is not None and last.get(i) == v:
                 qm.tflite_tensors[qn] = i
+        # LiteRT's FULLY_CONNECTED requantizes with single rounding (its convolutions with
+        # gemmlowp's two steps, as the engine does by default): the int8 Linears it computes
+        # round so here too, which makes them equal to LiteRT's builtin kernels, not within one
+        # LSB of them
+        producer = {o: op for op in f.ops for o in op.outputs}
+        for qn in qm.qnodes:
+            i = qm.tflite_tensors.get(qn.name)
+            if qn.kind == "conv" and i is not None and producer.get(i) is not None \
+                    and producer[i].name == "FULLY_CONNECTED":
+                qn.rounding = "single"
     report = f"TFLite: {len(f.ops)} ops{' (full integer)' if tr.quantized else ''}\n" + report
     return (qm, report) if return_report else qm

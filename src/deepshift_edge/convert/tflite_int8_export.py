@@ -14,7 +14,9 @@ int8 operator -> TFLite (NHWC, H = features, W = time):
 conv (Conv1d/2d)    PAD at the input's zero point for any padding, then CONV_2D (per-channel
                     int8 filter, int32 bias at s_in * s_w), DEPTHWISE_CONV_2D for a depthwise
                     conv, SPLIT + CONV_2D + CONCATENATION for other groups
-conv (Linear)       FULLY_CONNECTED after the head (per-channel int8 weights), a 1x1 CONV_2D
+conv (Linear)       after the head: FULLY_CONNECTED (per-channel int8 weights), which LiteRT
+                    requantizes with single rounding (the Linear's own, as quantize() makes it);
+                    a twice-rounded one (rounding "double") a 1x1 CONV_2D on (1, 1, 1, C), as
                     per frame
 ReLU / ReLU6 clamp  the fused activation of the producing op
 pool                MAX_POOL_2D / AVERAGE_POOL_2D (VALID; same parameters in and out, then an
@@ -138,6 +140,9 @@ class _Int8Exporter:
         s_w = np.asarray(qn.w_scale, np.float64)
         bias = np.asarray(qn.bias, np.int32)
         act = self.activation(qn)
+        if isinstance(layer, L.Linear) and len(g.shape(t)) == 2 and qn.rounding == "double":
+            # LiteRT's FULLY_CONNECTED rounds once: a twice-rounded Linear is a 1x1 CONV_2D
+            t = self.reshape(t, (1, 1, 1, g.shape(t)[1]), qp_in, "vector")
         if isinstance(layer, L.Linear) and len(g.shape(t)) == 2:  # after the head: FULLY_CONNECTED
             f = g.tensor(wq.shape[:2], self.name("fc_weights"), "INT8",
                          np.ascontiguousarray(wq[:, :, 0, 0], np.int8).tobytes())
@@ -301,6 +306,8 @@ class _Int8Exporter:
             qps = [qm.qnodes[j].out for j in qn.inputs]
             if qn.kind == CONV:
                 y = self.conv(qn, ins[0], qps[0])
+                if len(g.shape(ins[0])) == 2 and len(g.shape(y)) == 4:  # a vector Linear as a 1x1 conv
+                    y = self.reshape(y, (1, g.shape(y)[3]), qn.out, "vector")
             elif qn.kind == POOL:
                 y = self.pool(qn, ins[0], qps[0])
             elif qn.kind in (GMAX, GMEAN):

@@ -157,6 +157,7 @@ cdef struct Op:
     const void* qweight         # K_QCONV: weights in the kernel's layout
     const int8_t* qtable        # K_QLUT
     float qscale                # K_DEQ
+    int qround                  # K_QCONV: 1 = single rounding (LiteRT's FULLY_CONNECTED)
     double* aux               # K_RMEAN: (batch, nslots, cin) running sums
     int64_t* auxn             # K_RMEAN: (batch, nslots) updates since the last exact re-sum
 
@@ -1569,6 +1570,7 @@ cdef class StreamCore:
             cop.rowdiv = self._float_ptr(op.rowdiv, keep)
             cop.qzp_out, cop.qlo, cop.qhi = op.qzp_out, op.qlo, op.qhi
             cop.qscale = op.qscale
+            cop.qround = int(getattr(op, "qround", 0))
             cop.qzp_in = self._i32_ptr(op.qzp_in, keep)
             cop.qm0 = self._i32_ptr(op.qm0, keep)
             cop.qshift = self._i32_ptr(op.qshift, keep)
@@ -2053,7 +2055,7 @@ def quantize_input_probe(const float[::1] x, float scale, int zero_point):
 
 
 def requantize_probe(const int32_t[::1] acc, const int32_t[::1] bias, const int32_t[::1] m0,
-                     const int32_t[::1] shift, int zero_point, int lo, int hi):
+                     const int32_t[::1] shift, int zero_point, int lo, int hi, bint single=False):
     """The conv requantization (dse_qrequant, on the path this process picked) on arrays of
     one length, for the tests that hold it against quant.scheme.requantize."""
     cdef Py_ssize_t n = acc.shape[0]
@@ -2061,7 +2063,10 @@ def requantize_probe(const int32_t[::1] acc, const int32_t[::1] bias, const int3
         raise ValueError("acc, bias, m0 and shift must be non-empty and of one length")
     out = bytearray(n)
     cdef unsigned char[::1] o = out
-    dse_qrequant(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)
+    if single:  # single rounding (an op with qround set)
+        dse_qrequant_single(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)
+    else:
+        dse_qrequant(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)
     return bytes(out)  # int8 values: np.frombuffer(..., np.int8)
 
 

@@ -474,6 +474,26 @@ static inline int8_t dse_qrequant1(int32_t x, int32_t m0, int32_t sh, int32_t zp
     return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
 }
 
+/* TFLite's single rounding (TFLITE_SINGLE_ROUNDING; LiteRT's FULLY_CONNECTED): the exact
+ * product x * M0 rounded once, half up, by (x * M0 + 2^(total - 1)) >> total with total =
+ * 31 - shift in 1..62 (|x * M0| < 2^62; >> of a negative int64 is arithmetic in GCC and
+ * Clang). quant/scheme.py: multiply_by_quantized_multiplier_single. */
+static void dse_qrequant_single(const int32_t *acc, const int32_t *bias, const int32_t *m0,
+                                const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
+                                ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        /* acc + bias fits int32 (quantize() bounds it); summed as the two-step path sums it */
+        const int64_t xs = (int32_t)((uint32_t)acc[i] + (uint32_t)bias[i]);
+        int64_t q = zp;
+        if (m0[i] != 0) {
+            const int total = 31 - shift[i];
+            q += (xs * (int64_t)m0[i] + ((int64_t)1 << (total - 1))) >> total;
+        }
+        out[i] = (int8_t)(q < lo ? lo : (q > hi ? hi : q));
+    }
+}
+
 static void dse_qrequant_base(const int32_t *acc, const int32_t *bias, const int32_t *m0,
                               const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
                               ptrdiff_t n)

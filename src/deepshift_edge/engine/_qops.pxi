@@ -16,6 +16,8 @@ cdef extern from "_qgemv.h" nogil:
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                       int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
+    void dse_qrequant_single(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
+                             int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
     void dse_qgemv_rows(const int8_t* const* x, const Py_ssize_t* xrow, const Py_ssize_t* xoff,
                         const Py_ssize_t* chunk, Py_ssize_t n, Py_ssize_t cin, const void* w, Py_ssize_t nblk,
                         Py_ssize_t blk_stride, Py_ssize_t nf, int32_t* acc, Py_ssize_t astride,
@@ -106,6 +108,15 @@ cdef inline Py_ssize_t qweight_esize(int layout) noexcept nogil:
     return 1 if layout == 1 else 2  # DOT4 holds int8; C16 and PAIRS int16
 
 
+cdef inline void op_requant(const Op* op, const int32_t* acc, const int32_t* bias, const int32_t* m0,
+                            const int32_t* shift, int8_t* out, Py_ssize_t n) noexcept nogil:
+    """An int8 conv's requantization, rounded as its model says (op.qround)."""
+    if op.qround:
+        dse_qrequant_single(acc, bias, m0, shift, op.qzp_out, op.qlo, op.qhi, out, n)
+    else:
+        dse_qrequant(acc, bias, m0, shift, op.qzp_out, op.qlo, op.qhi, out, n)
+
+
 cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
     """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
     feature tap) chunks inside the padded frame, the bias less the zero-point term of the
@@ -148,7 +159,7 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                 wd = <const int8_t*>op.qweight + net.qchunk[m] * op.cout
                 for c in range(op.cout):
                     net.qacc[c] += (<int32_t>x[c] - zin) * <int32_t>wd[c]
-            dse_qrequant(net.qacc, op.qbias, op.qm0, op.qshift, op.qzp_out, op.qlo, op.qhi, yo, op.cout)
+            op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
             continue
         for g in range(op.groups):
             for m in range(n):
@@ -165,8 +176,7 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                         corr += op.qwsum[o * nchunks + net.qchunk[c]]
                     tmp[m] = <int32_t>(<int64_t>op.qbias[o] - (<int64_t>zin + offset) * corr)
                 bias = tmp
-            dse_qrequant(net.qacc, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g, op.qzp_out,
-                         op.qlo, op.qhi, yo + g * cout_g, cout_g)
+            op_requant(op, net.qacc, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g, yo + g * cout_g, cout_g)
 
 
 cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
@@ -210,7 +220,7 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
                         wd = <const int8_t*>op.qweight + (i * op.kf + k) * op.cout
                         for c in range(op.cout):
                             net.qacc[c] += (<int32_t>(x + fi * op.cin)[c] - zin) * <int32_t>wd[c]
-                dse_qrequant(net.qacc, op.qbias, op.qm0, op.qshift, op.qzp_out, op.qlo, op.qhi, yo, op.cout)
+                op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
         return
     for fo in range(op.fout):
         n = 0
@@ -241,9 +251,8 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
                     tmp[m] = <int32_t>(<int64_t>op.qbias[o] - (<int64_t>zin + offset) * corr)
                 bias = tmp
             for r in range(nrows):
-                dse_qrequant(net.qracc + r * astride, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g,
-                             op.qzp_out, op.qlo, op.qhi, out + r * op.poscol + fo * op.cout + g * cout_g,
-                             cout_g)
+                op_requant(op, net.qracc + r * astride, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g,
+                           out + r * op.poscol + fo * op.cout + g * cout_g, cout_g)
 
 
 cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, float tdiv) noexcept nogil:

@@ -7,7 +7,9 @@ A quantized model is stored as its float model (the usual v2 nodes and float32 a
   node whose value it holds (``input`` for the frames);
 * per int8 conv / Linear / lone BatchNorm, named after its node: ``quant.<node>.weight``
   (int8, (out, in/groups, k_f, k_t)), ``quant.<node>.w_scale`` (float32, (out,), > 0),
-  ``quant.<node>.bias`` (int32, (out,)).
+  ``quant.<node>.bias`` (int32, (out,));
+* optionally ``"single_rounding": [node, ...]``: the convs / Linears requantized with TFLite's
+  single rounding (imported from LiteRT's FULLY_CONNECTED) rather than gemmlowp's two steps.
 
 Everything is checked before the model is rebuilt: names, dtypes and shapes from the .npy
 headers, finite positive scales, zero points in [-128, 127]; then the int8 model is rebuilt with
@@ -42,7 +44,11 @@ def describe(qmodel) -> tuple:
             arrays[f"{key}.bias"] = np.ascontiguousarray(qn.bias, np.int32)
     cal = {k: v for k, v in (qmodel.calibration or {}).items() if isinstance(v, (int, float, str))
            and not isinstance(v, bool)}
-    return {"scheme": "int8", "calibration": cal, "tensors": tensors}, arrays
+    section = {"scheme": "int8", "calibration": cal, "tensors": tensors}
+    single = [names[qn.model_nodes[0]] for qn in qmodel.qnodes if qn.kind == "conv" and qn.rounding == "single"]
+    if single:  # absent otherwise: files of models without it stay as they were
+        section["single_rounding"] = single
+    return section, arrays
 
 
 def _expected_convs(model) -> Dict[str, tuple]:
@@ -69,9 +75,10 @@ def load(model, section, zf, members, read_header, read_data, check_size):
     where = KEY
     if not isinstance(section, dict):
         raise ModelFormatError(f"{where}: expected an object, got {type(section).__name__}")
-    extra = set(section) - {"scheme", "calibration", "tensors"}
+    extra = set(section) - {"scheme", "calibration", "tensors", "single_rounding"}
     if extra:
-        raise ModelFormatError(f"{where}: unknown keys {sorted(extra)} (expected scheme, calibration, tensors)")
+        raise ModelFormatError(f"{where}: unknown keys {sorted(extra)} (expected scheme, calibration, tensors, "
+                               f"single_rounding)")
     if section.get("scheme") != "int8":
         raise ModelFormatError(f"{where}.scheme: expected 'int8', got {section.get('scheme')!r}")
     cal = section.get("calibration", {})
@@ -125,7 +132,12 @@ def load(model, section, zf, members, read_header, read_data, check_size):
         if (w == -128).any():
             raise ModelFormatError(f"{PREFIX}{name}.weight: symmetric int8 weights lie in [-127, 127]")
         convs[name] = (w, s, b)
+    single = section.get("single_rounding", [])
+    if not isinstance(single, list) or len(single) > len(expected) or not all(
+            isinstance(n, str) and n in expected for n in single):
+        raise ModelFormatError(f"{where}.single_rounding: expected a list of conv/Linear node names, got "
+                               f"{str(single)[:80]}")
     try:
-        return quantize_with(model, tensors, convs, calibration=cal)
+        return quantize_with(model, tensors, convs, calibration=cal, single_rounding=single)
     except ModelError as exc:
         raise ModelFormatError(f"{where}: {exc}") from None

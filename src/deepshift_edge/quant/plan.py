@@ -154,6 +154,7 @@ class _QuantBuilder(P._Builder):
         op.qbias = np.asarray(qn.bias, np.int32)
         op.qm0, op.qshift = np.asarray(qn.m0, np.int32), np.asarray(qn.shift, np.int32)
         op.qlo, op.qhi = qn.lo, qn.hi
+        op.qround = 1 if qn.rounding == "single" else 0
         # per (output, chunk = time tap x feature tap) sums of the weights: the zero-point term
         k_t, k_f = w4.shape[3], w4.shape[2]
         op.qwsum = w4.astype(np.int32).sum(axis=1).transpose(0, 2, 1).reshape(w4.shape[0], k_t * k_f).copy()

@@ -48,6 +48,7 @@ class QNode:
     model_nodes: List[int] = field(default_factory=list)  # the float nodes it stands for
     float_weight: Optional[np.ndarray] = None  # conv weights after BatchNorm folding (float32)
     float_bias: Optional[np.ndarray] = None
+    rounding: str = "double"  # conv requantization: gemmlowp's two steps, or "single" (LiteRT's FC)
 
 
 @dataclass
@@ -238,7 +239,8 @@ def _run(qn: QNode, xs: List[np.ndarray], ins: List[QNode]) -> np.ndarray:
                                  kt * d_t: kt * d_t + (t_out - 1) * s_t + 1: s_t]
                     acc[g * cout_g:(g + 1) * cout_g] += np.einsum("oc,cft->oft", ws[:, :, kf, kt], patch)
         acc += qn.bias.astype(np.int64)[:, None, None]
-        y = Q.requantize(np.moveaxis(acc, 0, -1), qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi)
+        y = Q.requantize(np.moveaxis(acc, 0, -1), qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi,
+                         rounding=qn.rounding)
         y = np.moveaxis(y.astype(np.int64), -1, 0)
         if x.ndim == 1:
             return y[:, 0, 0]

@@ -95,17 +95,45 @@ def quantize(model: Model, calibration, *, method: str = "minmax", percentile: f
     windows = _windows(model, calibration, max_windows)
     for win in windows:
         ranges.add(_node_values(model, win))
-    return _Quantizer(model, ranges).run(len(windows), method)
+    qm = _Quantizer(model, ranges).run(len(windows), method)
+    set_single_rounding(qm, linear_heads(qm))
+    return qm
+
+
+def linear_heads(qm: QuantizedModel) -> list:
+    """Node names of the int8 Linears after the head. By convention they round once, as
+    LiteRT's FULLY_CONNECTED does (its convs round twice, as every other int8 conv here), so a
+    model's .tflite runs to the same integers; quantize() and the QDQ importer apply it."""
+    model = qm.model
+    return [model.nodes[qn.model_nodes[0]].name for qn in qm.qnodes
+            if qn.kind == CONV and isinstance(qn.layer, L.Linear)
+            and model.specs[model.nodes[qn.model_nodes[0]].inputs[0]].is_vector]
 
 
 def quantize_with(model: Model, tensors: Dict[str, Q.QParams], convs: Dict[str, tuple],
-                  calibration: Optional[dict] = None) -> QuantizedModel:
+                  calibration: Optional[dict] = None, single_rounding=()) -> QuantizedModel:
     """Rebuild a QuantizedModel from stored parameters (a model file, an imported QDQ graph):
     `tensors` maps float node names to the QParams of the int8 tensor they end; `convs` maps a
-    conv's node name to (int8 weights (out, in/g, kf, kt), float32 weight scales, int32 bias)."""
+    conv's node name to (int8 weights (out, in/g, kf, kt), float32 weight scales, int32 bias);
+    `single_rounding`: conv node names requantized with TFLite's single rounding."""
     q = _Quantizer(model, None, fixed=(tensors, convs))
-    return q.run(0, "stored") if calibration is None else \
-        _with_calibration(q.run(0, "stored"), calibration)
+    qm = q.run(0, "stored") if calibration is None else _with_calibration(q.run(0, "stored"), calibration)
+    set_single_rounding(qm, single_rounding)
+    return qm
+
+
+def set_single_rounding(qm: QuantizedModel, node_names) -> None:
+    """Requantize the int8 convs / Linears of these float nodes with TFLite's single rounding
+    (scheme.multiply_by_quantized_multiplier_single), as LiteRT's FULLY_CONNECTED does."""
+    wanted = set(node_names)
+    names = [n.name for n in qm.model.nodes]
+    found = set()
+    for qn in qm.qnodes:
+        if qn.kind == "conv" and names[qn.model_nodes[0]] in wanted:
+            qn.rounding = "single"
+            found.add(names[qn.model_nodes[0]])
+    if wanted - found:
+        raise ModelError(f"single rounding: no int8 conv or Linear for nodes {sorted(wanted - found)}")
 
 
 def _with_calibration(qm: QuantizedModel, calibration: dict) -> QuantizedModel:

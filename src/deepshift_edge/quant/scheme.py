@@ -133,15 +133,33 @@ def multiply_by_quantized_multiplier(x, m0: int, shift: int) -> np.ndarray:
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m0), right)
 
 
-def requantize(acc, m0, shift, zero_point: int, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
+def multiply_by_quantized_multiplier_single(x, m0: int, shift: int) -> np.ndarray:
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (TFLITE_SINGLE_ROUNDING):
+    ``(x * M0 + 2^(30 - shift)) >> (31 - shift)``, the exact product rounded once, half up. It
+    differs from the double rounding above where SaturatingRoundingDoublingHighMul lands on a
+    half that RoundingDivideByPOT then rounds away (about one output in 2^right). LiteRT's
+    FULLY_CONNECTED kernels round so; its convolutions round twice."""
+    x = np.asarray(x, dtype=np.int64)
+    if m0 == 0:
+        return np.zeros_like(x)
+    total = 31 - int(shift)  # 1..62: shift is in [-31, 30]
+    return (x * np.int64(m0) + (np.int64(1) << np.int64(total - 1))) >> np.int64(total)
+
+
+ROUNDINGS = ("double", "single")  # gemmlowp's two steps (the default); TFLite's single step
+
+
+def requantize(acc, m0, shift, zero_point: int, lo: int = QMIN, hi: int = QMAX,
+               rounding: str = "double") -> np.ndarray:
     """int32 accumulators to int8: zero_point + acc * M, clamped to [lo, hi]. m0/shift may be
-    per channel (arrays along the last axis)."""
+    per channel (arrays along the last axis). rounding: "double" (gemmlowp) or "single"."""
     acc = saturate_int32(acc)
     m0 = np.broadcast_to(np.asarray(m0, dtype=np.int64), acc.shape[-1:])
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), acc.shape[-1:])
+    mbqm = multiply_by_quantized_multiplier_single if rounding == "single" else multiply_by_quantized_multiplier
     out = np.empty(acc.shape, dtype=np.int64)
     for c in range(acc.shape[-1]):
-        out[..., c] = multiply_by_quantized_multiplier(acc[..., c], int(m0[c]), int(shift[c]))
+        out[..., c] = mbqm(acc[..., c], int(m0[c]), int(shift[c]))
     return np.clip(out + zero_point, lo, hi).astype(np.int8)
 
 
