@@ -140,3 +140,41 @@ def test_input_quantizer_rounds_ties_as_the_reference():
             v = x.astype(np.float32) / np.float32(scale)
         to_even = np.clip(np.rint(v.astype(np.float64)) + zp, -128, 127).astype(np.int8)
         assert not np.array_equal(got, to_even)
+
+
+def test_int8_average_pool_is_the_rounded_mean_of_the_stored_integers():
+    """The average pool's output is round_half_away(sum(q) / n), as TFLite's int8 AVERAGE_POOL
+    (not zp + round(sum(q - zp) / n), which breaks ties the other way where the two signs
+    differ): pools of 2 over every pair of int8 values, with a few zero points."""
+    from deepshift_edge.nn import layers as L
+    from deepshift_edge.quant.qmodel import POOL, QNode, _run
+    a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
+    x = np.stack([a.ravel(), b.ravel()], axis=1).astype(np.int64)  # (65536 channels, 2 positions)
+    layer = L.AvgPool1d(2)
+    for zp in (-128, -24, 0, 3, 127):
+        src = QNode("x", "input", [], None, out=Q.QParams(0.01, zp))
+        qn = QNode("pool", POOL, [0], layer, out=src.out)
+        got = _run(qn, [x], [src])[:, 0]
+        s = x.sum(axis=1)
+        want = np.where(s >= 0, (s + 1) // 2, -((-s + 1) // 2))  # C: (s +- 1) / 2, toward zero
+        np.testing.assert_array_equal(got, want)
+        ties = (s % 2 != 0) & ((s - 2 * zp) * (s) < 0)
+        assert zp == 0 or ties.any()  # the cases where the two roundings differ are in the grid
+
+
+@given(st.floats(1e-3, 0.2), st.integers(-128, 127), st.floats(1e-3, 0.2), st.integers(-128, 127))
+@settings(max_examples=200, deadline=None)
+def test_tflite_hard_swish_table_is_within_one_lsb_of_the_function(s_in, z_in, s_out, z_out):
+    """LiteRT's 16-bit fixed-point HARD_SWISH (quant.tflite_arith), as a table: within one
+    output LSB of x * relu6(x + 3) / 6 rounded once (LiteRT itself is the exact oracle, in
+    tests/test_tflite_import.py); a scale LiteRT refuses is refused by name."""
+    from deepshift_edge.errors import ModelError
+    from deepshift_edge.quant.tflite_arith import hard_swish_table
+    if s_in / 128 > s_out:
+        with pytest.raises(ModelError, match="HARD_SWISH"):
+            hard_swish_table(s_in, z_in, s_out, z_out)
+        return
+    t = hard_swish_table(s_in, z_in, s_out, z_out).astype(np.int64)
+    x = (np.arange(-128, 128) - z_in) * np.float64(np.float32(s_in))
+    exact = np.clip(np.round(x * np.clip(x + 3, 0, 6) / 6 / np.float32(s_out)) + z_out, -128, 127)
+    assert np.abs(t - exact).max() <= 1

@@ -202,30 +202,42 @@ def per_operator(qm, it, x):
     return worst
 
 
-# Largest end-to-end difference of the int8 logits, in LSB, (vs builtin kernels, vs XNNPACK), on
-# the windows of the test (seeded): the TCN (6 convs, 3 adds) and the 2-D stereo CNN (its global
-# mean finer than its input) carry up to two XNNPACK LSBs on;
-# in keras_ops the scales get finer towards the output (average pool 0.0020, its global mean
-# 0.00052, the logits 0.00042), so the one-LSB differences of the layers before (a hard swish:
-# TFLite's 16-bit fixed point vs our exact table; average pools; XNNPACK's requantizations), 1-3
-# LSB at the pool, become 3 at the mean and 4 (builtin) / 6 (XNNPACK) at the logits.
-MAX_LSB = {"har_cnn": (1, 1), "ds_cnn": (1, 1), "ei_conv1d": (1, 1), "tcn": (1, 2), "keras_ops": (4, 6),
+# Largest end-to-end difference of the int8 logits, in LSB, (vs LiteRT's optimized builtin
+# kernels, vs XNNPACK), on the windows of the test (seeded). Against the reference kernels
+# (BUILTIN_REF) every family is exact (the test below). The optimized builtin convolutions and
+# XNNPACK's float requantization put single operators one LSB off, and deeper graphs carry
+# those on: the TCN (6 convs, 3 adds), the 2-D stereo CNN (its global mean finer than its
+# input) and keras_ops, whose scales get finer towards the output (average pool 0.0020, its
+# global mean 0.00052, the logits 0.00042), so one LSB early is several at the logits.
+MAX_LSB = {"har_cnn": (1, 1), "ds_cnn": (1, 1), "ei_conv1d": (1, 1), "tcn": (1, 2), "keras_ops": (3, 5),
            "conv2d_stereo": (1, 2)}
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "keras_ops"])
+def fully_connected_tensors(f):
+    """Tensors a FULLY_CONNECTED computes, also through the reshapes around a Dense applied
+    per frame (Keras' RESHAPE (T, C) -> FULLY_CONNECTED -> RESHAPE back)."""
+    prod = {o: op for op in f.ops for o in op.outputs}
+    out = set()
+    for i, op in prod.items():
+        while op is not None and op.name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+            op = prod.get(op.inputs[0])
+        if op is not None and op.name == "FULLY_CONNECTED":
+            out.add(i)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_int8_families_equal_tflites_reference_kernels(family):
     """With TFLite's reference kernels (BUILTIN_REF) the int8 logits are the stream's on every
     window, bit for bit: its convolutions round as gemmlowp does (the engine's default), its
-    FULLY_CONNECTED once (imported as rounding="single"). keras_ops is left out: its hard swish
-    is TFLite's 16-bit fixed point (ours an exact table) and its average pool and mean round
-    their own way."""
+    FULLY_CONNECTED once (imported as rounding="single"), its HARD_SWISH is 16-bit fixed point
+    (imported as its own table), its average pool is the rounded mean of the stored integers."""
     lite = pytest.importorskip("ai_edge_litert.interpreter")
     name = family + "_int8"
     qm, _ = imported(name)
     f, logits = int8_logits_tensor(name)
-    fc = [qn for qn in qm.qnodes if qn.name in qm.tflite_tensors and any(
-        op.name == "FULLY_CONNECTED" and qm.tflite_tensors[qn.name] in op.outputs for op in f.ops)]
+    fc_tensors = fully_connected_tensors(f)
+    fc = [qn for qn in qm.qnodes if qm.tflite_tensors.get(qn.name) in fc_tensors]
     assert all(qn.rounding == "single" for qn in fc)
     assert all(qn.rounding == "double" for qn in qm.qnodes if qn.kind == "conv" and qn not in fc)
     with warnings.catch_warnings():
@@ -275,7 +287,7 @@ def test_int8_families_match_litert(family):
     ys, kept = run_litert(litert(name), x, qm.window, tensors=[logits])
     diff = np.abs(np.array(kept[logits]).reshape(ours.shape) - ours).max(axis=1)
     assert diff.max() <= MAX_LSB[family][1], f"{name}: vs XNNPACK {np.bincount(diff)}"
-    assert (diff == 0).any() or family == "keras_ops", np.bincount(diff)
+    assert (diff == 0).any(), np.bincount(diff)
     # the float output (a softmax after the logits: float tail on the dequantized logits vs
     # LiteRT's int8 softmax at 1/256) within an LSB of the output
     out_lsb = 1 / 256 if qm.tail else qm.int_output.out.scale
@@ -299,6 +311,40 @@ def test_int8_saves_and_loads(tmp_path):
     back = dse.load(tmp_path / "m.npz")
     x = frames(qm, 10)
     np.testing.assert_array_equal(back.stream().push_many(x), qm.stream().push_many(x))
+
+
+def test_imported_tables_are_kept_by_the_model_file(tmp_path):
+    """keras_ops' HARD_SWISH table (LiteRT's fixed point, not the function's) survives save and
+    load; a table of the wrong shape or type, or for a node that is no int8 activation, is
+    refused by name."""
+    qm = imported("keras_ops_int8")[0]
+    given = [qn for qn in qm.qnodes if qn.kind == "lut" and qn.table_given]
+    assert len(given) == 1 and isinstance(given[0].layer, type(qm.model.nodes[given[0].model_nodes[-1]].layer))
+    qm.save(tmp_path / "m.npz")
+    back = dse.load(tmp_path / "m.npz")
+    bt = [qn for qn in back.qnodes if qn.kind == "lut" and qn.table_given]
+    assert len(bt) == 1
+    np.testing.assert_array_equal(bt[0].table, given[0].table)
+    x = frames(qm, 10)
+    np.testing.assert_array_equal(back.forward_int(x), qm.forward_int(x))
+    np.testing.assert_array_equal(back.stream().push_many(x), qm.stream().push_many(x))
+    # without the stored table the file gets the float function's own, which differs from
+    # LiteRT's somewhere (or the test proves nothing)
+    with np.load(tmp_path / "m.npz") as z:
+        members = {k: z[k] for k in z.files}
+    key = [k for k in members if k.endswith(".table")]
+    assert len(key) == 1
+    del members[key[0]]
+    np.savez(tmp_path / "exact.npz", **members)
+    exact = [qn for qn in dse.load(tmp_path / "exact.npz").qnodes if qn.kind == "lut"
+             and qn.name == given[0].name][0]
+    assert not exact.table_given and (exact.table != given[0].table).any()
+    conv = [k for k in members if k.endswith(".weight")][0][len("quant."):-len(".weight")]
+    for name, arr, match in ((key[0], np.zeros(255, np.int8), "256"), (key[0], np.zeros(256, np.int16), "int8"),
+                             ("quant." + conv + ".table", np.zeros(256, np.int8), "activation")):
+        np.savez(tmp_path / "bad.npz", **{**members, name: arr})
+        with pytest.raises(dse.ModelFormatError, match=match):
+            dse.load(tmp_path / "bad.npz")
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -1336,11 +1336,36 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
         # gemmlowp's two steps, as the engine does by default): the int8 Linears it computes
         # round so here too, which makes them equal to LiteRT's builtin kernels, not within one
         # LSB of them
+        from ..errors import ModelError
+        from ..quant.quantize import set_tables
+        from ..quant.tflite_arith import hard_swish_table
         producer = {o: op for op in f.ops for o in op.outputs}
+
+        def computed_by(i):
+            """The op that computes tensor i, through the reshapes Keras puts after a Dense
+            applied per frame (RESHAPE to (T, C), FULLY_CONNECTED, RESHAPE back)."""
+            op = producer.get(i)
+            while op is not None and op.name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS") and op.inputs:
+                op = producer.get(op.inputs[0])
+            return op.name if op is not None else None
+
+        names = [n.name for n in qm.model.nodes]
+        tables = {}
         for qn in qm.qnodes:
             i = qm.tflite_tensors.get(qn.name)
-            if qn.kind == "conv" and i is not None and producer.get(i) is not None \
-                    and producer[i].name == "FULLY_CONNECTED":
+            if i is None:
+                continue
+            if qn.kind == "conv" and computed_by(i) == "FULLY_CONNECTED":
                 qn.rounding = "single"
+            elif qn.kind == "lut" and producer.get(i) is not None and producer[i].name == "HARD_SWISH":
+                # LiteRT's int8 HARD_SWISH is 16-bit fixed point, not the function rounded
+                # once: its table, computed with that arithmetic, makes it exact
+                src = qm.qnodes[qn.inputs[0]].out
+                try:
+                    tables[names[qn.model_nodes[-1]]] = hard_swish_table(src.scale, src.zero_point,
+                                                                         qn.out.scale, qn.out.zero_point)
+                except ModelError as exc:
+                    raise ModelFormatError(f"TFLite model: {exc}") from None
+        set_tables(qm, tables)
     report = f"TFLite: {len(f.ops)} ops{' (full integer)' if tr.quantized else ''}\n" + report
     return (qm, report) if return_report else qm

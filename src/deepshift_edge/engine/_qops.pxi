@@ -292,8 +292,10 @@ cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, floa
         if not op.cip:
             fcount = min(fend, op.fin) - max(fstart, 0)
         count = <int32_t>(tdiv + 0.5) * <int32_t>fcount
+        # the mean of the stored integers (sum of q - zp, plus zp per counted element),
+        # rounded half away from zero, as TFLite's int8 average pool
         for c in range(op.cout):
-            yo[c] = q_clamp(zp + q_div_round(best[c], count), -128, 127)
+            yo[c] = q_clamp(q_div_round(best[c] + zp * count, count), -128, 127)
 
 
 cdef void run_qglobal(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:

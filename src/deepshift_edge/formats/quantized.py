@@ -9,7 +9,10 @@ A quantized model is stored as its float model (the usual v2 nodes and float32 a
   (int8, (out, in/groups, k_f, k_t)), ``quant.<node>.w_scale`` (float32, (out,), > 0),
   ``quant.<node>.bias`` (int32, (out,));
 * optionally ``"single_rounding": [node, ...]``: the convs / Linears requantized with TFLite's
-  single rounding (imported from LiteRT's FULLY_CONNECTED) rather than gemmlowp's two steps.
+  single rounding (imported from LiteRT's FULLY_CONNECTED) rather than gemmlowp's two steps;
+* optionally ``quant.<node>.table`` (int8, (256,), indexed by q + 128) for an int8 activation
+  whose table came with the model (LiteRT's fixed-point HARD_SWISH) instead of being computed
+  from the float function.
 
 Everything is checked before the model is rebuilt: names, dtypes and shapes from the .npy
 headers, finite positive scales, zero points in [-128, 127]; then the int8 model is rebuilt with
@@ -42,6 +45,8 @@ def describe(qmodel) -> tuple:
             arrays[f"{key}.weight"] = np.ascontiguousarray(qn.weight, np.int8)
             arrays[f"{key}.w_scale"] = np.ascontiguousarray(qn.w_scale, np.float32)
             arrays[f"{key}.bias"] = np.ascontiguousarray(qn.bias, np.int32)
+        if qn.kind == "lut" and qn.table_given:
+            arrays[f"{PREFIX}{names[qn.model_nodes[-1]]}.table"] = np.ascontiguousarray(qn.table, np.int8)
     cal = {k: v for k, v in (qmodel.calibration or {}).items() if isinstance(v, (int, float, str))
            and not isinstance(v, bool)}
     section = {"scheme": "int8", "calibration": cal, "tensors": tensors}
@@ -106,12 +111,19 @@ def load(model, section, zf, members, read_header, read_data, check_size):
         tensors[name] = QParams(float(np.float32(scale)), int(zp))
     # the arrays: names, dtypes, shapes from the headers, before any data
     expected = _expected_convs(model)
-    wanted = {}
+    wanted, tables = {}, {}
     for key in members:
         parts = key[len(PREFIX):].rsplit(".", 1)
+        if len(parts) == 2 and parts[1] == "table" and parts[0] in names:
+            h = read_header(zf, members[key], key)
+            if h.dtype.kind != "i" or h.dtype.itemsize != 1 or h.shape != (256,):
+                raise ModelFormatError(f"{key}: expected int8 of shape (256,), got {h.dtype} of shape {h.shape}")
+            check_size(h)
+            tables[parts[0]] = read_data(zf, members[key], h).astype(np.int8)
+            continue
         if len(parts) != 2 or parts[1] not in ("weight", "w_scale", "bias") or parts[0] not in expected:
             raise ModelFormatError(f"{key}: unexpected array (int8 arrays are quant.<conv node>.weight, "
-                                   f".w_scale, .bias)")
+                                   f".w_scale, .bias and quant.<activation node>.table)")
         shape = expected[parts[0]]
         want = {"weight": ("i", 1, shape), "w_scale": ("f", 4, shape[:1]), "bias": ("i", 4, shape[:1])}[parts[1]]
         h = read_header(zf, members[key], key)
@@ -138,6 +150,6 @@ def load(model, section, zf, members, read_header, read_data, check_size):
         raise ModelFormatError(f"{where}.single_rounding: expected a list of conv/Linear node names, got "
                                f"{str(single)[:80]}")
     try:
-        return quantize_with(model, tensors, convs, calibration=cal, single_rounding=single)
+        return quantize_with(model, tensors, convs, calibration=cal, single_rounding=single, tables=tables)
     except ModelError as exc:
         raise ModelFormatError(f"{where}: {exc}") from None

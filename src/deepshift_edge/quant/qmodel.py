@@ -45,6 +45,8 @@ class QNode:
     lo: int = Q.QMIN                       # clamp of a fused ReLU / ReLU6
     hi: int = Q.QMAX
     table: Optional[np.ndarray] = None     # LUT: int8[256] indexed by q + 128
+    table_given: bool = False              # LUT: the table came with the model (an imported
+                                           # file's own integer op), not from the float function
     model_nodes: List[int] = field(default_factory=list)  # the float nodes it stands for
     float_weight: Optional[np.ndarray] = None  # conv weights after BatchNorm folding (float32)
     float_bias: Optional[np.ndarray] = None
@@ -263,7 +265,9 @@ def _run(qn: QNode, xs: List[np.ndarray], ins: List[QNode]) -> np.ndarray:
                     out[:, fo, to] = patch.max(axis=1)
                 else:
                     div = f_div * t_div if layer.count_include_pad else len(fi) * len(ti)
-                    out[:, fo, to] = Q.round_half_away_div((patch - zin).sum(axis=1), div) + zin
+                    # the mean of the stored integers, rounded half away from zero (TFLite's
+                    # int8 average pool; padding counted by count_include_pad holds the zero point)
+                    out[:, fo, to] = Q.round_half_away_div((patch - zin).sum(axis=1) + div * zin, div)
         out = np.clip(out, Q.QMIN, Q.QMAX)
         return out if two_d else out[:, 0, :]
     if qn.kind == GMAX:

@@ -111,15 +111,35 @@ def linear_heads(qm: QuantizedModel) -> list:
 
 
 def quantize_with(model: Model, tensors: Dict[str, Q.QParams], convs: Dict[str, tuple],
-                  calibration: Optional[dict] = None, single_rounding=()) -> QuantizedModel:
+                  calibration: Optional[dict] = None, single_rounding=(), tables=None) -> QuantizedModel:
     """Rebuild a QuantizedModel from stored parameters (a model file, an imported QDQ graph):
     `tensors` maps float node names to the QParams of the int8 tensor they end; `convs` maps a
     conv's node name to (int8 weights (out, in/g, kf, kt), float32 weight scales, int32 bias);
-    `single_rounding`: conv node names requantized with TFLite's single rounding."""
+    `single_rounding`: conv node names requantized with TFLite's single rounding; `tables`:
+    activation node name -> its own int8[256] lookup table (:func:`set_tables`)."""
     q = _Quantizer(model, None, fixed=(tensors, convs))
     qm = q.run(0, "stored") if calibration is None else _with_calibration(q.run(0, "stored"), calibration)
     set_single_rounding(qm, single_rounding)
+    set_tables(qm, tables or {})
     return qm
+
+
+def set_tables(qm: QuantizedModel, tables) -> None:
+    """Give the int8 activations of these float nodes their own 256-entry tables (int8, indexed
+    by q + 128) in place of the float function's: an imported file's integer op (LiteRT's
+    16-bit fixed-point HARD_SWISH) as it computes it. Model files keep such tables."""
+    names = [n.name for n in qm.model.nodes]
+    found = set()
+    for qn in qm.qnodes:
+        name = names[qn.model_nodes[-1]]
+        if qn.kind == "lut" and name in tables:
+            t = np.asarray(tables[name])
+            if t.shape != (256,) or t.dtype != np.int8:
+                raise ModelError(f"table of {name!r}: expected int8 of shape (256,), got {t.dtype} {t.shape}")
+            qn.table, qn.table_given = t.copy(), True
+            found.add(name)
+    if set(tables) - found:
+        raise ModelError(f"tables: no int8 activation for nodes {sorted(set(tables) - found)}")
 
 
 def set_single_rounding(qm: QuantizedModel, node_names) -> None:
@@ -216,7 +236,7 @@ class _Quantizer:
             src = m.specs[node.inputs[0]]
             n = src.length * (src.features or 1)
             out = self.qparams(i)
-            m0, sh = Q.quantize_multiplier(self.qnodes[ins[0]].out.scale / (n * out.scale))
+            m0, sh = Q.mean_multiplier(self.qnodes[ins[0]].out.scale / out.scale, n)  # as TFLite's MEAN
             return [self.add(QNode(name, GMEAN, ins, layer, out=out, m0=np.array([m0]),
                                    shift=np.array([sh])), [i])]
         if isinstance(layer, L.LastFrame):

@@ -92,6 +92,20 @@ def quantize_multiplier(real: float) -> tuple:
     return m0, exponent
 
 
+def mean_multiplier(real: float, count: int) -> tuple:
+    """(M0, shift) of a mean over `count` values, ``real`` = s_in / s_out, as TFLite's int8
+    MEAN (reference_ops::QuantizedMeanOrSum): quantize s_in / s_out, then fold 1/count into it
+    in integers, ``M0 * 2^k // count`` with ``2^k`` the largest power of two <= count (k at most
+    32 and 31 + shift), and ``shift - k``. Not normalized to [2^30, 2^31): MultiplyByQuantized-
+    Multiplier does not need it. Using TFLite's derivation makes a global mean the same integers
+    as LiteRT's (quantize_multiplier(real / count) differs from it in the last bit of M0)."""
+    m0, shift = quantize_multiplier(real)
+    if m0 == 0:
+        return 0, 0
+    k = min(int(count).bit_length() - 1, 32, 31 + shift)
+    return int((m0 << k) // int(count)), shift - k
+
+
 def saturate_int32(x: np.ndarray) -> np.ndarray:
     """Clamp to the int32 range, as the compiled core does before a requantization (quantize()
     refuses layers whose accumulators could get there, so this only defines the edge)."""
