@@ -511,26 +511,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 static inline __m512i dse_qrequant16(__m512i x, __m512i m, __m512i sh, __m512i vzp, __m512i vlo,
                                      __m512i vhi)
 {
-    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    /* In 64-bit lanes, where nothing can overflow. SaturatingRoundingDoublingHighMul is
+     * (x*m + 2^30) >> 31 with an arithmetic shift: for a negative product gemmlowp's nudge
+     * 1 - 2^30 and truncating division come to the same integer, and it never saturates
+     * (m0 > 0). RoundingDivideByPOT by e = -shift is then (h + 2^(e-1) - [h < 0]) >> e, the
+     * correction only where e > 0. The same integers as dse_qrequant1, in fewer steps. */
     const __m512i two30 = _mm512_set1_epi64((int64_t)1 << 30);
-    const __m512i low31 = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i one64 = _mm512_set1_epi64(1);
+    const __m512i right = _mm512_sub_epi32(_mm512_setzero_si512(), sh);
     __m512i half[2];
     for (int odd = 0; odd < 2; odd++) {
         const __m512i xo = odd ? _mm512_srli_epi64(x, 32) : x;
         const __m512i mo = odd ? _mm512_srli_epi64(m, 32) : m;
-        const __m512i ab = _mm512_mul_epi32(xo, mo);                  /* sign-extended 32x32 -> 64 */
-        const __m512i neg = _mm512_srai_epi64(ab, 63);                /* all ones where ab < 0 */
-        const __m512i v = _mm512_add_epi64(ab, _mm512_sub_epi64(two30, _mm512_and_si512(neg, low31)));
-        const __m512i vneg = _mm512_srai_epi64(v, 63);
-        half[odd] = _mm512_srai_epi64(_mm512_add_epi64(v, _mm512_and_si512(vneg, low31)), 31);
+        const __m512i e = odd ? _mm512_srli_epi64(right, 32) : _mm512_and_si512(right, _mm512_set1_epi64(0xffffffff));
+        const __m512i h = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(xo, mo), two30), 31);
+        const __m512i rnd = _mm512_srli_epi64(_mm512_sllv_epi64(one64, e), 1);           /* 2^(e-1), 0 if e = 0 */
+        const __mmask8 fix = _mm512_test_epi64_mask(e, e);                                 /* e > 0 */
+        const __m512i adj = _mm512_maskz_mov_epi64(fix, _mm512_srai_epi64(h, 63));          /* -1 for h < 0 */
+        half[odd] = _mm512_srav_epi64(_mm512_add_epi64(_mm512_add_epi64(h, rnd), adj), e);
     }
-    const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, half[0], _mm512_slli_epi64(half[1], 32));
-    const __m512i right = _mm512_sub_epi32(zero, sh);
-    const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-    const __m512i rem = _mm512_and_si512(h, mask);
-    const __m512i thr = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(h, 31));
-    __m512i q = _mm512_srav_epi32(h, right);
-    q = _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one);
+    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, half[0], _mm512_slli_epi64(half[1], 32));
     /* clamp to [lo - zp, hi - zp] first, then add zp: a q near the int32 edge cannot wrap */
     q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_sub_epi32(vlo, vzp)), _mm512_sub_epi32(vhi, vzp));
     return _mm512_add_epi32(q, vzp);
