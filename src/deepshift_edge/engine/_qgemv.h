@@ -330,7 +330,17 @@ static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
 }
 
 /* SDOT: two blocks of 16 outputs per pass (8 accumulator chains), each broadcast input quad
- * used for both; the whole quads without a bounds check, the 1-3 channels past them after. */
+ * used for both; the whole quads without a bounds check, the 1-3 channels past them after.
+ * DSE_QDOT_QUAD: one input quad xv times quad q of the NB blocks' weights (4 SDOT each). */
+#define DSE_QDOT_QUAD(NB)                                                                          \
+    for (int k = 0; k < NB; k++) {                                                                 \
+        const int8_t *wq = wj + k * blk_stride + q * 64;                                           \
+        a[4 * k] = vdotq_s32(a[4 * k], vld1q_s8(wq), xv);                                          \
+        a[4 * k + 1] = vdotq_s32(a[4 * k + 1], vld1q_s8(wq + 16), xv);                             \
+        a[4 * k + 2] = vdotq_s32(a[4 * k + 2], vld1q_s8(wq + 32), xv);                             \
+        a[4 * k + 3] = vdotq_s32(a[4 * k + 3], vld1q_s8(wq + 48), xv);                             \
+    }
+
 #define DSE_QDOT_PASS(NB)                                                                          \
     {                                                                                              \
         int32x4_t a[4 * NB];                                                                       \
@@ -343,23 +353,11 @@ static inline int32_t dse_q4s(const int8_t *x, ptrdiff_t c, ptrdiff_t cin)
                 int32_t v;                                                                         \
                 memcpy(&v, xj + 4 * q, 4);                                                         \
                 const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(v));                         \
-                for (int k = 0; k < NB; k++) {                                                     \
-                    const int8_t *wq = wj + k * blk_stride + q * 64;                               \
-                    a[4 * k] = vdotq_s32(a[4 * k], vld1q_s8(wq), xv);                              \
-                    a[4 * k + 1] = vdotq_s32(a[4 * k + 1], vld1q_s8(wq + 16), xv);                 \
-                    a[4 * k + 2] = vdotq_s32(a[4 * k + 2], vld1q_s8(wq + 32), xv);                 \
-                    a[4 * k + 3] = vdotq_s32(a[4 * k + 3], vld1q_s8(wq + 48), xv);                 \
-                }                                                                                  \
+                DSE_QDOT_QUAD(NB)                                                                  \
             }                                                                                      \
             for (; q < cq; q++) {                                                                  \
                 const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(dse_q4s(xj, 4 * q, cin)));   \
-                for (int k = 0; k < NB; k++) {                                                     \
-                    const int8_t *wq = wj + k * blk_stride + q * 64;                               \
-                    a[4 * k] = vdotq_s32(a[4 * k], vld1q_s8(wq), xv);                              \
-                    a[4 * k + 1] = vdotq_s32(a[4 * k + 1], vld1q_s8(wq + 16), xv);                 \
-                    a[4 * k + 2] = vdotq_s32(a[4 * k + 2], vld1q_s8(wq + 32), xv);                 \
-                    a[4 * k + 3] = vdotq_s32(a[4 * k + 3], vld1q_s8(wq + 48), xv);                 \
-                }                                                                                  \
+                DSE_QDOT_QUAD(NB)                                                                  \
             }                                                                                      \
         }                                                                                          \
         for (int k = 0; k < 4 * NB; k++)                                                           \
