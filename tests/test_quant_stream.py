@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import event, given, note, settings
-from hypothesis import strategies as st
 
 import deepshift_edge as dse
 from deepshift_edge.engine import _kernels
@@ -24,6 +23,16 @@ def quantized(model, seed):
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((model.window + 40,) + model.frame_shape).astype(np.float32)
     return quantize(model, calib)
+
+
+def quantized_or_event(model, seed):
+    """quantized(), or None (a hypothesis event saying why) for a drawn graph int8 cannot
+    express (e.g. a per-channel PReLU on its own, a 3-input Mul)."""
+    try:
+        return quantized(model, seed)
+    except dse.ModelError as exc:
+        event(f"not quantized: {str(exc)[:50]}")
+        return None
 
 
 def check_bit_exact(qm, x):
@@ -54,10 +63,8 @@ def check_bit_exact(qm, x):
 @given(drawn=graph_models(heads=("last", "avg", "max", "flatten"), max_blocks=2))
 def test_random_graphs_int8_stream_equals_integer_reference(drawn):
     model, head, seed = drawn
-    try:
-        qm = quantized(model, seed)
-    except dse.ModelError as exc:  # e.g. a per-channel PReLU on its own, a 3-input Mul
-        event(f"not quantized: {str(exc)[:50]}")
+    qm = quantized_or_event(model, seed)
+    if qm is None:
         return
     note(repr(model))
     x = np.random.default_rng(seed ^ 1).standard_normal(

@@ -16,8 +16,7 @@ import numpy as np
 from ..engine import plan as P
 from ..errors import ModelError
 from ..nn import layers as L
-from .qmodel import (ADD, CONCAT, CONV, GMAX, GMEAN, HEAD_FLAT, HEAD_LAST, LUT, MOVE, MUL, POOL,
-                     QuantizedModel)
+from .qmodel import ADD, CONCAT, CONV, LUT, MOVE, MUL, POOL, QuantizedModel
 from . import scheme as Q
 
 class _QuantBuilder(P._Builder):

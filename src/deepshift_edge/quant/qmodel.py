@@ -10,7 +10,7 @@ last one int8 can express (Softmax) form a float *tail* run on the dequantized v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
