@@ -129,18 +129,14 @@ class _Value:
 _FUSABLE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"}
 
 
-class _Exporter:
-    def __init__(self, model):
-        self.model = model
-        self.two_d = len(model.frame_shape) == 2
-        self.g = _Graph()
-        self.n = 0
+class _Builder:
+    """What the float and the int8 exporter share (self.g a _Graph): unique tensor names and
+    the float RESHAPE / TRANSPOSE of the input layout."""
 
     def name(self, what):
         self.n += 1
         return f"{what}_{self.n}"
 
-    # ------------------------------------------------------------------ helpers
     def _reshape(self, t, shape, what="reshape"):
         shp = self.g.const(np.array(shape, dtype=np.int32), self.name(what + "_shape"))
         return self.g.op("RESHAPE", [t, shp], shape, self.name(what))[0]
@@ -149,6 +145,16 @@ class _Exporter:
         shape = tuple(self.g.shape(t)[p] for p in perm)
         p = self.g.const(np.array(perm, dtype=np.int32), self.name(what + "_perm"))
         return self.g.op("TRANSPOSE", [t, p], shape, self.name(what), "TransposeOptions")[0]
+
+
+class _Exporter(_Builder):
+    def __init__(self, model):
+        self.model = model
+        self.two_d = len(model.frame_shape) == 2
+        self.g = _Graph()
+        self.n = 0
+
+    # ------------------------------------------------------------------ helpers
 
     def _slice(self, t, begin, size, what="slice"):
         b = self.g.const(np.array(begin, dtype=np.int32), self.name(what + "_begin"))

@@ -79,17 +79,13 @@ class _Params:
         self.scale, self.zero_point = scale, zero_point
 
 
-class _Int8Exporter:
+class _Int8Exporter(T._Builder):
     def __init__(self, qmodel):
         self.qm = qmodel
         self.model = qmodel.model
         self.two_d = len(self.model.frame_shape) == 2
         self.g = _QGraph()
         self.n = 0
-
-    def name(self, what):
-        self.n += 1
-        return f"{what}_{self.n}"
 
     # ------------------------------------------------------------------ helpers
     def spec(self, k):
@@ -297,9 +293,9 @@ class _Int8Exporter:
         x = g.tensor((1, m.window) + frame, "x")
         q0 = qm.qnodes[0].out
         if self.two_d:
-            t = T._Exporter._transpose(self, x, [0, 3, 1, 2], "to_nhwc")  # float (1, W, C, F) -> (1, F, W, C)
+            t = self._transpose(x, [0, 3, 1, 2], "to_nhwc")  # float (1, W, C, F) -> (1, F, W, C)
         else:
-            t = T._Exporter._reshape(self, x, (1, 1, m.window, frame[0]), "to_nhwc")
+            t = self._reshape(x, (1, 1, m.window, frame[0]), "to_nhwc")
         vals = {0: g.qop("QUANTIZE", [t], g.shape(t), q0, self.name("quantize"))}
         for k, qn in enumerate(qm.qnodes[1:], start=1):
             ins = [vals[j] for j in qn.inputs]
