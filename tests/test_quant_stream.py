@@ -119,6 +119,23 @@ def test_the_comparison_can_fail():
     assert not np.array_equal(qm.stream().push_many(x), want)
 
 
+def _model_of_depthwise(c=20):
+    """Depthwise convs of more channels than a vector holds and not a multiple of it (the AVX2
+    kernel's 16 and its plain-C tail): a causal one (run_qconv) and a 'same' one whose window
+    end is recomputed as strips (run_qconv_rows)."""
+    x = dse.Input((c, 6))
+    h = dse.ReLU()(dse.Conv2d(c, c, 3, padding=(1, (2, 0)), groups=c, seed=1)(x))
+    h = dse.Conv2d(c, c, 3, padding=(1, "same"), groups=c, seed=2)(h)
+    return dse.Model(x, dse.Linear(c, 3, seed=4)(dse.GlobalAvgPool()(h)), window=12)
+
+
+def test_depthwise_int8_stream_equals_the_reference():
+    qm = quantized(_model_of_depthwise(), 2)
+    assert sum(q.kind == "conv" and q.layer.__class__.__name__ == "Conv2d" for q in qm.qnodes) == 2
+    x = np.random.default_rng(6).standard_normal((50,) + qm.model.frame_shape).astype(np.float32)
+    check_bit_exact(qm, x)
+
+
 _PATH_PROBE = """
 import numpy as np, sys
 sys.path.insert(0, {tests!r})
@@ -131,6 +148,10 @@ x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(n
 T.check_bit_exact(qm, x)
 T.check_requantize_probe()  # this path's vector requantization on its edge cases
 outs = [qm.stream().push_many(x)]
+dq = T.quantized(T._model_of_depthwise(), 2)  # depthwise: 16-channel vectors and a tail
+dx = np.random.default_rng(6).standard_normal((50,) + dq.model.frame_shape).astype(np.float32)
+T.check_bit_exact(dq, dx)
+outs.append(dq.stream().push_many(dx).ravel())
 # strip convs batched by rows (plan.row_tables): groups and channel counts not a multiple of 4,
 # where the kernel layouts' block strides differ
 import test_strip_rows as S

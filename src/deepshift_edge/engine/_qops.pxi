@@ -10,6 +10,8 @@ cdef extern from "_qgemv.h" nogil:
     enum: DSE_QBLK
     void dse_qgemv(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, Py_ssize_t cin,
                    const void* w, Py_ssize_t nblk, Py_ssize_t blk_stride, int32_t* acc)
+    void dse_qdw(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, const int8_t* w,
+                 Py_ssize_t cout, int32_t zin, int32_t* acc)
     int dse_qlayout()
     int32_t dse_qround(float v)
     int dse_qoffset()
@@ -152,13 +154,7 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                 net.qchunk[n] = i * op.kf + k
                 n += 1
         if depthwise:  # weights [chunk][channel], a multiply-add over contiguous channels
-            for c in range(op.cout):
-                net.qacc[c] = 0
-            for m in range(n):
-                x = net.qx[m]
-                wd = <const int8_t*>op.qweight + net.qchunk[m] * op.cout
-                for c in range(op.cout):
-                    net.qacc[c] += (<int32_t>x[c] - zin) * <int32_t>wd[c]
+            dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
             op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
             continue
         for g in range(op.groups):
@@ -207,8 +203,7 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
         for r in range(nrows):
             for fo in range(op.fout):
                 yo = out + r * op.poscol + fo * op.cout
-                for c in range(op.cout):
-                    net.qacc[c] = 0
+                n = 0
                 for i in range(op.ntaps):
                     if rt[2 * (i * nrows + r)] == 0:
                         continue  # padding, or a Pad's zero points: (zp - zin) * w = 0
@@ -217,9 +212,10 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
                         fi = fo * op.sf - op.pf + k * op.df
                         if fi < 0 or fi >= op.fin:
                             continue
-                        wd = <const int8_t*>op.qweight + (i * op.kf + k) * op.cout
-                        for c in range(op.cout):
-                            net.qacc[c] += (<int32_t>(x + fi * op.cin)[c] - zin) * <int32_t>wd[c]
+                        net.qx[n] = x + fi * op.cin
+                        net.qchunk[n] = i * op.kf + k
+                        n += 1
+                dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
                 op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
         return
     for fo in range(op.fout):
