@@ -120,18 +120,21 @@ def test_the_comparison_can_fail():
 
 
 def _model_of_depthwise(c=20):
-    """Depthwise convs of more channels than a vector holds and not a multiple of it (the AVX2
-    kernel's 16 and its plain-C tail): a causal one (run_qconv) and a 'same' one whose window
-    end is recomputed as strips (run_qconv_rows)."""
-    x = dse.Input((c, 6))
-    h = dse.ReLU()(dse.Conv2d(c, c, 3, padding=(1, (2, 0)), groups=c, seed=1)(x))
+    """The convs with weights [chunk][channel] (dse_qdw, dse_qbc), of more channels than a
+    vector holds and not a multiple of it (the AVX2 kernels' 16 and their plain-C tail): on a
+    single input channel and depthwise, each causal (run_qconv) and 'same', whose window end is
+    recomputed as strips (run_qconv_rows)."""
+    x = dse.Input((1, 6))
+    h = dse.ReLU()(dse.Conv2d(1, c, 3, padding=(1, (2, 0)), seed=5)(x))
+    h = dse.ReLU()(dse.Conv2d(c, c, 3, padding=(1, (2, 0)), groups=c, seed=1)(h))
     h = dse.Conv2d(c, c, 3, padding=(1, "same"), groups=c, seed=2)(h)
+    h = dse.Add()(h, dse.Conv2d(1, c, (3, 2), padding=(1, "same"), seed=6)(x))
     return dse.Model(x, dse.Linear(c, 3, seed=4)(dse.GlobalAvgPool()(h)), window=12)
 
 
 def test_depthwise_int8_stream_equals_the_reference():
     qm = quantized(_model_of_depthwise(), 2)
-    assert sum(q.kind == "conv" and q.layer.__class__.__name__ == "Conv2d" for q in qm.qnodes) == 2
+    assert sum(q.kind == "conv" and q.layer.__class__.__name__ == "Conv2d" for q in qm.qnodes) == 4
     x = np.random.default_rng(6).standard_normal((50,) + qm.model.frame_shape).astype(np.float32)
     check_bit_exact(qm, x)
 
