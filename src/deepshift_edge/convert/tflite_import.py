@@ -1344,8 +1344,10 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
         def computed_by(i):
             """The op that computes tensor i, through the reshapes Keras puts after a Dense
             applied per frame (RESHAPE to (T, C), FULLY_CONNECTED, RESHAPE back)."""
-            op = producer.get(i)
-            while op is not None and op.name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS") and op.inputs:
+            op, seen = producer.get(i), set()
+            while op is not None and op.name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS") and op.inputs \
+                    and id(op) not in seen:  # (a hostile file's cycle ends the walk)
+                seen.add(id(op))
                 op = producer.get(op.inputs[0])
             return op.name if op is not None else None
 
