@@ -120,10 +120,10 @@ def test_the_comparison_can_fail():
 
 
 def _model_of_depthwise(c=20):
-    """The convs with weights [chunk][channel] (dse_qdw, dse_qbc), of more channels than a
-    vector holds and not a multiple of it (the AVX2 kernels' 16 and their plain-C tail): on a
-    single input channel and depthwise, each causal (run_qconv) and 'same', whose window end is
-    recomputed as strips (run_qconv_rows)."""
+    """Depthwise convs (weights [chunk][channel], dse_qdw) of more channels than a vector holds
+    and not a multiple of it (the AVX2 kernel's 16 and its plain-C tail), and convs of a single
+    input channel (a whole DOT4 quad / PMADDWD pair per tap), each causal (run_qconv) and 'same',
+    whose window end is recomputed as strips (run_qconv_rows)."""
     x = dse.Input((1, 6))
     h = dse.ReLU()(dse.Conv2d(1, c, 3, padding=(1, (2, 0)), seed=5)(x))
     h = dse.ReLU()(dse.Conv2d(c, c, 3, padding=(1, (2, 0)), groups=c, seed=1)(h))

@@ -766,60 +766,6 @@ static void dse_qdw_avx2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff
 }
 #endif
 
-/* One position of an int8 conv of a single input channel: acc[o] = sum over the n chunks j
- * of (x_j[0] - zin) * w[chunk[j]][o], weights [chunk][output]: one input value times a vector
- * of weights per chunk (the DOT4/PAIRS layouts would spend a whole quad or pair, and a kernel
- * call's overhead, on each single channel). Products fit int16, as in dse_qdw. */
-#define DSE_QBC_BODY                                                                               \
-    for (ptrdiff_t o = 0; o < cout; o++) acc[o] = 0;                                               \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                            \
-        const int16_t xj = (int16_t)(x[j][0] - zin);                                               \
-        const int8_t *restrict wj = w + chunk[j] * cout;                                           \
-        for (ptrdiff_t o = 0; o < cout; o++)                                                       \
-            acc[o] += (int16_t)(xj * (int16_t)wj[o]);                                              \
-    }
-
-DSE_QDW_SIG(dse_qbc_plain, ) { DSE_QBC_BODY }
-#if DSE_QX86
-__attribute__((target("avx2")))
-static void dse_qbc_avx2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
-                         ptrdiff_t cout, int32_t zin, int32_t *restrict acc)
-{
-    ptrdiff_t o0 = 0;
-    for (; o0 + 16 <= cout; o0 += 16) {
-        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-        for (ptrdiff_t j = 0; j < n; j++) {
-            const __m256i xv = _mm256_set1_epi16((int16_t)(x[j][0] - zin));
-            const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + chunk[j] * cout + o0)));
-            const __m256i p = _mm256_mullo_epi16(xv, wv);  /* exact: |p| <= 32,385 */
-            lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
-            hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(p, 1)));
-        }
-        _mm256_storeu_si256((__m256i *)(acc + o0), lo);
-        _mm256_storeu_si256((__m256i *)(acc + o0 + 8), hi);
-    }
-    for (ptrdiff_t o = o0; o < cout; o++) {
-        int32_t a = 0;
-        for (ptrdiff_t j = 0; j < n; j++)
-            a += ((int32_t)x[j][0] - zin) * (int32_t)w[chunk[j] * cout + o];
-        acc[o] = a;
-    }
-}
-#endif
-
-static void dse_qbc(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
-                    ptrdiff_t cout, int32_t zin, int32_t *acc)
-{
-#if DSE_QX86
-    const int p = dse_qpath();
-    if (p == DSE_QPATH_AVX512VNNI || p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_C16_V3) {  /* all imply AVX2 */
-        dse_qbc_avx2(x, chunk, n, w, cout, zin, acc);
-        return;
-    }
-#endif
-    dse_qbc_plain(x, chunk, n, w, cout, zin, acc);
-}
-
 static void dse_qdw(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
                     ptrdiff_t cout, int32_t zin, int32_t *acc)
 {

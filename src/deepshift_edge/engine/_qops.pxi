@@ -12,8 +12,6 @@ cdef extern from "_qgemv.h" nogil:
                    const void* w, Py_ssize_t nblk, Py_ssize_t blk_stride, int32_t* acc)
     void dse_qdw(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, const int8_t* w,
                  Py_ssize_t cout, int32_t zin, int32_t* acc)
-    void dse_qbc(const int8_t* const* x, const Py_ssize_t* chunk, Py_ssize_t n, const int8_t* w,
-                 Py_ssize_t cout, int32_t zin, int32_t* acc)
     int dse_qlayout()
     int32_t dse_qround(float v)
     int dse_qoffset()
@@ -130,7 +128,6 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef Py_ssize_t nchunks = op.ntaps * op.kf
     cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
     cdef bint depthwise = cin_g == 1 and cout_g == 1
-    cdef bint single_in = cin_g == 1 and op.groups == 1 and not depthwise  # weights [chunk][out]
     cdef int layout = dse_qlayout()
     cdef Py_ssize_t blk_stride = qblk_stride(layout, nchunks, cin_g)
     cdef Py_ssize_t esz = qweight_esize(layout)
@@ -156,11 +153,8 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                 net.qx[n] = x + fi * op.cin
                 net.qchunk[n] = i * op.kf + k
                 n += 1
-        if depthwise or single_in:  # weights [chunk][channel]: (x - zin) * w, padding skipped
-            if depthwise:
-                dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
-            else:
-                dse_qbc(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
+        if depthwise:  # weights [chunk][channel], a multiply-add over contiguous channels
+            dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
             op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
             continue
         for g in range(op.groups):
@@ -205,7 +199,7 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
     cdef const int32_t* bias
     cdef int32_t* tmp = net.qacc + op.cout + DSE_QBLK
     cdef const int64_t* rt = op.rtab
-    if cin_g == 1 and (cout_g == 1 or op.groups == 1):  # depthwise or one input channel: [chunk][channel]
+    if cin_g == 1 and cout_g == 1:  # depthwise: weights [chunk][channel]
         for r in range(nrows):
             for fo in range(op.fout):
                 yo = out + r * op.poscol + fo * op.cout
@@ -221,10 +215,7 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
                         net.qx[n] = x + fi * op.cin
                         net.qchunk[n] = i * op.kf + k
                         n += 1
-                if cout_g == 1:
-                    dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
-                else:
-                    dse_qbc(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
+                dse_qdw(net.qx, net.qchunk, n, <const int8_t*>op.qweight, op.cout, zin, net.qacc)
                 op_requant(op, net.qacc, op.qbias, op.qm0, op.qshift, yo, op.cout)
         return
     for fo in range(op.fout):

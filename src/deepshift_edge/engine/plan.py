@@ -279,13 +279,11 @@ QBLK = 16  # output channels per block of the int8 kernels: DSE_QBLK in _qgemv.h
 def qkernel_weights(op: Op, layout: int) -> np.ndarray:
     """An int8 conv's weights in the layout of the running kernel (_qgemv.h):
     0 = C16 int16 [group][block][chunk][cin/g][16]; 1 = DOT4 int8 [group][block][chunk][cq][16][4];
-    2 = PAIRS int16 [group][block][chunk][cp][16][2]; a depthwise conv, or one of a single input
-    channel (the first conv on a 1-channel spectrogram), whatever the layout: int8
-    [chunk][output channel] (_qgemv.h's dse_qdw / dse_qbc, one multiply per chunk and output)."""
+    2 = PAIRS int16 [group][block][chunk][cp][16][2]; a depthwise conv: int8 [chunk][channel]."""
     w4 = op.qweight  # (out, in/g, kf, kt)
     c_out, cin_g, k_f, k_t = w4.shape
     g = op.groups
-    if cin_g == 1 and (c_out == g or g == 1):  # depthwise, or a single input channel
+    if cin_g == 1 and c_out == g:  # depthwise
         return np.ascontiguousarray(w4[:, 0].transpose(2, 1, 0).reshape(k_t * k_f, c_out), np.int8)
     cout_g = c_out // g
     nblk = -(-cout_g // QBLK)
