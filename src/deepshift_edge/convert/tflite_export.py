@@ -155,7 +155,6 @@ class _Exporter(_Builder):
         self.n = 0
 
     # ------------------------------------------------------------------ helpers
-
     def _slice(self, t, begin, size, what="slice"):
         b = self.g.const(np.array(begin, dtype=np.int32), self.name(what + "_begin"))
         s = self.g.const(np.array(size, dtype=np.int32), self.name(what + "_size"))

@@ -717,26 +717,23 @@ static int dse_qoffset(void)
 /* ---------------------------------------------------------------------------- depthwise
  * One position of an int8 depthwise conv: acc[c] = sum over the n chunks j of
  * (x_j[c] - zin) * w[chunk[j]][c], weights [chunk][channel]. Each product fits int16 (|x - zin|
- * <= 255, |w| <= 127: at most 32,385), so the compiler multiplies 8/16 lanes at a time (PMULLW,
- * NEON's MUL) and widens into the int32 sums; `restrict` says the int32 sums alias no input
- * byte (an int8 pointer may alias anything otherwise, and the loop would stay scalar). */
-#define DSE_QDW_BODY                                                                               \
-    for (ptrdiff_t c = 0; c < cout; c++) acc[c] = 0;                                               \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                            \
-        const int8_t *restrict xj = x[j];                                                          \
-        const int8_t *restrict wj = w + chunk[j] * cout;                                           \
-        for (ptrdiff_t c = 0; c < cout; c++)                                                       \
-            acc[c] += (int16_t)((int16_t)(xj[c] - zin) * (int16_t)wj[c]);                          \
+ * <= 255, |w| <= 127: at most 32,385). dse_qdw_from: channels c0..cout in plain C (`restrict`:
+ * the int32 sums alias no input byte); GCC leaves it about scalar on x86's SSE2 baseline. */
+static void dse_qdw_from(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
+                         ptrdiff_t cout, ptrdiff_t c0, int32_t zin, int32_t *restrict acc)
+{
+    for (ptrdiff_t c = c0; c < cout; c++) acc[c] = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const int8_t *restrict xj = x[j];
+        const int8_t *restrict wj = w + chunk[j] * cout;
+        for (ptrdiff_t c = c0; c < cout; c++)
+            acc[c] += (int16_t)((int16_t)(xj[c] - zin) * (int16_t)wj[c]);
     }
+}
 
-#define DSE_QDW_SIG(NAME, ATTR)                                                                    \
-    ATTR static void NAME(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,             \
-                          const int8_t *w, ptrdiff_t cout, int32_t zin, int32_t *restrict acc)
-
-DSE_QDW_SIG(dse_qdw_plain, ) { DSE_QDW_BODY }
 #if DSE_QX86
 /* AVX2: 16 channels per step, int16 products (VPMULLW), widened into two int32 vectors; the
- * channels past the last 16 in plain C. (GCC's own AVX-512 vectorisation of the loop above was
+ * channels past the last 16 in plain C. (GCC's own AVX-512 vectorisation of the plain loop was
  * 6x slower than SSE2's on 16 channels: hence intrinsics.) */
 __attribute__((target("avx2")))
 static void dse_qdw_avx2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
@@ -757,12 +754,7 @@ static void dse_qdw_avx2(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff
         _mm256_storeu_si256((__m256i *)(acc + c0), lo);
         _mm256_storeu_si256((__m256i *)(acc + c0 + 8), hi);
     }
-    for (ptrdiff_t c = c0; c < cout; c++) {
-        int32_t a = 0;
-        for (ptrdiff_t j = 0; j < n; j++)
-            a += ((int32_t)x[j][c] - zin) * (int32_t)w[chunk[j] * cout + c];
-        acc[c] = a;
-    }
+    dse_qdw_from(x, chunk, n, w, cout, c0, zin, acc);
 }
 #endif
 
@@ -776,7 +768,7 @@ static void dse_qdw(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
         return;
     }
 #endif
-    dse_qdw_plain(x, chunk, n, w, cout, zin, acc);
+    dse_qdw_from(x, chunk, n, w, cout, 0, zin, acc);
 }
 
 static void dse_qgemv(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, ptrdiff_t cin,

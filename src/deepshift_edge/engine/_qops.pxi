@@ -134,7 +134,6 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
     cdef Py_ssize_t fo, i, k, fi, g, m, c, n, o
     cdef const int8_t* x
-    cdef const int8_t* wd
     cdef int8_t* yo
     cdef int64_t corr
     cdef const int32_t* bias
@@ -193,7 +192,6 @@ cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
     cdef int32_t zin = op.qzp_in[0], offset = dse_qoffset()
     cdef Py_ssize_t r, i, fo, k, fi, g, m, c, n, o
     cdef const int8_t* x
-    cdef const int8_t* wd
     cdef int8_t* yo
     cdef int64_t corr
     cdef const int32_t* bias

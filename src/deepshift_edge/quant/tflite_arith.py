@@ -17,24 +17,19 @@ from . import scheme as Q
 _I16_MIN, _I16_MAX = -(1 << 15), (1 << 15) - 1
 
 
-def _trunc_div(a, d):
-    q = np.abs(a) // d
-    return np.where(a < 0, -q, q)
-
-
 def _srdhm16(a, b):
     """gemmlowp's SaturatingRoundingDoublingHighMul on int16 values."""
     a = np.asarray(a, np.int64)
     ab = a * int(b)
     nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
-    out = _trunc_div(ab + nudge, 1 << 15)
+    out = Q._trunc_div(ab + nudge, 1 << 15)
     return np.where((a == _I16_MIN) & (b == _I16_MIN), _I16_MAX, out)
 
 
 def _sdhm16(a, b):
     """TFLite's SaturatingDoublingHighMul (hard_swish.h): the same, truncating toward zero."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    out = _trunc_div(a * b, 1 << 15)
+    out = Q._trunc_div(a * b, 1 << 15)
     return np.where((a == b) & (a == _I16_MIN), _I16_MAX, out)
 
 
