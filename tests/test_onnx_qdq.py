@@ -4,13 +4,14 @@ held against onnxruntime running the same file on every window.
 What is asserted:
 
 * the imported int8 model streams its own integer reference bit for bit;
-* every int8 operator, fed onnxruntime's own int8 inputs, gives onnxruntime's int8 output
-  within one LSB (the reason: onnxruntime requantizes in float, ``round_half_even(acc *
-  (s_in*s_w/s_out))``, the int8 engine with gemmlowp's fixed point, a 31-bit multiplier and
-  two roundings; they differ where the exact product lies within 2^-shift of a half, which
-  ``test_conv_requantization_reason`` checks element by element);
-* end to end, every window of the bench models is exact or within one LSB; deeper graphs carry
-  the per-operator differences on (counted, bounded);
+* the import requantizes its convs, Linears, global means and Muls as onnxruntime does, in
+  float (``round_half_even(float32(acc) * float32(s_in*s_w/s_out))``, scheme.requantize_float),
+  not with gemmlowp's fixed point; every int8 operator, fed onnxruntime's own int8 inputs, gives
+  onnxruntime's int8 output within one LSB, and differs only at the last bit of a half
+  (``test_conv_requantization_reason`` checks it element by element). Adds stay fixed point:
+  onnxruntime's QLinearAdd is fixed point with constants of its own (one LSB apart at most);
+* end to end, the bench models are exact on nearly every window and within one LSB on all;
+  InceptionTime, whose convs onnxruntime leaves in float (not fused), within a bound;
 * what the int8 engine has no operator for is refused with the ONNX node named.
 
 ``python tests/test_onnx_qdq.py`` prints the agreement table (model, exporter, windows, exact,
@@ -177,7 +178,9 @@ def test_bench_models_match_onnxruntime_on_every_window(name):
     diffs, per_op = compare(qm, qdq, x)
     assert diffs.max() <= 1, f"{name}: windows off by {np.bincount(diffs)} LSB"
     assert per_op and max(per_op.values()) <= 1, per_op
-    assert (diffs == 0).sum() > 0
+    # requantized in float as onnxruntime does, nearly every window is exact (the rest: its
+    # conv kernels' own last-bit ties, test_conv_requantization_reason)
+    assert (diffs == 0).mean() >= 0.9, np.bincount(diffs)
 
 
 def test_dynamo_export_converts_alike():
@@ -217,39 +220,48 @@ def test_relu_removed_by_onnxruntime_is_back_in_the_float_model():
 
 
 def test_conv_requantization_reason():
-    """Where a conv of the imported kws model differs from onnxruntime, given the same int8
-    input, the exact product acc * s_in*s_w/s_out is within 2^-shift of a half: onnxruntime
-    rounds it once (to nearest even, in float), gemmlowp's fixed point rounds twice."""
+    """The imported convs requantize as onnxruntime does, in float: float32(acc) * float32
+    scale, ties to even (scheme.requantize_float). Checked element by element on every conv of
+    the imported kws model, fed onnxruntime's own int8 input:
+
+    * gemmlowp's fixed point (what quantize() uses) differs from onnxruntime only where the
+      exact product acc * s_in*s_w/s_out lies within 2^-shift of a half (it rounds twice);
+    * the float requantization differs only where the exact product lies within 1e-6 (relative)
+      of a half: onnxruntime's kernel on some CPUs is off the correctly rounded float32 product
+      in the last bit (seen: 7 outputs in 4 million, on AVX-512 VNNI + AMX), and rarely."""
     model, qdq, qm, _ = imported("kws")
-    qn = qm.qnodes[1]
-    name = qm.onnx_values[qn.name]
-    sess = session(qdq, [qm.onnx_values["input"], name])
+    convs = [qn for qn in qm.qnodes if qn.kind == "conv" and isinstance(qn.layer, dse.Conv1d)]
+    assert len(convs) >= 5 and all(qn.rounding == "float" for qn in convs)
+    sess = session(qdq, sorted({qm.onnx_values[n] for qn in convs for n in (qn.name, qm.qnodes[qn.inputs[0]].name)}))
+    names = [o.name for o in sess.get_outputs()]
     x = _frames(model, 30, seed=5)
-    zin = qm.qnodes[0].out.zero_point
-    w = qn.weight[:, :, 0, :].astype(np.int64)
-    d = qn.layer.d_t
-    k = w.shape[-1]
-    real_m = qm.qnodes[0].out.scale * qn.w_scale.astype(np.float64) / qn.out.scale
-    shifts = -np.asarray(qn.shift)
-    n_diff = n_total = 0
+    n_fixed = n_float = n_total = 0
     for i in range(0, 30, 3):
-        outs = sess.run(None, {sess.get_inputs()[0].name: _layout(x[i:i + qm.window])})
-        q_in = outs[-2][0].astype(np.int64)
-        theirs = outs[-1][0].astype(np.int64)
-        xp = np.pad(q_in, ((0, 0), ((k - 1) * d, 0)), constant_values=zin) - zin
-        T = q_in.shape[-1]
-        acc = sum(np.einsum("oc,ct->ot", w[:, :, j], xp[:, j * d:j * d + T]) for j in range(k)) + qn.bias[:, None]
-        exact = acc * real_m[:, None]
-        np.testing.assert_array_equal(theirs, np.clip(np.rint(exact) + qn.out.zero_point, qn.lo, qn.hi))
-        ours = Q.requantize(acc.T, qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi).T.astype(np.int64)
-        diff = ours != theirs
-        frac = np.abs(exact - np.floor(exact) - 0.5)
-        near = frac <= 2.0 ** -(shifts[:, None].astype(float)) + 1e-9
-        assert not (diff & ~near).any(), "a difference away from a rounding tie"
-        assert np.abs(ours - theirs).max() <= 1
-        n_diff += int(diff.sum())
-        n_total += diff.size
-    assert n_diff < n_total * 0.01
+        res = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: _layout(x[i:i + qm.window])})))
+        for qn in convs:
+            src = qm.qnodes[qn.inputs[0]]
+            q_in = res[qm.onnx_values[src.name]][0].astype(np.int64)
+            theirs = res[qm.onnx_values[qn.name]][0].astype(np.int64)
+            zin, d, w = src.out.zero_point, qn.layer.d_t, qn.weight[:, :, 0, :].astype(np.int64)
+            k = w.shape[-1]
+            xp = np.pad(q_in, ((0, 0), ((k - 1) * d, 0)), constant_values=zin) - zin
+            T = q_in.shape[-1]
+            acc = sum(np.einsum("oc,ct->ot", w[:, :, j], xp[:, j * d:j * d + T]) for j in range(k)) + qn.bias[:, None]
+            exact = acc * (src.out.scale * qn.w_scale.astype(np.float64) / qn.out.scale)[:, None]
+            to_half = np.abs(exact - np.floor(exact) - 0.5)
+            fixed = Q.requantize(acc.T, qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi).T.astype(np.int64)
+            in_float = Q.requantize_float(acc.T, qn.fscale, qn.out.zero_point, qn.lo, qn.hi).T.astype(np.int64)
+            np.testing.assert_array_equal(in_float, QM._run(qn, [q_in], [src]))  # what the model runs
+            near_fixed = to_half <= 2.0 ** np.asarray(qn.shift, float)[:, None] + 1e-9
+            near_float = to_half <= 1e-6 * np.abs(exact)
+            assert not ((fixed != theirs) & ~near_fixed).any(), "fixed point: a difference away from a tie"
+            assert not ((in_float != theirs) & ~near_float).any(), "float: a difference away from a tie"
+            assert max(np.abs(fixed - theirs).max(), np.abs(in_float - theirs).max()) <= 1
+            n_fixed += int((fixed != theirs).sum())
+            n_float += int((in_float != theirs).sum())
+            n_total += theirs.size
+    assert n_fixed > 0  # the fixed point does differ: the comparison can fail
+    assert n_float * 1000 < n_total and n_float < n_fixed, (n_float, n_fixed, n_total)
 
 
 def test_uint8_activations_map_onto_int8():
@@ -279,7 +291,8 @@ def test_imported_model_saves_and_loads(tmp_path):
 @pytest.mark.parametrize("name", ["kws", "activity", "spectrogram"])
 def test_export_then_import_is_the_same_int8_model(name):
     """to_onnx_qdq writes a QuantizedModel as QDQ with its own parameters; importing that file
-    gives the same int8 model, bit for bit (and onnxruntime runs it within one LSB)."""
+    gives the same parameters, requantized in float as onnxruntime does; with the source's
+    rounding put back, the same integers bit for bit (and onnxruntime runs it within one LSB)."""
     from deepshift_edge.convert.onnx_qdq_export import to_onnx_qdq
     model = examples.EXAMPLES[name]()
     x = _frames(model, 300, seed=8)
@@ -293,6 +306,9 @@ def test_export_then_import_is_the_same_int8_model(name):
             np.testing.assert_array_equal(a.weight, b.weight)
             np.testing.assert_array_equal(a.bias, b.bias)
             np.testing.assert_array_equal(a.m0, b.m0)
+    assert {q.rounding for q in back.qnodes if q.kind in ("conv", "gmean")} == {"float"}
+    for a, b in zip(qm.qnodes, back.qnodes):
+        b.rounding, b.fscale = a.rounding, a.fscale
     np.testing.assert_array_equal(back.forward_int(x[:model.window + 20]), qm.forward_int(x[:model.window + 20]))
     sess = session(data)
     for i in range(0, 20, 5):
@@ -457,7 +473,9 @@ def test_families_every_operator_within_one_lsb(name):
         np.testing.assert_array_equal(got, qm.forward_dequantized(xs))
     diffs, per_op = compare(qm, qdq, xs[:qm.window + 30], time_axis)
     assert per_op and max(per_op.values()) <= 1, per_op
-    assert diffs.max() <= 8
+    # end to end within one LSB, except where onnxruntime leaves a conv unfused (DQ -> Conv ->
+    # Q in float32: InceptionTime's bottleneck and branch convs), whose float sums it carries on
+    assert diffs.max() <= (8 if name == "inception_time" else 1), np.bincount(diffs)
 
 
 @pytest.mark.slow

@@ -151,6 +151,9 @@ x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(n
 T.check_bit_exact(qm, x)
 T.check_requantize_probe()  # this path's vector requantization on its edge cases
 outs = [qm.stream().push_many(x)]
+fq = T.float_rounded(T.quantized(model, 3))  # onnxruntime's float requantization
+T.check_bit_exact(fq, x)
+outs.append(fq.stream().push_many(x).ravel())
 dq = T.quantized(T._model_of_depthwise(), 2)  # depthwise: 16-channel vectors and a tail
 dx = np.random.default_rng(6).standard_normal((50,) + dq.model.frame_shape).astype(np.float32)
 T.check_bit_exact(dq, dx)
@@ -206,6 +209,63 @@ def check_requantize_probe(seed: int = 0):
         want1 = np.array([Q.requantize(np.array([total[i]]), int(m0[i]), int(shift[i]), zp, lo, hi,
                                        rounding="single")[0] for i in range(n)], np.int8)
         np.testing.assert_array_equal(got1, want1)
+    # float requantization (onnxruntime's, XNNPACK's): float32 scales over many magnitudes,
+    # products exactly on halves (scales 2^-k times odd multiples of 2^(k-1)), the int32 edges
+    scale = (10.0 ** rng.uniform(-9, 1, n)).astype(np.float32)
+    k = rng.integers(1, 12, n)
+    on_half = rng.random(n) < 0.3
+    scale[on_half] = np.float32(2.0) ** -k[on_half].astype(np.float32)
+    acc_f = acc.copy()
+    acc_f[on_half] = (2 * rng.integers(-200, 200, int(on_half.sum())) + 1) << (k[on_half] - 1)
+    total_f = np.clip(acc_f + bias, -(1 << 31), (1 << 31) - 1)
+    bias_f = total_f - acc_f
+    for zp, lo, hi in ((0, -128, 127), (-7, -128, 127), (100, -128, 127), (-128, -128, -28), (3, 3, 127)):
+        got_f = np.frombuffer(requantize_probe(*(np.ascontiguousarray(a, np.int32) for a in (acc_f, bias_f)),
+                                               scale.view(np.int32), np.zeros(n, np.int32), zp, lo, hi,
+                                               float_scales=True), np.int8)
+        np.testing.assert_array_equal(got_f, Q.requantize_float(total_f, scale, zp, lo, hi))
+
+
+def float_rounded(qm):
+    """qm with every conv, Linear and global mean requantized in float (quantize.set_rounding),
+    as an imported ONNX QDQ model is."""
+    from deepshift_edge.quant.quantize import set_rounding
+    names = [qm.model.nodes[q.model_nodes[0]].name for q in qm.qnodes if q.kind in ("conv", "gmean")]
+    set_rounding(qm, names, "float")
+    return qm
+
+
+def test_float_requantization_rounds_halves_to_even():
+    """acc * 0.5 on odd acc is a half: onnxruntime's float requantization takes the even
+    neighbour (1.5 -> 2, 2.5 -> 2, -0.5 -> 0), gemmlowp's the one above (2.5 -> 3, 0.5 -> 1)."""
+    from deepshift_edge.engine._kernels import requantize_probe
+    from deepshift_edge.quant import scheme as Q
+    acc = np.array([3, 5, -1, -3, 7, 1, 301, -301], np.int32)
+    half = np.full(8, 0.5, np.float32)
+    got = np.frombuffer(requantize_probe(acc, np.zeros(8, np.int32), half.view(np.int32), np.zeros(8, np.int32),
+                                         0, -128, 127, float_scales=True), np.int8)
+    assert list(got) == [2, 2, 0, -2, 4, 0, 127, -128]
+    assert list(Q.requantize_float(acc, half, 0)) == list(got)
+    m0, shift = Q.quantize_multiplier(0.5)
+    gemmlowp = list(Q.requantize(acc[:6], m0, shift, 0))
+    assert gemmlowp[1] == 3 and gemmlowp[5] == 1 and gemmlowp != list(got[:6])  # 2.5 -> 3, 0.5 -> 1
+
+
+def test_every_int8_op_streams_bit_exact_with_float_requantization(tmp_path):
+    """The same model with its convs, Linear and mean requantized in float (an imported ONNX
+    QDQ model's arithmetic): every way to stream equals the reference, the model file keeps
+    which nodes round so, and the integers differ from gemmlowp's somewhere (the mode is used)."""
+    model = _model_of_every_int8_op()
+    x = np.random.default_rng(5).standard_normal((80,) + model.frame_shape).astype(np.float32)
+    fq = float_rounded(quantized(model, 3))
+    assert {q.kind for q in fq.qnodes if q.rounding == "float"} == {"conv", "gmean"}
+    check_bit_exact(fq, x)
+    fq.save(tmp_path / "f.npz")
+    back = dse.load(tmp_path / "f.npz")
+    assert [q.rounding for q in back.qnodes] == [q.rounding for q in fq.qnodes]
+    np.testing.assert_array_equal(back.stream().push_many(x), fq.stream().push_many(x))
+    big = np.random.default_rng(9).standard_normal((400,) + model.frame_shape).astype(np.float32) * 3
+    assert not np.array_equal(fq.forward_int(big), quantized(model, 3).forward_int(big))
 
 
 def test_requantization_equals_the_reference():
@@ -333,4 +393,27 @@ def test_single_rounding_is_kept_by_the_model_file(tmp_path):
         h["quantization"]["single_rounding"] = bad
         np.savez(tmp_path / "bad.npz", **{**members, "__model__": np.array(json.dumps(doc))})
         with pytest.raises(dse.ModelFormatError, match="single_rounding"):
+            dse.load(tmp_path / "bad.npz")
+
+
+def test_float_rounding_is_checked_by_the_model_file(tmp_path):
+    """A file's float_rounding names convs, Linears, global means or Muls; anything else, or a
+    node listed under both roundings, is refused by name before any kernel sees it."""
+    import json
+    fq = float_rounded(quantized(_model_of_every_int8_op(), 3))
+    fq.save(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as z:
+        members = {k: z[k] for k in z.files}
+    doc = json.loads(str(members["__model__"]))
+    section = doc["quantization"] if "quantization" in doc else next(
+        v["quantization"] for v in doc.values() if isinstance(v, dict) and "quantization" in v)
+    names = section["float_rounding"]
+    assert len(names) == sum(q.rounding == "float" for q in fq.qnodes)
+    relu = next(n.name for n in fq.model.nodes if isinstance(n.layer, dse.ReLU))
+    for bad, match in (([relu], "float_rounding"), ("x", "float_rounding"),
+                       (None, "both single_rounding and float_rounding")):
+        section["float_rounding"] = names if bad is None else bad
+        section["single_rounding"] = names[:1] if bad is None else []
+        np.savez(tmp_path / "bad.npz", **{**members, "__model__": np.array(json.dumps(doc))})
+        with pytest.raises(dse.ModelFormatError, match=match):
             dse.load(tmp_path / "bad.npz")

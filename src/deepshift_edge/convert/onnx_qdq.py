@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ModelError, ModelFormatError
 from ..nn import layers as L
+from ..nn import merge as M
 
 __all__ = ["from_onnx_qdq", "is_qdq", "int8_output_name"]
 
@@ -297,7 +298,11 @@ def from_onnx_qdq(model, window: Optional[int] = None, *, time_axis=None, check:
         raise ModelFormatError(f"not a convertible QDQ ONNX model: {type(exc).__name__}: {exc}") from exc
 
 
-def _convert(proto, window, time_axis, check, return_report, seed, labels, metadata, from_onnx_, annotate):
+def _convert(proto, window, time_axis, check, return_report, seed, labels, metadata, from_onnx_, annotate,
+             arithmetic: str = "onnxruntime"):
+    """arithmetic: whose integer arithmetic the model takes, "onnxruntime" (float
+    requantization) or "tflite" (gemmlowp's fixed point, the Linear heads rounding once; the
+    TFLite importer, which comes through here, marks its own FULLY_CONNECTED ops after)."""
     from ..quant.quantize import linear_heads, quantize_with, set_single_rounding
 
     st = _Stripped(proto)
@@ -319,9 +324,15 @@ def _convert(proto, window, time_axis, check, return_report, seed, labels, metad
         elif isinstance(node.layer, L._BatchNorm):
             convs[node.name] = _affine_params(model, i, tensors)
     try:
-        qm = quantize_with(model, tensors, convs,
+        # onnxruntime requantizes its QLinearConv, QGemm, QLinearGlobalAveragePool and QLinearMul
+        # in float (MlasRequantizeOutput and alike): the imported model does the same, to run to
+        # its integers (its QLinearAdd is fixed point, as ours, with other constants)
+        means = [n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))]
+        in_float = list(convs) + means if arithmetic == "onnxruntime" else []
+        qm = quantize_with(model, tensors, convs, float_rounding=in_float,
                            calibration={"windows": 0, "method": "onnx-qdq", "source": "onnx QDQ graph"})
-        set_single_rounding(qm, linear_heads(qm))  # the library's convention (quantize.linear_heads)
+        if arithmetic == "tflite":
+            set_single_rounding(qm, linear_heads(qm))  # the library's convention (quantize.linear_heads)
     except ModelError as exc:
         msg = str(exc)
         if "no scale and zero point for node" in msg:
@@ -369,8 +380,6 @@ def _node_params(st: "_Stripped", trace) -> tuple:
 
 def _shared(layer) -> bool:
     """Layers whose int8 operator keeps its input's scale and zero point."""
-    from ..nn import merge as M
-
     if isinstance(layer, (L._Pool, L.GlobalMaxPool, L.LastFrame, L.Flatten, M.Pad, M.Crop, M.ChannelSlice,
                           M.FrameFlatten)):
         return True

@@ -1304,7 +1304,7 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
             window = tr.file_window
         if tr.quantized:
             result = _convert_qdq(proto, window, tr.onnx_time_axis, check, True, seed, labels, metadata,
-                                  _from_onnx, _annotate)
+                                  _from_onnx, _annotate, arithmetic="tflite")
         else:
             result = _from_onnx(proto, window, tr.onnx_time_axis, check=check, return_report=True, seed=seed,
                                 semantics="window")

@@ -157,7 +157,8 @@ cdef struct Op:
     const void* qweight         # K_QCONV: weights in the kernel's layout
     const int8_t* qtable        # K_QLUT
     float qscale                # K_DEQ
-    int qround                  # K_QCONV: 1 = single rounding (LiteRT's FULLY_CONNECTED)
+    int qround                  # K_QCONV: 1 = single rounding (LiteRT's FULLY_CONNECTED), 2 = float
+                                # requantization (onnxruntime, XNNPACK): qm0 holds float32 scales
     double* aux               # K_RMEAN: (batch, nslots, cin) running sums
     int64_t* auxn             # K_RMEAN: (batch, nslots) updates since the last exact re-sum
 
@@ -2055,15 +2056,19 @@ def quantize_input_probe(const float[::1] x, float scale, int zero_point):
 
 
 def requantize_probe(const int32_t[::1] acc, const int32_t[::1] bias, const int32_t[::1] m0,
-                     const int32_t[::1] shift, int zero_point, int lo, int hi, bint single=False):
+                     const int32_t[::1] shift, int zero_point, int lo, int hi, bint single=False,
+                     bint float_scales=False):
     """The conv requantization (dse_qrequant, on the path this process picked) on arrays of
-    one length, for the tests that hold it against quant.scheme.requantize."""
+    one length, for the tests that hold it against quant.scheme.requantize. float_scales: m0
+    holds float32 scales' bits (dse_qrequant_float, against scheme.requantize_float)."""
     cdef Py_ssize_t n = acc.shape[0]
     if bias.shape[0] != n or m0.shape[0] != n or shift.shape[0] != n or n == 0:
         raise ValueError("acc, bias, m0 and shift must be non-empty and of one length")
     out = bytearray(n)
     cdef unsigned char[::1] o = out
-    if single:  # single rounding (an op with qround set)
+    if float_scales:  # float requantization (qround 2)
+        dse_qrequant_float(&acc[0], &bias[0], <const float*>&m0[0], zero_point, lo, hi, <int8_t*>&o[0], n)
+    elif single:  # single rounding (qround 1)
         dse_qrequant_single(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)
     else:
         dse_qrequant(&acc[0], &bias[0], &m0[0], &shift[0], zero_point, lo, hi, <int8_t*>&o[0], n)

@@ -492,6 +492,28 @@ static void dse_qrequant_single(const int32_t *acc, const int32_t *bias, const i
     }
 }
 
+/* onnxruntime's and XNNPACK's float requantization (quant/scheme.py: requantize_float):
+ * float32(acc + bias) * scale[i] in float32, clamped to [lo - zp, hi - zp], rounded to nearest
+ * with ties to even, plus zp. The rounding adds and takes away 1.5 * 2^23, as MLAS does: exact
+ * for |v| <= 255, in the default rounding mode, whatever the ISA (no libm call, and GCC
+ * vectorises the loop). The clamp sits between the product and the addition, so no FMA can
+ * fuse them (-ffp-contract). */
+static inline int8_t dse_qrequant_float1(int32_t x, float scale, int32_t zp, int32_t lo, int32_t hi)
+{
+    const float flo = (float)(lo - zp), fhi = (float)(hi - zp), magic = 12582912.0f;
+    float v = (float)x * scale;
+    v = v < flo ? flo : v;
+    v = v > fhi ? fhi : v;
+    return (int8_t)((int32_t)((v + magic) - magic) + zp);
+}
+
+static void dse_qrequant_float(const int32_t *acc, const int32_t *bias, const float *scale, int32_t zp,
+                               int32_t lo, int32_t hi, int8_t *out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)  /* acc + bias fits int32 (quantize() bounds it) */
+        out[i] = dse_qrequant_float1((int32_t)((uint32_t)acc[i] + (uint32_t)bias[i]), scale[i], zp, lo, hi);
+}
+
 static void dse_qrequant_base(const int32_t *acc, const int32_t *bias, const int32_t *m0,
                               const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, int8_t *out,
                               ptrdiff_t n)

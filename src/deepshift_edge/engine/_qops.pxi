@@ -18,6 +18,9 @@ cdef extern from "_qgemv.h" nogil:
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                       int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
+    int8_t dse_qrequant_float1(int32_t x, float scale, int32_t zp, int32_t lo, int32_t hi)
+    void dse_qrequant_float(const int32_t* acc, const int32_t* bias, const float* scale, int32_t zp,
+                            int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
     void dse_qrequant_single(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                              int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
     void dse_qgemv_rows(const int8_t* const* x, const Py_ssize_t* xrow, const Py_ssize_t* xoff,
@@ -112,8 +115,11 @@ cdef inline Py_ssize_t qweight_esize(int layout) noexcept nogil:
 
 cdef inline void op_requant(const Op* op, const int32_t* acc, const int32_t* bias, const int32_t* m0,
                             const int32_t* shift, int8_t* out, Py_ssize_t n) noexcept nogil:
-    """An int8 conv's requantization, rounded as its model says (op.qround)."""
-    if op.qround:
+    """An int8 conv's requantization, rounded as its model says (op.qround; with 2, float
+    requantization, the multipliers are the float32 scales, their bits held as int32)."""
+    if op.qround == 2:
+        dse_qrequant_float(acc, bias, <const float*>m0, op.qzp_out, op.qlo, op.qhi, out, n)
+    elif op.qround == 1:
         dse_qrequant_single(acc, bias, m0, shift, op.qzp_out, op.qlo, op.qhi, out, n)
     else:
         dse_qrequant(acc, bias, m0, shift, op.qzp_out, op.qlo, op.qhi, out, n)
@@ -321,6 +327,8 @@ cdef void run_qglobal(Net* net, const Op* op, const char** taps, int8_t* out) no
     for c in range(op.cin):
         if is_max:
             out[c] = <int8_t>acc[c]
+        elif op.qround == 2:  # float requantization (onnxruntime's): qm0 holds the float32 scale
+            out[c] = dse_qrequant_float1(q_sat32(acc[c]), (<const float*>op.qm0)[0], op.qzp_out, -128, 127)
         else:
             out[c] = q_clamp(<int64_t>op.qzp_out + q_mbqm(q_sat32(acc[c]), op.qm0[0], op.qshift[0]), -128, 127)
 
@@ -362,7 +370,10 @@ cdef void run_qelementwise(const Op* op, const char** taps, int8_t* out) noexcep
         for j in range(n):
             total = (<int32_t>(<const int8_t*>taps[0])[j] - op.qzp_in[0]) * \
                 (<int32_t>(<const int8_t*>taps[1])[j] - op.qzp_in[1])
-            out[j] = q_clamp(<int64_t>op.qzp_out + q_mbqm(<int32_t>total, op.qm0[0], op.qshift[0]), -128, 127)
+            if op.qround == 2:  # float requantization (onnxruntime's QLinearMul): qm0 holds the scale
+                out[j] = dse_qrequant_float1(<int32_t>total, (<const float*>op.qm0)[0], op.qzp_out, -128, 127)
+            else:
+                out[j] = q_clamp(<int64_t>op.qzp_out + q_mbqm(<int32_t>total, op.qm0[0], op.qshift[0]), -128, 127)
     elif op.kind == K_QCONCAT:
         for f in range(op.fout):
             off = 0

@@ -139,7 +139,8 @@ class Op:
     qweight: Optional[np.ndarray] = None  # int8 (out, in/groups, kf, kt), PyTorch's layout
     qtable: Optional[np.ndarray] = None   # int8 (256,)
     qscale: float = 1.0                   # DEQ: the scale of its int8 input
-    qround: int = 0                       # QCONV: 1 = single rounding (scheme.multiply_by_quantized_multiplier_single)
+    qround: int = 0                       # QCONV: 1 = single rounding (scheme.multiply_by_quantized_multiplier_single),
+                                          # 2 = float (scheme.requantize_float; qm0 = the float32 scales' bits)
     model_node: int = -1  # the model node this op computes (inspect)
     part: str = ""  # 'interior', 'strip', 'window' (heads) or 'vector'
 

@@ -10,6 +10,9 @@ A quantized model is stored as its float model (the usual v2 nodes and float32 a
   ``quant.<node>.bias`` (int32, (out,));
 * optionally ``"single_rounding": [node, ...]``: the convs / Linears requantized with TFLite's
   single rounding (imported from LiteRT's FULLY_CONNECTED) rather than gemmlowp's two steps;
+* optionally ``"float_rounding": [node, ...]``: the convs / Linears / GlobalAvgPools / Muls requantized
+  in float32, ties to even, as onnxruntime and XNNPACK do (imported ONNX QDQ graphs;
+  quant/scheme.py: requantize_float);
 * optionally ``quant.<node>.table`` (int8, (256,), indexed by q + 128) for an int8 activation
   whose table came with the model (LiteRT's fixed-point HARD_SWISH) instead of being computed
   from the float function.
@@ -53,6 +56,9 @@ def describe(qmodel) -> tuple:
     single = [names[qn.model_nodes[0]] for qn in qmodel.qnodes if qn.kind == "conv" and qn.rounding == "single"]
     if single:  # absent otherwise: files of models without it stay as they were
         section["single_rounding"] = single
+    in_float = [names[qn.model_nodes[0]] for qn in qmodel.qnodes if qn.rounding == "float"]
+    if in_float:
+        section["float_rounding"] = in_float
     return section, arrays
 
 
@@ -80,10 +86,10 @@ def load(model, section, zf, members, read_header, read_data, check_size):
     where = KEY
     if not isinstance(section, dict):
         raise ModelFormatError(f"{where}: expected an object, got {type(section).__name__}")
-    extra = set(section) - {"scheme", "calibration", "tensors", "single_rounding"}
+    extra = set(section) - {"scheme", "calibration", "tensors", "single_rounding", "float_rounding"}
     if extra:
         raise ModelFormatError(f"{where}: unknown keys {sorted(extra)} (expected scheme, calibration, tensors, "
-                               f"single_rounding)")
+                               f"single_rounding, float_rounding)")
     if section.get("scheme") != "int8":
         raise ModelFormatError(f"{where}.scheme: expected 'int8', got {section.get('scheme')!r}")
     cal = section.get("calibration", {})
@@ -144,12 +150,24 @@ def load(model, section, zf, members, read_header, read_data, check_size):
         if (w == -128).any():
             raise ModelFormatError(f"{PREFIX}{name}.weight: symmetric int8 weights lie in [-127, 127]")
         convs[name] = (w, s, b)
-    single = section.get("single_rounding", [])
-    if not isinstance(single, list) or len(single) > len(expected) or not all(
-            isinstance(n, str) and n in expected for n in single):
-        raise ModelFormatError(f"{where}.single_rounding: expected a list of conv/Linear node names, got "
-                               f"{str(single)[:80]}")
+    from ..nn import layers as L
+    from ..nn import merge as M
+
+    rounded = {}
+    means = {n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))}
+    for key, allowed in (("single_rounding", set(expected)), ("float_rounding", set(expected) | means)):
+        nodes = section.get(key, [])
+        if not isinstance(nodes, list) or len(nodes) > len(allowed) or not all(
+                isinstance(n, str) and n in allowed for n in nodes):
+            raise ModelFormatError(f"{where}.{key}: expected a list of conv/Linear"
+                                   f"{'/GlobalAvgPool/Mul' if key == 'float_rounding' else ''} node names, got "
+                                   f"{str(nodes)[:80]}")
+        rounded[key] = nodes
+    both = set(rounded["single_rounding"]) & set(rounded["float_rounding"])
+    if both:
+        raise ModelFormatError(f"{where}: nodes {sorted(both)[:4]} are in both single_rounding and float_rounding")
     try:
-        return quantize_with(model, tensors, convs, calibration=cal, single_rounding=single, tables=tables)
+        return quantize_with(model, tensors, convs, calibration=cal, single_rounding=rounded["single_rounding"],
+                             float_rounding=rounded["float_rounding"], tables=tables)
     except ModelError as exc:
         raise ModelFormatError(f"{where}: {exc}") from None

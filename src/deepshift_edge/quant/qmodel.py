@@ -50,7 +50,10 @@ class QNode:
     model_nodes: List[int] = field(default_factory=list)  # the float nodes it stands for
     float_weight: Optional[np.ndarray] = None  # conv weights after BatchNorm folding (float32)
     float_bias: Optional[np.ndarray] = None
-    rounding: str = "double"  # conv requantization: gemmlowp's two steps, or "single" (LiteRT's FC)
+    rounding: str = "double"  # conv requantization: gemmlowp's two steps, "single" (LiteRT's FC) or
+                              # "float" (onnxruntime's and XNNPACK's float32 scale, ties to even;
+                              # convs, global means, Mul)
+    fscale: Optional[np.ndarray] = None  # "float": the float32 scales (quantize.set_rounding)
 
 
 @dataclass
@@ -241,8 +244,11 @@ def _run(qn: QNode, xs: List[np.ndarray], ins: List[QNode]) -> np.ndarray:
                                  kt * d_t: kt * d_t + (t_out - 1) * s_t + 1: s_t]
                     acc[g * cout_g:(g + 1) * cout_g] += np.einsum("oc,cft->oft", ws[:, :, kf, kt], patch)
         acc += qn.bias.astype(np.int64)[:, None, None]
-        y = Q.requantize(np.moveaxis(acc, 0, -1), qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi,
-                         rounding=qn.rounding)
+        if qn.rounding == "float":
+            y = Q.requantize_float(np.moveaxis(acc, 0, -1), qn.fscale, qn.out.zero_point, qn.lo, qn.hi)
+        else:
+            y = Q.requantize(np.moveaxis(acc, 0, -1), qn.m0, qn.shift, qn.out.zero_point, qn.lo, qn.hi,
+                             rounding=qn.rounding)
         y = np.moveaxis(y.astype(np.int64), -1, 0)
         if x.ndim == 1:
             return y[:, 0, 0]
@@ -276,6 +282,8 @@ def _run(qn: QNode, xs: List[np.ndarray], ins: List[QNode]) -> np.ndarray:
     if qn.kind == GMEAN:
         x = xs[0]
         total = (x.reshape(x.shape[0], -1) - zin).sum(axis=1)
+        if qn.rounding == "float":
+            return Q.requantize_float(total, qn.fscale, qn.out.zero_point).astype(np.int64)
         return Q.requantize(total[None, :], qn.m0, qn.shift, qn.out.zero_point)[0].astype(np.int64)
     if qn.kind == HEAD_LAST:
         return xs[0][..., -1]
@@ -294,6 +302,8 @@ def _run(qn: QNode, xs: List[np.ndarray], ins: List[QNode]) -> np.ndarray:
         vector = xs[0].ndim == 1
         a, b = xs if vector else _aligned(xs)
         prod = (a - ins[0].out.zero_point) * (b - ins[1].out.zero_point)
+        if qn.rounding == "float":
+            return Q.requantize_float(prod[..., None], qn.fscale, qn.out.zero_point)[..., 0].astype(np.int64)
         y = Q.multiply_by_quantized_multiplier(prod, int(qn.m0[0]), int(qn.shift[0])) + qn.out.zero_point
         return np.clip(y, Q.QMIN, Q.QMAX)
     if qn.kind == CONCAT:

@@ -111,15 +111,18 @@ def linear_heads(qm: QuantizedModel) -> list:
 
 
 def quantize_with(model: Model, tensors: Dict[str, Q.QParams], convs: Dict[str, tuple],
-                  calibration: Optional[dict] = None, single_rounding=(), tables=None) -> QuantizedModel:
+                  calibration: Optional[dict] = None, single_rounding=(), tables=None,
+                  float_rounding=()) -> QuantizedModel:
     """Rebuild a QuantizedModel from stored parameters (a model file, an imported QDQ graph):
     `tensors` maps float node names to the QParams of the int8 tensor they end; `convs` maps a
     conv's node name to (int8 weights (out, in/g, kf, kt), float32 weight scales, int32 bias);
-    `single_rounding`: conv node names requantized with TFLite's single rounding; `tables`:
-    activation node name -> its own int8[256] lookup table (:func:`set_tables`)."""
+    `single_rounding`: conv node names requantized with TFLite's single rounding;
+    `float_rounding`: those requantized in float as onnxruntime and XNNPACK do (:func:`set_rounding`);
+    `tables`: activation node name -> its own int8[256] lookup table (:func:`set_tables`)."""
     q = _Quantizer(model, None, fixed=(tensors, convs))
     qm = q.run(0, "stored") if calibration is None else _with_calibration(q.run(0, "stored"), calibration)
     set_single_rounding(qm, single_rounding)
+    set_rounding(qm, float_rounding, "float")
     set_tables(qm, tables or {})
     return qm
 
@@ -145,15 +148,38 @@ def set_tables(qm: QuantizedModel, tables) -> None:
 def set_single_rounding(qm: QuantizedModel, node_names) -> None:
     """Requantize the int8 convs / Linears of these float nodes with TFLite's single rounding
     (scheme.multiply_by_quantized_multiplier_single), as LiteRT's FULLY_CONNECTED does."""
+    set_rounding(qm, node_names, "single")
+
+
+def set_rounding(qm: QuantizedModel, node_names, rounding: str) -> None:
+    """Requantize the int8 convs / Linears of these float nodes with `rounding`: "double"
+    (gemmlowp, TFLite's reference convs), "single" (TFLite's FULLY_CONNECTED) or "float"
+    (scheme.requantize_float: onnxruntime's QLinearConv / QGemm / QLinearGlobalAveragePool /
+    QLinearMul and XNNPACK's int8 kernels). "float" also applies to global means and Mul."""
+    if rounding not in Q.ROUNDINGS:
+        raise ModelError(f"rounding must be one of {Q.ROUNDINGS}, got {rounding!r}")
     wanted = set(node_names)
-    names = [n.name for n in qm.model.nodes]
+    model = qm.model
+    names = [n.name for n in model.nodes]
     found = set()
     for qn in qm.qnodes:
-        if qn.kind == "conv" and names[qn.model_nodes[0]] in wanted:
-            qn.rounding = "single"
-            found.add(names[qn.model_nodes[0]])
+        name = names[qn.model_nodes[0]] if qn.model_nodes else None
+        if name not in wanted or not (qn.kind == CONV or (qn.kind in (GMEAN, MUL) and rounding == "float")):
+            continue
+        qn.rounding = rounding
+        s_in = qm.qnodes[qn.inputs[0]].out.scale
+        if rounding != "float":
+            qn.fscale = None
+        elif qn.kind == CONV:
+            qn.fscale = Q.float_scales(s_in, qn.w_scale, qn.out.scale)
+        elif qn.kind == MUL:  # QLinearMul: the product of the two inputs' scales
+            qn.fscale = Q.float_scales(s_in, [qm.qnodes[qn.inputs[1]].out.scale], qn.out.scale)
+        else:
+            src = model.specs[model.nodes[qn.model_nodes[0]].inputs[0]]
+            qn.fscale = Q.mean_float_scale(s_in, qn.out.scale, src.length * (src.features or 1))
+        found.add(name)
     if wanted - found:
-        raise ModelError(f"single rounding: no int8 conv or Linear for nodes {sorted(wanted - found)}")
+        raise ModelError(f"{rounding} rounding: no int8 conv or Linear for nodes {sorted(wanted - found)}")
 
 
 def _with_calibration(qm: QuantizedModel, calibration: dict) -> QuantizedModel:

@@ -160,7 +160,34 @@ def multiply_by_quantized_multiplier_single(x, m0: int, shift: int) -> np.ndarra
     return (x * np.int64(m0) + (np.int64(1) << np.int64(total - 1))) >> np.int64(total)
 
 
-ROUNDINGS = ("double", "single")  # gemmlowp's two steps (the default); TFLite's single step
+ROUNDINGS = ("double", "single", "float")  # gemmlowp's two steps (the default); TFLite's single
+# step; onnxruntime's / XNNPACK's float32 product rounded half to even (requantize_float)
+
+
+def float_scales(s_in: float, w_scale, s_out: float) -> np.ndarray:
+    """The float32 requantization scales of a conv, ``(s_in * s_w) / s_out`` in float32 in that
+    order, as onnxruntime's QLinearConv and XNNPACK compute them from the same three numbers."""
+    with np.errstate(over="ignore", under="ignore"):
+        return (np.float32(s_in) * np.asarray(w_scale, dtype=np.float32)) / np.float32(s_out)
+
+
+def mean_float_scale(s_in: float, s_out: float, count: int) -> np.ndarray:
+    """The float32 scale of a mean over `count` values, ``s_in / (s_out * count)`` in float32, as
+    onnxruntime's QLinearGlobalAveragePool computes it (one value, as an array of one)."""
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        return np.array([np.float32(s_in) / (np.float32(s_out) * np.float32(count))], dtype=np.float32)
+
+
+def requantize_float(acc, scale, zero_point: int, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
+    """int32 accumulators to int8 as onnxruntime (MlasRequantizeOutput) and XNNPACK's "fp32"
+    requantization do it: float32(acc) * scale in float32, clamped to [lo - zp, hi - zp], rounded
+    to nearest with ties to even, plus the zero point. `scale` is float32, per channel along the
+    last axis or one value."""
+    acc = saturate_int32(acc)
+    with np.errstate(over="ignore"):
+        v = acc.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+    v = np.clip(v, np.float32(lo - zero_point), np.float32(hi - zero_point))
+    return (np.rint(v).astype(np.int64) + zero_point).astype(np.int8)
 
 
 def requantize(acc, m0, shift, zero_point: int, lo: int = QMIN, hi: int = QMAX,
