@@ -103,6 +103,8 @@ def test_every_int8_op_streams_bit_exact():
     check_bit_exact(qm, x)
     stream = qm.stream()
     assert any(s.left or s.right for s in model.specs if not s.is_vector)  # strips in int8 too
+    # the first conv (2 input channels, 3x3 taps with strips) runs with its taps merged
+    assert [o.label for o in stream.plan.ops if o.qmerged] == ["node conv2d_1 (Conv2d)", "node conv2d_1 (Conv2d) strips"]
     ring_i8 = sum(r.nbytes for r, nd in zip(stream._buffers()[0], stream.plan.nodes) if nd.dtype == "int8")
     assert ring_i8 > 0
 

@@ -157,6 +157,7 @@ cdef struct Op:
     const void* qweight         # K_QCONV: weights in the kernel's layout
     const int8_t* qtable        # K_QLUT
     float qscale                # K_DEQ
+    bint qmerged                # K_QCONV: taps merged into one chunk (run_qconv_merged)
     int qround                  # K_QCONV: 1 = single rounding (LiteRT's FULLY_CONNECTED), 2 = float
                                 # requantization (onnxruntime, XNNPACK): qm0 holds float32 scales
     double* aux               # K_RMEAN: (batch, nslots, cin) running sums
@@ -201,6 +202,7 @@ cdef struct Net:
                            # those of (stream, position) columns (batch * (max fout + 1))
     int64_t* tcur          # batched push: each pushed stream's frame index (batch)
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
+    int8_t* qgather        # a merged int8 conv's input vector (ntaps * kf * cin, + 4)
     Py_ssize_t* qchunk     # their weight chunk indices
     int32_t* qacc          # int8 accumulators (max cout + a block)
     bint in_int8           # int8 plans: frames are quantized as they are written
@@ -1421,7 +1423,11 @@ cdef class StreamCore:
         max_qchunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
         qx = np.zeros(2 * max_qchunks, dtype=np.uintp)
         qchunk = np.zeros(max_qchunks, dtype=np.intp)
-        keep += [qacc, qx, qchunk]
+        qgather = np.zeros(max([o.ntaps * o.kf * o.cin for o in plan.ops if getattr(o, "qmerged", False)] + [0]) + 4,
+                           dtype=np.int8)
+        keep += [qacc, qx, qchunk, qgather]
+        cdef signed char[::1] qgather_v = qgather
+        self.net.qgather = <int8_t*>&qgather_v[0]
         cdef int32_t[::1] qacc_v = qacc
         cdef size_t[::1] qx_v = qx
         cdef Py_ssize_t[::1] qchunk_v = qchunk
@@ -1546,7 +1552,8 @@ cdef class StreamCore:
             rtab, rnodes = getattr(op, "rtab", None), getattr(op, "rnodes", None)
             cop.rtab = cop.rnodes = NULL
             cop.nrnodes = 0
-            if rtab is not None and rnodes is not None and (cop.kind == K_CONV or cop.kind == K_QCONV):
+            if rtab is not None and rnodes is not None and (cop.kind == K_CONV or cop.kind == K_QCONV) \
+                    and not getattr(op, "qmerged", False):  # a merged int8 conv: strip rows one by one
                 if rtab.shape != (cop.ntaps, cop.nrows, 2) or not (0 <= rtab[..., 0]).all() \
                         or not (rtab[..., 0] <= len(rnodes)).all():
                     raise ValueError(f"op {i}: malformed row table")
@@ -1572,6 +1579,7 @@ cdef class StreamCore:
             cop.qzp_out, cop.qlo, cop.qhi = op.qzp_out, op.qlo, op.qhi
             cop.qscale = op.qscale
             cop.qround = int(getattr(op, "qround", 0))
+            cop.qmerged = bool(getattr(op, "qmerged", False))
             cop.qzp_in = self._i32_ptr(op.qzp_in, keep)
             cop.qm0 = self._i32_ptr(op.qm0, keep)
             cop.qshift = self._i32_ptr(op.qshift, keep)

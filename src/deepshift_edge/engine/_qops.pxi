@@ -125,6 +125,38 @@ cdef inline void op_requant(const Op* op, const int32_t* acc, const int32_t* bia
         dse_qrequant(acc, bias, m0, shift, op.qzp_out, op.qlo, op.qhi, out, n)
 
 
+cdef void run_qconv_merged(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """A conv of fewer than 4 input channels (op.qmerged): per output feature position its
+    taps' channels gathered into one vector of ntaps * kf * cin, padding as the input's zero
+    point (which adds nothing once the zero-point term is taken off: the bias is always
+    qbias_full), then one kernel call over that one chunk. Per tap, the kernels would read a
+    quad (or pair) of channels mostly zero."""
+    cdef Py_ssize_t cm = op.ntaps * op.kf * op.cin
+    cdef Py_ssize_t nblk = (op.cout + DSE_QBLK - 1) // DSE_QBLK
+    cdef Py_ssize_t blk_stride = qblk_stride(dse_qlayout(), 1, cm)
+    cdef int8_t* v = net.qgather
+    cdef int8_t zin = <int8_t>op.qzp_in[0]
+    cdef Py_ssize_t fo, i, k, fi, c, m
+    cdef const int8_t* x
+    net.qx[0] = v
+    net.qchunk[0] = 0
+    for fo in range(op.fout):
+        m = 0
+        for i in range(op.ntaps):
+            x = <const int8_t*>taps[i]
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if x == NULL or fi < 0 or fi >= op.fin:
+                    for c in range(op.cin):
+                        v[m + c] = zin
+                else:
+                    for c in range(op.cin):
+                        v[m + c] = x[fi * op.cin + c]
+                m += op.cin
+        dse_qgemv(net.qx, net.qchunk, 1, cm, op.qweight, nblk, blk_stride, net.qacc)
+        op_requant(op, net.qacc, op.qbias_full, op.qm0, op.qshift, out + fo * op.cout, op.cout)
+
+
 cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
     """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
     feature tap) chunks inside the padded frame, the bias less the zero-point term of the
@@ -407,7 +439,9 @@ cdef void run_qop(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end
         return
     for row in range(op.nrows):
         resolve_taps(net, op, b, row, t, t_end)
-        if op.kind == K_QCONV:
+        if op.kind == K_QCONV and op.qmerged:
+            run_qconv_merged(net, op, net.taps, <int8_t*>out + row * op.poscol)
+        elif op.kind == K_QCONV:
             run_qconv(net, op, net.taps, <int8_t*>out + row * op.poscol)
         elif op.kind == K_QPOOL_MAX or op.kind == K_QPOOL_AVG:
             run_qpool(net, op, net.taps, <int8_t*>out + row * op.poscol,

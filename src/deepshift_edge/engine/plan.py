@@ -137,6 +137,8 @@ class Op:
     qbias: Optional[np.ndarray] = None    # int32 per output channel
     qwsum: Optional[np.ndarray] = None    # int32 (cout, ntaps * kf)
     qweight: Optional[np.ndarray] = None  # int8 (out, in/groups, kf, kt), PyTorch's layout
+    qmerged: bool = False                 # QCONV of few input channels: its taps merged into one
+                                          # chunk of ntaps*kf*cin channels (run_qconv_merged)
     qtable: Optional[np.ndarray] = None   # int8 (256,)
     qscale: float = 1.0                   # DEQ: the scale of its int8 input
     qround: int = 0                       # QCONV: 1 = single rounding (scheme.multiply_by_quantized_multiplier_single),
@@ -280,8 +282,11 @@ QBLK = 16  # output channels per block of the int8 kernels: DSE_QBLK in _qgemv.h
 def qkernel_weights(op: Op, layout: int) -> np.ndarray:
     """An int8 conv's weights in the layout of the running kernel (_qgemv.h):
     0 = C16 int16 [group][block][chunk][cin/g][16]; 1 = DOT4 int8 [group][block][chunk][cq][16][4];
-    2 = PAIRS int16 [group][block][chunk][cp][16][2]; a depthwise conv: int8 [chunk][channel]."""
+    2 = PAIRS int16 [group][block][chunk][cp][16][2]; a depthwise conv: int8 [chunk][channel];
+    a merged conv (op.qmerged) as one chunk of ntaps * kf * cin channels."""
     w4 = op.qweight  # (out, in/g, kf, kt)
+    if op.qmerged:  # one chunk whose channel m is (time tap * kf + feature tap) * cin + c
+        w4 = w4.transpose(0, 3, 2, 1).reshape(w4.shape[0], -1)[:, :, None, None]
     c_out, cin_g, k_f, k_t = w4.shape
     g = op.groups
     if cin_g == 1 and c_out == g:  # depthwise

@@ -156,6 +156,9 @@ class _QuantBuilder(P._Builder):
         op.qbias = np.asarray(qn.bias, np.int32)
         op.qm0, op.qshift = np.asarray(qn.m0, np.int32), np.asarray(qn.shift, np.int32)
         op.qlo, op.qhi = qn.lo, qn.hi
+        # fewer than 4 input channels (a spectrogram's first conv): most of each tap's quad
+        # would be zero padding; one merged chunk of all taps' channels wastes at most 3 bytes
+        op.qmerged = bool(op.groups == 1 and op.cout > 1 and c_in < 4 and op.ntaps * op.kf > 1)
         op.qround = {"double": 0, "single": 1, "float": 2}[qn.rounding]
         if qn.rounding == "float":  # the kernel reads the float32 scales through qm0
             op.qm0 = np.ascontiguousarray(qn.fscale, np.float32).view(np.int32)
