@@ -442,6 +442,15 @@ DSE_QC16_SIG(dse_qgemv_c16_neon, __attribute__((target("fpu=neon")))) { DSE_QC16
 #define DSE_QARM32 0
 #endif
 
+/* ---------------------------------------------------------------------------- int8 max pool
+ * best[c] = max(best[c], x[c]) on int8 in place: GCC vectorises it (PMAXSB, or a compare and
+ * blend on SSE2; SMAX on NEON), where the int32 running maximum of the pool loop stayed scalar. */
+static void dse_qmax8(int8_t *best, const int8_t *x, ptrdiff_t n)
+{
+    for (ptrdiff_t c = 0; c < n; c++)
+        best[c] = x[c] > best[c] ? x[c] : best[c];
+}
+
 /* ---------------------------------------------------------------------------- the input quantizer
  * roundf(v) (half away from zero) without the libm call, for |v| clamped to 1024 first (a larger
  * value saturates the int8 result either way). Exact: v - trunc(v) is exact in float32. */

@@ -18,6 +18,7 @@ cdef extern from "_qgemv.h" nogil:
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                       int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
+    void dse_qmax8(int8_t* best, const int8_t* x, Py_ssize_t n)
     int8_t dse_qrequant_float1(int32_t x, float scale, int32_t zp, int32_t lo, int32_t hi)
     void dse_qrequant_float(const int32_t* acc, const int32_t* bias, const float* scale, int32_t zp,
                             int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
@@ -299,7 +300,10 @@ cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, floa
     for fo in range(op.fout):
         yo = out + fo * op.cout
         for c in range(op.cout):
-            best[c] = -128 if is_max else 0
+            if is_max:
+                yo[c] = -128  # the running maximum is kept in the output itself
+            else:
+                best[c] = 0
         for i in range(op.ntaps):
             if taps[i] == NULL:
                 continue
@@ -309,14 +313,11 @@ cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, floa
                     continue
                 x = <const int8_t*>taps[i] + fi * op.cin
                 if is_max:
-                    for c in range(op.cout):
-                        best[c] = x[c] if x[c] > best[c] else best[c]
+                    dse_qmax8(yo, x, op.cout)
                 else:
                     for c in range(op.cout):
                         best[c] += <int32_t>x[c] - zp
         if is_max:
-            for c in range(op.cout):
-                yo[c] = <int8_t>best[c]
             continue
         fstart = fo * op.sf - op.pf
         fend = min(fstart + op.kf, op.fin + op.pfr)
