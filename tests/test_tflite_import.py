@@ -11,12 +11,11 @@ What is asserted:
 * float: every streamed window equals LiteRT on that window within 1e-5 of the output scale,
   and the converted model's float64 reference;
 * int8: the int8 model carries the file's own scales and zero points (compared tensor by tensor
-  with the file); its stream is its integer reference bit for bit; against LiteRT's builtin
-  kernels (gemmlowp's fixed-point requantization, as the int8 engine) every window is exact or
-  within one LSB; against LiteRT's default, XNNPACK, whose int8 kernels requantize in float
-  (``round(acc * scale)`` in fp32 rather than the 31-bit fixed-point multiplier), every
-  operator fed LiteRT's own int8 inputs is within one LSB and the window outputs carry those
-  differences on (counted; at most 2 LSB on the deepest fixture, the TCN);
+  with the file); its stream is its integer reference bit for bit. Imported with the default
+  ``arithmetic="xnnpack"`` (float32 requantization of convolutions, FULLY_CONNECTED, MEAN, MUL,
+  ties to even, as LiteRT's default XNNPACK delegate), every operator and every window's int8
+  logits equal LiteRT's default interpreter bit for bit; with ``arithmetic="reference"``
+  (gemmlowp's fixed point), TFLite's reference kernels (BUILTIN_REF) bit for bit;
 * what does not convert is refused by op name (``ModelFormatError``).
 
 ``python tests/test_tflite_import.py`` prints the table: model, float/int8, max error vs
@@ -104,10 +103,10 @@ def frames(model, n, seed=0):
 _CACHE = {}
 
 
-def imported(name):
-    if name not in _CACHE:
-        _CACHE[name] = dse.from_tflite(path(name), return_report=True)
-    return _CACHE[name]
+def imported(name, arithmetic="xnnpack"):
+    if (name, arithmetic) not in _CACHE:
+        _CACHE[name, arithmetic] = dse.from_tflite(path(name), return_report=True, arithmetic=arithmetic)
+    return _CACHE[name, arithmetic]
 
 
 def test_fixtures_record_their_tensorflow():
@@ -202,17 +201,6 @@ def per_operator(qm, it, x):
     return worst
 
 
-# Largest end-to-end difference of the int8 logits, in LSB, (vs LiteRT's optimized builtin
-# kernels, vs XNNPACK), on the windows of the test (seeded). Against the reference kernels
-# (BUILTIN_REF) every family is exact (the test below). The optimized builtin convolutions and
-# XNNPACK's float requantization put single operators one LSB off, and deeper graphs carry
-# those on: the TCN (6 convs, 3 adds), the 2-D stereo CNN (its global mean finer than its
-# input) and keras_ops, whose scales get finer towards the output (average pool 0.0020, its
-# global mean 0.00052, the logits 0.00042), so one LSB early is several at the logits.
-MAX_LSB = {"har_cnn": (1, 1), "ds_cnn": (1, 1), "ei_conv1d": (1, 1), "tcn": (1, 2), "keras_ops": (3, 5),
-           "conv2d_stereo": (1, 2)}
-
-
 def fully_connected_tensors(f):
     """Tensors a FULLY_CONNECTED computes, also through the reshapes around a Dense applied
     per frame (Keras' RESHAPE (T, C) -> FULLY_CONNECTED -> RESHAPE back)."""
@@ -228,13 +216,13 @@ def fully_connected_tensors(f):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_int8_families_equal_tflites_reference_kernels(family):
-    """With TFLite's reference kernels (BUILTIN_REF) the int8 logits are the stream's on every
-    window, bit for bit: its convolutions round as gemmlowp does (the engine's default), its
+    """Imported with arithmetic="reference", the int8 logits are TFLite's reference kernels'
+    (BUILTIN_REF) on every window, bit for bit: its convolutions round as gemmlowp does, its
     FULLY_CONNECTED once (imported as rounding="single"), its HARD_SWISH is 16-bit fixed point
     (imported as its own table), its average pool is the rounded mean of the stored integers."""
     lite = pytest.importorskip("ai_edge_litert.interpreter")
     name = family + "_int8"
-    qm, _ = imported(name)
+    qm, _ = imported(name, "reference")
     f, logits = int8_logits_tensor(name)
     fc_tensors = fully_connected_tensors(f)
     fc = [qn for qn in qm.qnodes if qm.tflite_tensors.get(qn.name) in fc_tensors]
@@ -274,20 +262,18 @@ def test_int8_families_match_litert(family):
     else:
         np.testing.assert_array_equal(got, qm.forward_dequantized(x))
     ours = qm.forward_int(x).reshape(len(x) - qm.window + 1, -1).astype(np.int64)
-    # every int8 operator, fed LiteRT's own int8 inputs, within one LSB of LiteRT's output, with
-    # its builtin kernels (fixed-point requantization, as ours) and with XNNPACK (float)
-    for xnn in (False, True):
-        ops = per_operator(qm, litert(name, xnnpack=xnn), x[:qm.window + 8])
-        assert ops and max(ops.values()) <= 1, (xnn, ops)
-    # end to end, the windows' int8 logits: the per-operator LSBs travel on (measured bounds:
-    # MAX_LSB; the four published families within one LSB of the builtin kernels)
-    ys, kept = run_litert(litert(name, xnnpack=False), x, qm.window, tensors=[logits])
-    ref_diff = np.abs(np.array(kept[logits]).reshape(ours.shape) - ours).max(axis=1)
-    assert ref_diff.max() <= MAX_LSB[family][0], f"{name}: vs builtin kernels {np.bincount(ref_diff)}"
+    # imported with LiteRT's default arithmetic (XNNPACK's: convolutions, FULLY_CONNECTED, MEAN
+    # and MUL requantized in float32, ties to even): every int8 operator, fed LiteRT's own int8
+    # inputs, gives XNNPACK's output exactly, and within one LSB of the builtin kernels'
+    assert {qn.rounding for qn in qm.qnodes if qn.kind in ("conv", "gmean", "mul")} == {"float"}
+    ops = per_operator(qm, litert(name), x[:qm.window + 8])
+    assert ops and max(ops.values()) == 0, ops
+    ops = per_operator(qm, litert(name, xnnpack=False), x[:qm.window + 8])
+    assert ops and max(ops.values()) <= 1, ops
+    # end to end: the int8 logits of every window equal XNNPACK's, bit for bit
     ys, kept = run_litert(litert(name), x, qm.window, tensors=[logits])
     diff = np.abs(np.array(kept[logits]).reshape(ours.shape) - ours).max(axis=1)
-    assert diff.max() <= MAX_LSB[family][1], f"{name}: vs XNNPACK {np.bincount(diff)}"
-    assert (diff == 0).any(), np.bincount(diff)
+    assert diff.max() == 0, f"{name}: vs XNNPACK {np.bincount(diff)}"
     # the float output (a softmax after the logits: float tail on the dequantized logits vs
     # LiteRT's int8 softmax at 1/256) within an LSB of the output
     out_lsb = 1 / 256 if qm.tail else qm.int_output.out.scale
@@ -296,8 +282,8 @@ def test_int8_families_match_litert(family):
 
 def test_int8_input_and_output():
     """inference_input_type/output int8: frames are float, quantized with the file's input parameters."""
-    qm = imported("har_cnn_int8io")[0]
-    q_float = imported("har_cnn_int8")[0]
+    qm = imported("har_cnn_int8io", "reference")[0]
+    q_float = imported("har_cnn_int8", "reference")[0]
     assert qm.qnodes[0].out == q_float.qnodes[0].out
     x = frames(qm, 20, seed=2)
     np.testing.assert_array_equal(qm.forward_int(x), q_float.forward_int(x))
@@ -391,6 +377,14 @@ def test_cli_converts_a_tflite_file(tmp_path, capsys):
     qm = imported("ei_conv1d_int8")[0]
     x = frames(qm, 5)
     np.testing.assert_array_equal(back.stream().push_many(x), qm.stream().push_many(x))
+    assert {q.rounding for q in back.qnodes if q.kind == "conv"} == {"float"}  # XNNPACK's, kept by the file
+    # --arithmetic reference: TFLite's reference kernels' integers
+    assert main(["convert", path("ei_conv1d_int8"), str(out), "--arithmetic", "reference"]) == 0
+    ref = dse.load(out)
+    assert "float" not in {q.rounding for q in ref.qnodes}
+    np.testing.assert_array_equal(ref.forward_int(x), imported("ei_conv1d_int8", "reference")[0].forward_int(x))
+    with pytest.raises(ValueError, match="arithmetic must be one of"):
+        dse.from_tflite(path("ei_conv1d_int8"), arithmetic="fixed")
 
 
 def test_import_does_not_load_the_schema_or_tensorflow():
@@ -528,9 +522,10 @@ def table(frames_timed=2000):
             counts = ["-", "-"]
             if kind == "int8":
                 _, logits = int8_logits_tensor(name)
-                ours = m.forward_int(x).reshape(got.shape[0], -1).astype(np.int64)
                 cols = []
-                for xnn in (True, False):
+                for xnn in (True, False):  # each against the arithmetic imported for it
+                    mm = m if xnn else dse.from_tflite(path(name), arithmetic="reference")
+                    ours = mm.forward_int(x).reshape(got.shape[0], -1).astype(np.int64)
                     _, kept = run_litert(litert(name, xnnpack=xnn), x, m.window, tensors=[logits])
                     d = np.abs(np.array(kept[logits]).reshape(ours.shape) - ours).max(axis=1)
                     c = np.bincount(d, minlength=3)
@@ -557,8 +552,9 @@ if __name__ == "__main__":
     manifest = json.load(open(os.path.join(DATA, "manifest.json")))
     print(f"TensorFlow {manifest['tensorflow']} (fixtures), ai-edge-litert {ai_edge_litert.__version__}, "
           f"windows of random input")
-    print("| model | kind | windows | max error vs LiteRT (output) | int8 logits vs XNNPACK: exact/±1/>1 "
-          "| vs builtin kernels | µs/frame streamed (push, median) | LiteRT µs/window (invoke, median, 1 thread) |")
+    print("| model | kind | windows | max error vs LiteRT (output) | int8 logits vs XNNPACK (default "
+          "import): exact/±1/>1 | vs optimized builtin kernels (arithmetic='reference') | µs/frame streamed (push, "
+          "median) | LiteRT µs/window (invoke, median, 1 thread) |")
     print("|---|---|---|---|---|---|---|---|")
     for family, kind, n, err, counts, push, invoke in table():
         print(f"| {family} | {kind} | {n} | {err:.2g} | {counts[0]} | {counts[1]} | {push:.1f} | {invoke:.1f} |")

@@ -1262,8 +1262,12 @@ class _Translator:
 
 
 # ----------------------------------------------------------------------------- entry point
+ARITHMETICS = ("xnnpack", "reference")
+
+
 def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels_axis=None, check: bool = True,
-                return_report: bool = False, seed: int = 0, labels=None, metadata=None):
+                return_report: bool = False, seed: int = 0, labels=None, metadata=None,
+                arithmetic: str = "xnnpack"):
     """Convert a ``.tflite`` window network (a path or the file's bytes) into a graph
     :class:`~deepshift_edge.Model` (float32 files) or a :class:`~deepshift_edge.QuantizedModel`
     (full-integer files: int8 weights per channel, int8 activations, with the file's own
@@ -1279,7 +1283,15 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
     whole-window flatten). ``check``, ``return_report``, ``seed``, ``labels``, ``metadata``: as
     for :func:`~deepshift_edge.from_onnx`. Anything that does not convert, including a corrupt
     file, raises :class:`~deepshift_edge.ModelFormatError`; a missing file raises OSError.
+
+    ``arithmetic`` (full-integer files): whose integers the int8 model computes. ``"xnnpack"``
+    (the default): LiteRT's ``Interpreter`` as it runs by default, with the XNNPACK delegate,
+    which requantizes convolutions, FULLY_CONNECTED, MEAN and MUL in float32 (ties to even).
+    ``"reference"``: TFLite's builtin reference kernels (``BUILTIN_REF``) and TFLite Micro,
+    gemmlowp's fixed point (FULLY_CONNECTED rounding once).
     """
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {ARITHMETICS}, got {arithmetic!r}")
     _schema()
     try:
         import onnx  # noqa: F401
@@ -1369,5 +1381,16 @@ def from_tflite(model, window: Optional[int] = None, *, time_axis=None, channels
                 except ModelError as exc:
                     raise ModelFormatError(f"TFLite model: {exc}") from None
         set_tables(qm, tables)
+        if arithmetic == "xnnpack":
+            # XNNPACK's int8 convolutions, fully connected layers, means and multiplies
+            # requantize in float: float32(acc) * float32 scale, ties to even
+            # (scheme.requantize_float); its adds are fixed point, as TFLite's
+            from ..quant.quantize import set_rounding
+            set_rounding(qm, [names[qn.model_nodes[0]] for qn in qm.qnodes if qn.kind in ("conv", "gmean", "mul")],
+                         "float")
+            if check:
+                from .onnx_qdq import _check_int8
+                report += "\n" + _check_int8(qm, seed)
+        report += f"\n  arithmetic: {arithmetic} ({'XNNPACK, LiteRT default' if arithmetic == 'xnnpack' else 'TFLite reference kernels'})"
     report = f"TFLite: {len(f.ops)} ops{' (full integer)' if tr.quantized else ''}\n" + report
     return (qm, report) if return_report else qm

@@ -156,7 +156,7 @@ def _convert(args) -> int:
             raise ModelFormatError("--time-axis must be an axis index for a .tflite model (1: (1, T, C), as "
                                    "Keras writes it)")
         model, report = from_tflite(args.source, window=args.window, time_axis=time_axis, return_report=True,
-                                    labels=labels, metadata=metadata)
+                                    labels=labels, metadata=metadata, arithmetic=args.arithmetic)
     else:
         model, report = from_onnx(args.source, window=args.window, time_axis=time_axis, return_report=True,
                                   labels=labels, metadata=metadata)
@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="free-form metadata kept in the model file, e.g. name=gestures, "
                            "sample_rate_hz=50, units=g; repeat for more (a JSON number, true, "
                            "false or null is kept as such, anything else as a string)")
+    conv.add_argument("--arithmetic", choices=("xnnpack", "reference"), default="xnnpack",
+                      help="full-integer .tflite sources: compute LiteRT's default integers (xnnpack: "
+                           "float requantization, as its XNNPACK delegate) or TFLite's reference kernels' "
+                           "and TFLite Micro's (reference: gemmlowp's fixed point)")
     conv.add_argument("--time-axis", default=None, metavar="AXIS",
                       help="the input's time axis, an index or a symbolic dimension name (default: "
                            "the axis named like time, e.g. 'time' or 'frames', else the last)")
