@@ -612,7 +612,6 @@ static void dse_qrequant_avx2(const int32_t *acc, const int32_t *bias, const int
     const __m256i two30 = _mm256_set1_epi64x((int64_t)1 << 30);
     const __m256i low31 = _mm256_set1_epi64x(((int64_t)1 << 31) - 1);
     const __m256i vzp = _mm256_set1_epi32(zp), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
-    int32_t q8[8];
     ptrdiff_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256i sh = _mm256_loadu_si256((const __m256i *)(shift + i));
@@ -644,9 +643,9 @@ static void dse_qrequant_avx2(const int32_t *acc, const int32_t *bias, const int
         /* clamp to [lo - zp, hi - zp] first, then add zp: a q near the int32 edge cannot wrap */
         q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(q, _mm256_sub_epi32(vlo, vzp)),
                                               _mm256_sub_epi32(vhi, vzp)), vzp);
-        _mm256_storeu_si256((__m256i *)q8, q);
-        for (int k = 0; k < 8; k++)
-            out[i + k] = (int8_t)q8[k];
+        /* 8 int32 already in [lo, hi] to 8 bytes: the saturating packs change nothing */
+        const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(out + i), _mm_packs_epi16(w16, w16));
     }
     for (; i < n; i++)
         out[i] = dse_qrequant1(acc[i] + bias[i], m0[i], shift[i], zp, lo, hi);
