@@ -749,17 +749,22 @@ static int dse_qoffset(void)
  * (x_j[c] - zin) * w[chunk[j]][c], weights [chunk][channel]. Each product fits int16 (|x - zin|
  * <= 255, |w| <= 127: at most 32,385). dse_qdw_from: channels c0..cout in plain C (`restrict`:
  * the int32 sums alias no input byte); GCC leaves it about scalar on x86's SSE2 baseline. */
-static void dse_qdw_from(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w,
-                         ptrdiff_t cout, ptrdiff_t c0, int32_t zin, int32_t *restrict acc)
-{
-    for (ptrdiff_t c = c0; c < cout; c++) acc[c] = 0;
-    for (ptrdiff_t j = 0; j < n; j++) {
-        const int8_t *restrict xj = x[j];
-        const int8_t *restrict wj = w + chunk[j] * cout;
-        for (ptrdiff_t c = c0; c < cout; c++)
-            acc[c] += (int16_t)((int16_t)(xj[c] - zin) * (int16_t)wj[c]);
+#define DSE_QDW_SIG(NAME, ATTR)                                                                   \
+    ATTR static void NAME(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n, const int8_t *w, \
+                          ptrdiff_t cout, ptrdiff_t c0, int32_t zin, int32_t *restrict acc)
+#define DSE_QDW_BODY                                                                              \
+    for (ptrdiff_t c = c0; c < cout; c++) acc[c] = 0;                                             \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                           \
+        const int8_t *restrict xj = x[j];                                                         \
+        const int8_t *restrict wj = w + chunk[j] * cout;                                          \
+        for (ptrdiff_t c = c0; c < cout; c++)                                                     \
+            acc[c] += (int16_t)((int16_t)(xj[c] - zin) * (int16_t)wj[c]);                         \
     }
-}
+DSE_QDW_SIG(dse_qdw_from, ) { DSE_QDW_BODY }
+#if DSE_QARM32
+/* armv7: the same C compiled for NEON (integer NEON is exact), where HWCAP_NEON says so */
+DSE_QDW_SIG(dse_qdw_neon, __attribute__((target("fpu=neon")))) { DSE_QDW_BODY }
+#endif
 
 #if DSE_QX86
 /* AVX2: 16 channels per step, int16 products (VPMULLW), widened into two int32 vectors; the
@@ -795,6 +800,12 @@ static void dse_qdw(const int8_t *const *x, const ptrdiff_t *chunk, ptrdiff_t n,
     const int p = dse_qpath();
     if (p == DSE_QPATH_AVX512VNNI || p == DSE_QPATH_AVXVNNI || p == DSE_QPATH_C16_V3) {  /* all imply AVX2 */
         dse_qdw_avx2(x, chunk, n, w, cout, zin, acc);
+        return;
+    }
+#endif
+#if DSE_QARM32
+    if (dse_qpath() == DSE_QPATH_C16_NEON) {
+        dse_qdw_neon(x, chunk, n, w, cout, 0, zin, acc);
         return;
     }
 #endif
