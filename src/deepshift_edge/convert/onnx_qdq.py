@@ -327,8 +327,8 @@ def _convert(proto, window, time_axis, check, return_report, seed, labels, metad
         # onnxruntime requantizes its QLinearConv, QGemm, QLinearGlobalAveragePool and QLinearMul
         # in float (MlasRequantizeOutput and alike): the imported model does the same, to run to
         # its integers (its QLinearAdd is fixed point, as ours, with other constants)
-        means = [n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))]
-        in_float = list(convs) + means if arithmetic == "onnxruntime" else []
+        means_and_muls = [n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))]
+        in_float = list(convs) + means_and_muls if arithmetic == "onnxruntime" else []
         qm = quantize_with(model, tensors, convs, float_rounding=in_float,
                            calibration={"windows": 0, "method": "onnx-qdq", "source": "onnx QDQ graph"})
         if arithmetic == "tflite":

@@ -154,8 +154,8 @@ def load(model, section, zf, members, read_header, read_data, check_size):
     from ..nn import merge as M
 
     rounded = {}
-    means = {n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))}
-    for key, allowed in (("single_rounding", set(expected)), ("float_rounding", set(expected) | means)):
+    means_and_muls = {n.name for n in model.nodes if isinstance(n.layer, (L.GlobalAvgPool, M.Mul))}
+    for key, allowed in (("single_rounding", set(expected)), ("float_rounding", set(expected) | means_and_muls)):
         nodes = section.get(key, [])
         if not isinstance(nodes, list) or len(nodes) > len(allowed) or not all(
                 isinstance(n, str) and n in allowed for n in nodes):

@@ -18,6 +18,12 @@ from ..errors import ModelError
 from ..nn import layers as L
 from .qmodel import ADD, CONCAT, CONV, LUT, MOVE, MUL, POOL, QuantizedModel
 
+def _use_float_scales(op: P.Op, qn) -> None:
+    """An op requantized in float (qround 2): the kernels read its float32 scales through qm0."""
+    op.qround = 2
+    op.qm0 = np.ascontiguousarray(qn.fscale, np.float32).view(np.int32)
+
+
 class _QuantBuilder(P._Builder):
     def __init__(self, qmodel: QuantizedModel, mode: str, block: int, io: str = "float32",
                  tail: bool = True):
@@ -125,16 +131,14 @@ class _QuantBuilder(P._Builder):
                 op.kind, op.qlo, op.qhi = P.QADD, qn.lo, qn.hi
             elif qn.kind == MUL:
                 op.kind = P.QMUL
-                if qn.rounding == "float":  # the kernel reads the float32 scale through qm0
-                    op.qround = 2
             elif qn.kind == CONCAT:
                 op.kind = P.QCONCAT
             elif qn.kind != MOVE:
                 raise ModelError(f"{where}: no int8 kernel for {qn.kind}")  # pragma: no cover
             if qn.m0 is not None:
                 op.qm0, op.qshift = np.asarray(qn.m0, np.int32), np.asarray(qn.shift, np.int32)
-            if qn.rounding == "float":
-                op.qm0 = np.ascontiguousarray(qn.fscale, np.float32).view(np.int32)
+            if qn.rounding == "float":  # a Mul
+                _use_float_scales(op, qn)
         op.qzp_in, op.qzp_out = zin, qn.out.zero_point
         return op
 
@@ -159,9 +163,9 @@ class _QuantBuilder(P._Builder):
         # fewer than 4 input channels (a spectrogram's first conv): most of each tap's quad
         # would be zero padding; one merged chunk of all taps' channels wastes at most 3 bytes
         op.qmerged = bool(op.groups == 1 and op.cout > 1 and c_in < 4 and op.ntaps * op.kf > 1)
-        op.qround = {"double": 0, "single": 1, "float": 2}[qn.rounding]
-        if qn.rounding == "float":  # the kernel reads the float32 scales through qm0
-            op.qm0 = np.ascontiguousarray(qn.fscale, np.float32).view(np.int32)
+        op.qround = 1 if qn.rounding == "single" else 0
+        if qn.rounding == "float":
+            _use_float_scales(op, qn)
         # per (output, chunk = time tap x feature tap) sums of the weights: the zero-point term
         k_t, k_f = w4.shape[3], w4.shape[2]
         op.qwsum = w4.astype(np.int32).sum(axis=1).transpose(0, 2, 1).reshape(w4.shape[0], k_t * k_f).copy()
@@ -180,8 +184,8 @@ class _QuantBuilder(P._Builder):
                 op.qzp_out = qn.out.zero_point
                 if qn.m0 is not None:
                     op.qm0, op.qshift = np.asarray(qn.m0, np.int32), np.asarray(qn.shift, np.int32)
-                if qn.rounding == "float":  # a mean requantized in float: qm0 holds its scale
-                    op.qround, op.qm0 = 2, np.ascontiguousarray(qn.fscale, np.float32).view(np.int32)
+                if qn.rounding == "float":  # a global mean
+                    _use_float_scales(op, qn)
             node = self.plan.nodes[op.dst]
             if op.kind == P.QRSUM:
                 node.dtype, node.fill = "int32", 0
