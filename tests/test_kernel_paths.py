@@ -50,6 +50,8 @@ def test_every_kernel_path_passes_the_stream_checks(path):
            os.path.join(HERE, "test_stream_vs_reference.py"), os.path.join(HERE, "test_stream_api.py"),
            os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_widths_push_equals_push_many",
            os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_batches_equal_lone_streams",
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_push_kernel_passes_and_unfused_epilogues",
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_read_floats_sums_every_element",
            os.path.join(HERE, "test_pool.py")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, f"{isa}:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
@@ -70,6 +72,37 @@ def test_odd_widths_push_equals_push_many():
         s = model.stream()
         many = np.concatenate([s.push_many(x[i:i + block]) for i in range(0, len(x), block)])
         np.testing.assert_array_equal(many, single, err_msg=f"{_kernels.kernel_isa()}, block {block}")
+
+
+def test_push_kernel_passes_and_unfused_epilogues():
+    """push runs a 1-D conv column through the push kernel (up to eight blocks a pass, the
+    bias/ReLU epilogue fused, the twin row written by the kernel); anything else in the
+    epilogue (a scale, PReLU, tanh) runs after it. Block counts that take every pass size
+    (9 = 8 + 1, 7 = 4 + 2 + 1), a grouped conv, no bias: push equals push_many bit for bit
+    and the float64 reference to float32 rounding."""
+    rng = np.random.default_rng(16)
+    model = dse.Sequential([dse.Conv1d(3, 130, 3, seed=1), dse.ReLU(),
+                            dse.Conv1d(130, 100, 2, dilation=2, bias=False, seed=2), dse.PReLU(100, 0.1),
+                            dse.Conv1d(100, 40, 1, groups=4, seed=3), dse.Tanh(),
+                            dse.Conv1d(40, 20, 2, seed=4), dse.BatchNorm1d(20), dse.Conv1d(20, 5, 2, seed=5)],
+                           in_features=3, window=10)
+    x = rng.standard_normal((120, 3)).astype(np.float32)
+    s = model.stream()
+    single = np.stack([np.array(s.push(f)) for f in x][model.window - 1:])
+    many = model.stream().push_many(x)
+    np.testing.assert_array_equal(many, single, err_msg=_kernels.kernel_isa())
+    want = np.stack([model.forward_window(x[t - model.window + 1:t + 1].astype(np.float64))
+                     for t in range(model.window - 1, len(x))]).reshape(single.shape)
+    np.testing.assert_allclose(single, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 1000, 4099])
+def test_read_floats_sums_every_element(n):
+    """The bench's memory floor reads every float once (vector body, then the tail)."""
+    w = np.random.default_rng(n).uniform(0.5, 1.5, n).astype(np.float32)
+    assert _kernels.read_floats(w) == pytest.approx(float(w.astype(np.float64).sum()), rel=1e-5, abs=1e-6)
+    with pytest.raises(TypeError, match="float32"):
+        _kernels.read_floats(w.astype(np.float64))
 
 
 def test_odd_batches_equal_lone_streams():

@@ -148,27 +148,26 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         memcpy(out, acc, (size_t)NB * (NV) * sizeof(VT));                                                 \
     }                                                                                                     \
                                                                                                           \
-    static ATTR void dse_gemv_blocked_##S(const float *const *x, const ptrdiff_t *woff,                   \
-                                          ptrdiff_t n_chunks, const ptrdiff_t *clen,                      \
-                                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,           \
-                                          float *out)                                                     \
+    /* The bench's memory floor: the sum of w[0..n), read with this width's vector loads into             \
+     * four accumulators, as the push kernel reads its weights (the time of one call is what              \
+     * streaming that many weight bytes costs, with no arithmetic to wait for). */                        \
+    static ATTR float dse_read_##S(const float *w, ptrdiff_t n)                                           \
     {                                                                                                     \
-        ptrdiff_t b = 0;                                                                                  \
-        if ((MAXNB) >= 8)                                                                                 \
-            for (; b + 8 <= nblk; b += 8)                                                                 \
-                dse_nb_##S(8, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
-                           out + b * DSE_BLK);                                                            \
-        if ((MAXNB) >= 4)                                                                                 \
-            for (; b + 4 <= nblk; b += 4)                                                                 \
-                dse_nb_##S(4, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
-                           out + b * DSE_BLK);                                                            \
-        if ((MAXNB) >= 2)                                                                                 \
-            for (; b + 2 <= nblk; b += 2)                                                                 \
-                dse_nb_##S(2, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                    \
-                           out + b * DSE_BLK);                                                            \
-        for (; b < nblk; b++)                                                                             \
-            dse_nb_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride,                        \
-                       out + b * DSE_BLK);                                                                \
+        const ptrdiff_t L = (ptrdiff_t)(sizeof(VT) / sizeof(float));                                      \
+        VT a[4];                                                                                          \
+        float t[4 * sizeof(VT) / sizeof(float)], sum = 0.0f;                                              \
+        ptrdiff_t i = 0;                                                                                  \
+        for (int k = 0; k < 4; k++) a[k] = (VT){0};                                                       \
+        for (; i + 4 * L <= n; i += 4 * L)                                                                \
+            for (int k = 0; k < 4; k++) {                                                                 \
+                VT v;                                                                                     \
+                memcpy(&v, w + i + k * L, sizeof(VT));                                                    \
+                a[k] += v;                                                                                \
+            }                                                                                             \
+        memcpy(t, a, sizeof(a));                                                                          \
+        for (ptrdiff_t k = 0; k < 4 * L; k++) sum += t[k];                                                \
+        for (; i < n; i++) sum += w[i];                                                                   \
+        return sum;                                                                                       \
     }                                                                                                     \
                                                                                                           \
     /* nb (1 or FB) blocks x nf frames; out[(q * nf + f) * NV + v]. */                                    \
@@ -246,6 +245,57 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                 if (o2) o2[m] = v;                                                                        \
             }                                                                                             \
         }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    /* push: nb blocks of one product, then their epilogue (+ shift, ReLU) stored to out + at   \
+     * (and out2 + at) for the nout - at outputs left. */                                               \
+    static inline DSE_INLINE ATTR void dse_nbst_##S(const int nb, const float *const *x,                 \
+                                                    const ptrdiff_t *woff, ptrdiff_t n_chunks,            \
+                                                    const ptrdiff_t *clen, const float *wb,               \
+                                                    ptrdiff_t blk_stride, ptrdiff_t at, ptrdiff_t nout,   \
+                                                    float *out, float *out2, const float *shift,          \
+                                                    int relu)                                             \
+    {                                                                                                     \
+        VT acc[(MAXNB) * (NV)];                                                                           \
+        dse_nb_##S(nb, x, woff, n_chunks, clen, wb, blk_stride, (float *)acc);                            \
+        for (int q = 0; q < nb && q < (MAXNB); q++) {                                                     \
+            const ptrdiff_t o = at + q * DSE_BLK;                                                         \
+            dse_store_##S(out + o, out2 ? out2 + o : NULL, acc + q * (NV), nout - o,                      \
+                          shift ? shift + o : NULL, relu);                                                \
+        }                                                                                                 \
+    }                                                                                                     \
+                                                                                                          \
+    static ATTR void dse_gemv_push_##S(const float *const *x, const ptrdiff_t *woff,                      \
+                                       ptrdiff_t n_chunks, const ptrdiff_t *clen, const float *w,         \
+                                       ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nout,              \
+                                       float *out, float *out2, const float *shift, int relu)             \
+    {                                                                                                     \
+        ptrdiff_t b = 0;                                                                                  \
+        if ((MAXNB) >= 8)                                                                                 \
+            for (; b + 8 <= nblk; b += 8)                                                                 \
+                dse_nbst_##S(8, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,     \
+                             nout, out, out2, shift, relu);                                               \
+        if ((MAXNB) >= 4)                                                                                 \
+            for (; b + 4 <= nblk; b += 4)                                                                 \
+                dse_nbst_##S(4, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,     \
+                             nout, out, out2, shift, relu);                                               \
+        if ((MAXNB) >= 2)                                                                                 \
+            for (; b + 2 <= nblk; b += 2)                                                                 \
+                dse_nbst_##S(2, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,     \
+                             nout, out, out2, shift, relu);                                               \
+        for (; b < nblk; b++)                                                                             \
+            dse_nbst_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,         \
+                         nout, out, out2, shift, relu);                                                   \
+    }                                                                                                     \
+                                                                                                          \
+    /* The raw sums of every block (out holds nblk * DSE_BLK floats). */                                  \
+    static ATTR void dse_gemv_blocked_##S(const float *const *x, const ptrdiff_t *woff,                   \
+                                          ptrdiff_t n_chunks, const ptrdiff_t *clen,                      \
+                                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,           \
+                                          float *out)                                                     \
+    {                                                                                                     \
+        dse_gemv_push_##S(x, woff, n_chunks, clen, w, nblk, blk_stride, nblk * DSE_BLK, out, NULL,        \
+                          NULL, 0);                                                                       \
     }                                                                                                     \
                                                                                                           \
     static ATTR void dse_gemv_frames_##S(const float *const *x, ptrdiff_t xstride,                        \
@@ -513,6 +563,25 @@ static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdi
     dse_gemv_blocked_base(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
 }
 
+/* push() of one conv column: the blocked product with its bias/ReLU epilogue fused, written to
+ * out[0..nout) and, unless NULL, to the mirrored ring's twin row out2 (the same floats). */
+static void dse_gemv_push(const float *const *x, const ptrdiff_t *woff, ptrdiff_t n_chunks,
+                          const ptrdiff_t *clen, const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
+                          ptrdiff_t nout, float *out, float *out2, const float *shift, int relu)
+{
+#if DSE_X86_DISPATCH
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_gemv_push_avx512(x, woff, n_chunks, clen, w, nblk, blk_stride, nout, out, out2, shift, relu);
+        return;
+    case DSE_PATH_AVX2:
+        dse_gemv_push_avx2(x, woff, n_chunks, clen, w, nblk, blk_stride, nout, out, out2, shift, relu);
+        return;
+    }
+#endif
+    dse_gemv_push_base(x, woff, n_chunks, clen, w, nblk, blk_stride, nout, out, out2, shift, relu);
+}
+
 static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrdiff_t *woff,
                             ptrdiff_t n_chunks, const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,
                             ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf, float *const *out,
@@ -578,6 +647,18 @@ static void dse_gemv_streams(const float *const *x, const ptrdiff_t *xoff, const
 #endif
     dse_gemv_streams_base(x, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, ns, out, out2, ooff,
                           shift, relu);
+}
+
+/* The sum of w[0..n) on the path push runs (the bench's weight-streaming floor). */
+static float dse_read_floats(const float *w, ptrdiff_t n)
+{
+#if DSE_X86_DISPATCH
+    switch (dse_path()) {
+    case DSE_PATH_AVX512: return dse_read_avx512(w, n);
+    case DSE_PATH_AVX2: return dse_read_avx2(w, n);
+    }
+#endif
+    return dse_read_base(w, n);
 }
 
 /* Which kernels run here (reported by debug_info / the bench header). */

@@ -23,6 +23,9 @@ cdef extern from "_gemv.h" nogil:
     void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
                           const Py_ssize_t* clen, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                           float* out)
+    void dse_gemv_push(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
+                       const Py_ssize_t* clen, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
+                       Py_ssize_t nout, float* out, float* out2, const float* shift, int relu)
     void dse_gemv_frames(const float* const* x, Py_ssize_t xstride, const Py_ssize_t* woff,
                          Py_ssize_t n_chunks, const Py_ssize_t* clen, const float* w, Py_ssize_t nblk,
                          Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t nf, float* const* out,
@@ -36,6 +39,7 @@ cdef extern from "_gemv.h" nogil:
                           Py_ssize_t blk_stride, Py_ssize_t nout, Py_ssize_t ns, float* const* out,
                           float* const* out2, Py_ssize_t ooff, const float* shift, int relu)
     const char* dse_kernel_isa()
+    float dse_read_floats(const float* w, Py_ssize_t n)
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -458,6 +462,40 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
 
 
+cdef void run_conv_push(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
+    """One column of an interior, non-depthwise conv with one feature position (every 1-D
+    conv), into the row `out` just advanced: run_conv_frames for one frame, on the push
+    kernel (up to eight blocks a pass). A bias/ReLU epilogue is fused into the kernel, which
+    also writes the mirrored twin row, so the column is stored once and not read back."""
+    cdef int src = <int>op.ins[0]
+    cdef Py_ssize_t lag0 = <Py_ssize_t>op.ins[1] + lag
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
+    cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
+    cdef Py_ssize_t col = net.col[op.dst]
+    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef float* twin = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
+    cdef Py_ssize_t i, k, fi, g, n = 0
+    cdef const float* row
+    for i in range(op.ntaps):
+        row = fring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
+        for k in range(op.kf):
+            fi = k * op.df - op.pf  # the one position, fo = 0
+            if fi < 0 or fi >= op.fin:
+                continue
+            n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+    for g in range(op.groups):
+        group_chunks(net, n, g * cin_g)
+        dse_gemv_push(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride, nblk,
+                      blk_stride, cout_g, out + g * cout_g, twin + g * cout_g if fused else NULL,
+                      op.shift + g * cout_g if fused and op.shift != NULL else NULL,
+                      fused and op.act == A_RELU)
+    if not fused:
+        epilogue(op, out)
+        memcpy(twin, out, col * sizeof(float))
+
+
 cdef inline void resolve_rows(Net* net, const Op* op, Py_ssize_t b, int64_t t,
                               int64_t t_end) noexcept nogil:
     """net.rptrs[i * nrows + r] = the column tap i of strip row r reads (plan.row_tables):
@@ -739,6 +777,9 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
         resolve_rows(net, op, b, t, t_end)
         run_conv_rows(net, op, <float*>out)
         mirror(net, op.dst, b)
+        return
+    if op.kind == K_CONV and op.fout == 1 and op.nrows == 1 and batchable_conv(op):
+        run_conv_push(net, op, b, <float*>out, lag_of(net, <int>op.ins[0], t, t_end))
         return
     for row in range(op.nrows):
         resolve_taps(net, op, b, row, t, t_end)
@@ -2045,6 +2086,27 @@ def debug_build():
 def qkernel_isa():
     """Which int8 kernels run on this CPU, e.g. 'avx512vnni (vpdpbusd, 16 outputs)'."""
     return dse_qkernel_isa().decode()
+
+
+def read_floats(w):
+    """Sum of a float32 C-contiguous 1-D array, read with the vector loads of the kernel path
+    push runs. The bench times one call over as many floats as a frame's weights: what
+    streaming those bytes from wherever they live costs, with no arithmetic to wait for."""
+    global NDARRAY_TYPE
+    cdef const float* p
+    cdef Py_ssize_t n
+    cdef float s
+    if NDARRAY_TYPE == NULL:  # set where a stream is built; this call may come first
+        import numpy as np
+        NDARRAY_TYPE = <PyTypeObject*>np.ndarray
+    p = <const float*>ndarray_data(w, b'f', b'f')
+    if p == NULL or (<dse_ndarray_head*><PyObject*>w).nd != 1:  # header fields: no call overhead
+        raise TypeError(f"read_floats: expected an aligned C-contiguous 1-D float32 ndarray, got {type(w).__name__}"
+                        f" {getattr(w, 'dtype', '')} {getattr(w, 'shape', '')}")
+    n = (<dse_ndarray_head*><PyObject*>w).dimensions[0]
+    with nogil:
+        s = dse_read_floats(p, n)
+    return s
 
 
 def kernel_isa():
