@@ -94,6 +94,10 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
 /* max(x, +0) with NaN -> +0: a bit mask for vector types (C has no vector ?:), a compare for floats. */
 #define DSE_RELU_VEC(VT, IT, x, zero) ((VT)((IT)(x) & (IT)((x) > (zero))))
 #define DSE_RELU_SCALAR(VT, IT, x, zero) ((x) > (zero) ? (x) : (zero))
+/* acc + w * x (x a float: broadcast for vectors) and a + b, as C operators: what every path but
+ * armv7 NEON uses (GCC contracts the first to one FMA where the target has one). */
+#define DSE_MADD(acc, w, x) ((acc) + (w) * (x))
+#define DSE_VADD(a, b) ((a) + (b))
 
 /* The kernels for vector type VT (NV vectors per block of DSE_BLK outputs), at most MAXNB
  * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
@@ -115,7 +119,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  *   built from stream 0's rows, is the same for all, only the rows' addresses differ). The
  *   streams of a pass share each weight vector loaded, as the frames of push_many do: a
  *   small GEMM instead of ns matrix-vector products, each output's terms in the same order. */
-#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, ATTR)                                                \
+#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, MADD, VADD, ATTR)                              \
     static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,                    \
                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
                                                   const ptrdiff_t *clen, const float *wb,                 \
@@ -134,14 +138,15 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                 DSE_UNROLL for (int l = 0; l < 4; l++)                                                    \
                     DSE_UNROLL for (int q = 0; q < NB; q++) {                                             \
                         const VT *wv = (const VT *)(wj + q * blk_stride + (c + l) * DSE_BLK);             \
-                        DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * x4[l];     \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
+                            acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], x4[l]);                       \
                     }                                                                                     \
             }                                                                                             \
             for (; c < clen[j]; c++) {                                                                    \
                 const float xv = xj[c];                                                                   \
                 DSE_UNROLL for (int q = 0; q < NB; q++) {                                                 \
                     const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);                       \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] += wv[v] * xv;            \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], xv); \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -162,7 +167,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             for (int k = 0; k < 4; k++) {                                                                 \
                 VT v;                                                                                     \
                 memcpy(&v, w + i + k * L, sizeof(VT));                                                    \
-                a[k] += v;                                                                                \
+                a[k] = VADD(a[k], v);                                                                     \
             }                                                                                             \
         memcpy(t, a, sizeof(a));                                                                          \
         for (ptrdiff_t k = 0; k < 4 * L; k++) sum += t[k];                                                \
@@ -193,7 +198,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xj[f * xstride + c];                                                 \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NF + f) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                            acc[(q * NF + f) * (NV) + v] = MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv); \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -228,7 +233,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             const VT zero = {0};                                                                          \
             for (int k = 0; k < (NV); k++) {                                                              \
                 v[k] = acc[k];                                                                            \
-                if (shift) v[k] += *(const VT *)(shift + k * (DSE_BLK / (NV)));                           \
+                if (shift) v[k] = VADD(v[k], *(const VT *)(shift + k * (DSE_BLK / (NV))));                \
                 if (relu) /* v > 0 ? v : +0, NaN -> +0, like the scalar epilogue */                       \
                     v[k] = RELU(VT, IT, v[k], zero);                                                      \
             }                                                                                             \
@@ -247,9 +252,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         }                                                                                                 \
     }                                                                                                     \
                                                                                                           \
-    /* push: nb blocks of one product, then their epilogue (+ shift, ReLU) stored to out + at   \
-     * (and out2 + at) for the nout - at outputs left. */                                               \
-    static inline DSE_INLINE ATTR void dse_nbst_##S(const int nb, const float *const *x,                 \
+    /* push: nb blocks of one product, then their epilogue (+ shift, ReLU) stored to out + at             \
+     * (and out2 + at) for the nout - at outputs left. */                                                 \
+    static inline DSE_INLINE ATTR void dse_nbst_##S(const int nb, const float *const *x,                  \
                                                     const ptrdiff_t *woff, ptrdiff_t n_chunks,            \
                                                     const ptrdiff_t *clen, const float *wb,               \
                                                     ptrdiff_t blk_stride, ptrdiff_t at, ptrdiff_t nout,   \
@@ -357,7 +362,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xf[f][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NF + f) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                            acc[(q * NF + f) * (NV) + v] = MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv); \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -371,15 +376,15 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                                                    const float *wb, ptrdiff_t blk_stride, VT *acc)        \
     {                                                                                                     \
         if (k == (MAXNF))                                                                                 \
-            dse_rw_##S(nb, (MAXNF), x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);       \
+            dse_rw_##S(nb, (MAXNF), x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);        \
         else if (k == 6)                                                                                  \
-            dse_rw_##S(nb, 6, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+            dse_rw_##S(nb, 6, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);              \
         else if (k == 4)                                                                                  \
-            dse_rw_##S(nb, 4, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+            dse_rw_##S(nb, 4, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);              \
         else if (k == 2)                                                                                  \
-            dse_rw_##S(nb, 2, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+            dse_rw_##S(nb, 2, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);              \
         else                                                                                              \
-            dse_rw_##S(nb, 1, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);             \
+            dse_rw_##S(nb, 1, x, f0, xrow, xoff, woff, n_chunks, clen, wb, blk_stride, acc);              \
     }                                                                                                     \
                                                                                                           \
     static ATTR void dse_gemv_rows_##S(const float *const *x, const ptrdiff_t *xrow,                      \
@@ -435,7 +440,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xs[s][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NS + s) * (NV) + v] += wr[q * (NV) + v] * xv;                        \
+                            acc[(q * NS + s) * (NV) + v] = MADD(acc[(q * NS + s) * (NV) + v], wr[q * (NV) + v], xv); \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -492,13 +497,71 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
     }
 
 #if defined(__arm__) && !defined(__aarch64__)
-/* 32-bit ARM: plain floats, 16 accumulators in VFP registers. GCC does not do float vector
- * arithmetic with ARMv7 NEON (not IEEE: it flushes denormals to zero), so a 4-float vector
- * type only moved every operation through the stack (llvm-mca, cortex-a72: 5-9% of the
- * FMLA peak; see bench/arm_mca.py). */
-DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, )
+/* 32-bit ARM baseline: plain floats, 16 accumulators in VFP registers (armhf's VFPv3-D16: any
+ * ARMv7 board). GCC does not do float vector arithmetic with ARMv7 NEON through C operators
+ * (NEON is not IEEE: it flushes denormals to zero), so a 4-float vector type only moved every
+ * operation through the stack (llvm-mca, cortex-a72: 5-9% of the FMLA peak); the NEON path
+ * below says what it means with intrinsics. */
+DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, DSE_MADD, DSE_VADD, )
 #else
-DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, )
+DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, )
+#endif
+
+/* armv7 with NEON and VFPv4 (every Pi from the Pi 2 on, in a 32-bit OS): the same kernels on
+ * NEON intrinsics, 4 floats a q register, vfma (fused, as the x86 FMA paths), picked at run
+ * time from AT_HWCAP. 16 q registers: 2 blocks (8 accumulators) per push pass, 2 frames of
+ * one block per push_many pass. NEON flushes denormal operands and results to zero: a term
+ * below 1.2e-38 in magnitude becomes 0 where the scalar path keeps it (DSE_KERNELS=baseline
+ * runs the IEEE path). */
+#if defined(__arm__) && !defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__) &&                \
+    defined(__linux__) && !defined(DSE_NO_CLONES)
+#define DSE_ARM32_DISPATCH 1
+#else
+#define DSE_ARM32_DISPATCH 0
+#endif
+
+#if DSE_ARM32_DISPATCH
+#include <stdlib.h>
+#include <sys/auxv.h>
+#pragma GCC push_options
+#pragma GCC target("fpu=neon-vfpv4")
+#include <arm_neon.h>
+#pragma GCC pop_options
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1 << 12)
+#endif
+#ifndef HWCAP_VFPv4
+#define HWCAP_VFPv4 (1 << 16)
+#endif
+typedef float32x4_t dse_n4 __attribute__((aligned(4)));
+typedef uint32x4_t dse_u4 __attribute__((aligned(4)));
+#define DSE_MADD_NEON(acc, w, x) vfmaq_f32((acc), (w), vdupq_n_f32(x))
+#define DSE_VADD_NEON(a, b) vaddq_f32((a), (b))
+#define DSE_RELU_NEON(VT, IT, x, zero)                                                                    \
+    vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(x), vcgtq_f32((x), (zero))))
+DSE_KERNELS(neon, dse_n4, dse_u4, DSE_BLK / 4, 2, 2, 1, DSE_RELU_NEON, DSE_MADD_NEON, DSE_VADD_NEON,
+            __attribute__((target("fpu=neon-vfpv4"))))
+
+static int dse_neon_cached = -1; /* decided on first use; a racing second decision agrees */
+
+/* Whether the NEON path runs: the CPU has NEON and VFPv4, and DSE_KERNELS does not cap it. */
+static inline int dse_neon(void)
+{
+    if (dse_neon_cached < 0) {
+        const char *want = getenv("DSE_KERNELS");
+        const unsigned long hw = getauxval(AT_HWCAP);
+        int cap = want && (!strcmp(want, "baseline") || !strcmp(want, "base") || !strcmp(want, "scalar"));
+        dse_neon_cached = !cap && (hw & HWCAP_NEON) && (hw & HWCAP_VFPv4);
+    }
+    return dse_neon_cached;
+}
+#define DSE_NEON_DISPATCH(call) \
+    if (dse_neon()) {           \
+        call;                   \
+        return;                 \
+    }
+#else
+#define DSE_NEON_DISPATCH(call)
 #endif
 
 #if DSE_X86_DISPATCH
@@ -520,10 +583,10 @@ DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && \
                           __builtin_cpu_supports("avx512dq"))
 #endif
-DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_AVX2_ATTR)
+DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_AVX2_ATTR)
 /* 32 zmm registers, one per block: push up to 8 blocks per pass; push_many 2 blocks x 8
  * frames (16 accumulators + 2 weights + 1 broadcast). */
-DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_AVX512_ATTR)
+DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_AVX512_ATTR)
 
 enum { DSE_PATH_BASE = 0, DSE_PATH_AVX2 = 1, DSE_PATH_AVX512 = 2 };
 static int dse_path_cached = -1; /* decided on first use; a racing second decision agrees */
@@ -550,6 +613,7 @@ static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdi
                              const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,
                              ptrdiff_t blk_stride, float *out)
 {
+    DSE_NEON_DISPATCH(dse_gemv_blocked_neon(x, woff, n_chunks, clen, w, nblk, blk_stride, out))
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
@@ -569,6 +633,7 @@ static void dse_gemv_push(const float *const *x, const ptrdiff_t *woff, ptrdiff_
                           const ptrdiff_t *clen, const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,
                           ptrdiff_t nout, float *out, float *out2, const float *shift, int relu)
 {
+    DSE_NEON_DISPATCH(dse_gemv_push_neon(x, woff, n_chunks, clen, w, nblk, blk_stride, nout, out, out2, shift, relu))
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
@@ -587,6 +652,8 @@ static void dse_gemv_frames(const float *const *x, ptrdiff_t xstride, const ptrd
                             ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t nf, float *const *out,
                             float *const *out2, ptrdiff_t ooff, const float *shift, int relu)
 {
+    DSE_NEON_DISPATCH(dse_gemv_frames_neon(x, xstride, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out, out2,
+                                           ooff, shift, relu))
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
@@ -612,6 +679,8 @@ static void dse_gemv_rows(const float *const *x, const ptrdiff_t *xrow, const pt
                           const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nout,
                           ptrdiff_t nf, float *const *out, ptrdiff_t ooff, const float *shift, int relu)
 {
+    DSE_NEON_DISPATCH(dse_gemv_rows_neon(x, xrow, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, nf, out, ooff,
+                                         shift, relu))
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
@@ -633,6 +702,8 @@ static void dse_gemv_streams(const float *const *x, const ptrdiff_t *xoff, const
                              ptrdiff_t blk_stride, ptrdiff_t nout, ptrdiff_t ns, float *const *out,
                              float *const *out2, ptrdiff_t ooff, const float *shift, int relu)
 {
+    DSE_NEON_DISPATCH(dse_gemv_streams_neon(x, xoff, woff, n_chunks, clen, w, nblk, blk_stride, nout, ns, out, out2,
+                                            ooff, shift, relu))
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
@@ -652,6 +723,9 @@ static void dse_gemv_streams(const float *const *x, const ptrdiff_t *xoff, const
 /* The sum of w[0..n) on the path push runs (the bench's weight-streaming floor). */
 static float dse_read_floats(const float *w, ptrdiff_t n)
 {
+#if DSE_ARM32_DISPATCH
+    if (dse_neon()) return dse_read_neon(w, n);
+#endif
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512: return dse_read_avx512(w, n);
@@ -669,6 +743,9 @@ static const char *dse_kernel_isa(void)
     case DSE_PATH_AVX512: return "avx512 (x86-64-v4, 16 floats)";
     case DSE_PATH_AVX2: return "avx2+fma (8 floats)";
     }
+#endif
+#if DSE_ARM32_DISPATCH
+    if (dse_neon()) return "neon-vfpv4 (4 floats, denormals flushed)";
 #endif
 #if defined(__aarch64__) || defined(__ARM_NEON)
     return "neon (4 floats)";
