@@ -12,8 +12,8 @@ requantization, in a second table)
     neoverse-n1  stands in for the Pi 5's Cortex-A76 (LLVM 19 models the A76 itself with
                  older tables); peak two 128-bit FMLA (8 multiply-adds) per cycle
 
-for aarch64 (64-bit Pi OS) and armv7 (32-bit userland, Debian armhf: VFPv3-D16, no NEON
-assumed; plus a -mfpu=neon-vfpv4 build to show what NEON flags would change). The table
+for aarch64 (64-bit Pi OS) and armv7 (32-bit userland, Debian armhf's flags: the VFPv3-D16
+baseline and the NEON path the build adds for CPUs that have it). The table
 gives cycles per iteration (steady state, 200 iterations), multiply-adds per iteration,
 cycles per multiply-add, and the fraction of the core's peak.
 
@@ -34,9 +34,10 @@ ENGINE = os.path.join(HERE, "..", "src", "deepshift_edge", "engine")
 
 DRIVER = r"""
 #include "_gemv.h"
-void blocked(const float *const *x, const ptrdiff_t *woff, ptrdiff_t n, const ptrdiff_t *clen,
-             const float *w, ptrdiff_t nblk, ptrdiff_t bs, float *out)
-{ dse_gemv_blocked(x, woff, n, clen, w, nblk, bs, out); }
+void push(const float *const *x, const ptrdiff_t *woff, ptrdiff_t n, const ptrdiff_t *clen,
+          const float *w, ptrdiff_t nblk, ptrdiff_t bs, ptrdiff_t nout, float *out, float *out2,
+          const float *shift, int relu)
+{ dse_gemv_push(x, woff, n, clen, w, nblk, bs, nout, out, out2, shift, relu); }
 void frames(const float *const *x, ptrdiff_t xs, const ptrdiff_t *woff, ptrdiff_t n,
             const ptrdiff_t *clen, const float *w, ptrdiff_t nblk, ptrdiff_t bs, ptrdiff_t nout,
             ptrdiff_t nf, float *const *out, float *const *out2, ptrdiff_t ooff, const float *shift,
@@ -153,7 +154,6 @@ def int8_lines(rows):
 TARGETS = {
     "aarch64": ("aarch64-linux-gnu-gcc", [], "aarch64-linux-gnu"),
     "armv7 (armhf default)": ("arm-linux-gnueabihf-gcc", [], "armv7-linux-gnueabihf"),
-    "armv7 -mfpu=neon-vfpv4": ("arm-linux-gnueabihf-gcc", ["-mfpu=neon-vfpv4"], "armv7-linux-gnueabihf"),
 }
 CORES = {"cortex-a72": 4, "neoverse-n1": 8}  # multiply-adds per cycle at peak (128-bit FMLA/cycle x 1, x 2)
 
@@ -163,23 +163,30 @@ LABEL = re.compile(r"^([.\w$]+):")
 FMA = re.compile(r"^\s*(fmla|fmadd|vfma\.f32|vmla\.f32)\s+(\S+)")
 
 
-NOTES = """What the rows are. push (blocked): one frame's matrix-vector product, NB blocks of 16
-outputs per pass (aarch64: 4, then 2, then 1 for what is left), the main loop reading 4 input
-channels per load (multiply by lane), the 1-channel loop the remainder of a chunk (at most 3
-iterations). push_many (frames): up to 4 frames per pass share each weight vector (the
-4-frame loop is the one a push_many block runs; 2 and 1 are what is left of a block). armv7:
-plain floats in VFP registers, one block (16 accumulators) per pass.
+NOTES = """What the rows are. push: one frame's matrix-vector product (dse_gemv_push, the bias/ReLU
+epilogue fused into its stores), NB blocks of 16 outputs per pass (aarch64: 4, then 2, then 1
+for what is left), the main loop reading 4 input channels per load (multiply by lane), the
+1-channel loop the remainder of a chunk (at most 3 iterations). push_many (frames): up to 4
+frames per pass share each weight vector (the 4-frame loop is the one a push_many block runs;
+2 and 1 are what is left of a block). armv7 rows are of one armhf build: the scalar VFP
+baseline (`*_base`, plain floats, one block of 16 accumulators per pass; DSE_KERNELS=baseline)
+and the NEON path the same build picks at run time where AT_HWCAP has NEON and VFPv4
+(`*_neon`: intrinsics, vfma on q registers, 2 blocks or 2 frames per pass).
 
 Peaks: Cortex-A72 one 128-bit FMLA per cycle (4 multiply-adds); Neoverse-N1 (the Pi 5's A76
 twin) two (8). Scalar VFP on armv7 can at best reach 1 multiply-add per cycle, i.e. 25% of
-the A72's 128-bit peak: GCC does not do float vector arithmetic with ARMv7 NEON (it is not
-IEEE: denormals flush to zero), so more needs NEON intrinsics and accepting that. LLVM 19 has
-no AArch32 scheduling model for neoverse-n1 (nor the A76), hence no Pi 5 figure for armv7.
+the A72's 128-bit peak. GCC does not do float vector arithmetic with ARMv7 NEON through C
+operators (NEON is not IEEE: denormals flush to zero), hence intrinsics on that path; its
+2-block push loop is held by address arithmetic (vld1 takes no immediate offset, and GCC
+computes one address per q-register load: 8 vld1, 8 vfma and ~11 integer ops per channel).
+LLVM 19 has no AArch32 scheduling model for neoverse-n1 (nor the A76), hence no Pi 5 figure
+for armv7.
 
 Below 80%: the 1-block push loop on N1 (4 accumulator chains: latency-bound; it runs for an
 odd last block, e.g. 16 or 48 outputs), the 1- and 2-frame push_many remainders (latency),
-and the 1-channel remainder loops; each output's terms keep one order, so chains cannot be
-split without changing results."""
+the 1-channel remainder loops, the armv7 NEON 2-block push loop (address arithmetic, above)
+and its 1-block remainders; each output's terms keep one order, so chains cannot be split
+without changing results."""
 
 
 def find_mca() -> str:
@@ -245,8 +252,8 @@ def kernel_name(func: str, body) -> str:
     blocks = max(1, round(acc * width / 16))
     channels = max(1, round(macs / (16 * blocks)))
     spills = sum(1 for x in body if "sp" in re.split(r"[\s,\[\]{}!]+", x))
-    if "blocked" in func:
-        kind = f"push (blocked): {blocks} block{'s' * (blocks > 1)} x 16 outputs"
+    if "push" in func or "blocked" in func:
+        kind = f"push: {blocks} block{'s' * (blocks > 1)} x 16 outputs"
     elif "frames" in func:
         kind = f"push_many (frames): {blocks} frame{'s' * (blocks > 1)} x 16 outputs"
     else:
@@ -302,8 +309,12 @@ def main(argv=None):
             for func, label, body in inner_loops(asm):
                 macs = sum(lanes(x) for x in body if FMA.match(x))
                 for cpu, peak in CORES.items():
+                    if not triple.startswith("aarch64") and cpu != "cortex-a72":
+                        continue  # LLVM 19 has no AArch32 model of the N1 (nor the A76)
                     cyc, warn = mca(mca_bin, triple, cpu, body)
-                    rows.append(dict(target=target, kernel=kernel_name(func, body), label=label, cpu=cpu,
+                    path = "" if not target.startswith("armv7") else \
+                        " [NEON path]" if func.endswith("_neon") else " [VFP baseline]"
+                    rows.append(dict(target=target, kernel=kernel_name(func, body) + path, label=label, cpu=cpu,
                                      insns=len(body), macs=macs, cycles=cyc, peak=peak, warn=warn))
     cc_version = subprocess.run(["aarch64-linux-gnu-gcc", "--version"], capture_output=True,
                                 text=True).stdout.splitlines()[0]
