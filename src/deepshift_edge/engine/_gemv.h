@@ -138,15 +138,16 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                 DSE_UNROLL for (int l = 0; l < 4; l++)                                                    \
                     DSE_UNROLL for (int q = 0; q < NB; q++) {                                             \
                         const VT *wv = (const VT *)(wj + q * blk_stride + (c + l) * DSE_BLK);             \
-                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
-                            acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], x4[l]);                       \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], x4[l]);                    \
                     }                                                                                     \
             }                                                                                             \
             for (; c < clen[j]; c++) {                                                                    \
                 const float xv = xj[c];                                                                   \
                 DSE_UNROLL for (int q = 0; q < NB; q++) {                                                 \
                     const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);                       \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++) acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], xv); \
+                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
+                        acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], xv);                           \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -198,7 +199,8 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xj[f * xstride + c];                                                 \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NF + f) * (NV) + v] = MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv); \
+                            acc[(q * NF + f) * (NV) + v] =                                                \
+                                MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv);                 \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -362,7 +364,8 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xf[f][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NF + f) * (NV) + v] = MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv); \
+                            acc[(q * NF + f) * (NV) + v] =                                                \
+                                MADD(acc[(q * NF + f) * (NV) + v], wr[q * (NV) + v], xv);                 \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
@@ -440,7 +443,8 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                     const float xv = xs[s][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
                         DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
-                            acc[(q * NS + s) * (NV) + v] = MADD(acc[(q * NS + s) * (NV) + v], wr[q * (NV) + v], xv); \
+                            acc[(q * NS + s) * (NV) + v] =                                                \
+                                MADD(acc[(q * NS + s) * (NV) + v], wr[q * (NV) + v], xv);                 \
                 }                                                                                         \
             }                                                                                             \
         }                                                                                                 \
