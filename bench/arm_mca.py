@@ -171,22 +171,23 @@ frames per pass share each weight vector (the 4-frame loop is the one a push_man
 2 and 1 are what is left of a block). armv7 rows are of one armhf build: the scalar VFP
 baseline (`*_base`, plain floats, one block of 16 accumulators per pass; DSE_KERNELS=baseline)
 and the NEON path the same build picks at run time where AT_HWCAP has NEON and VFPv4
-(`*_neon`: intrinsics, vfma on q registers, 2 blocks or 2 frames per pass).
+(`*_neon`: intrinsics, vfma on q registers, 2 blocks or 2 frames per pass, each block's 16
+weights loaded by two 4-register vld1).
 
 Peaks: Cortex-A72 one 128-bit FMLA per cycle (4 multiply-adds); Neoverse-N1 (the Pi 5's A76
 twin) two (8). Scalar VFP on armv7 can at best reach 1 multiply-add per cycle, i.e. 25% of
 the A72's 128-bit peak. GCC does not do float vector arithmetic with ARMv7 NEON through C
-operators (NEON is not IEEE: denormals flush to zero), hence intrinsics on that path; its
-2-block push loop is held by address arithmetic (vld1 takes no immediate offset, and GCC
-computes one address per q-register load: 8 vld1, 8 vfma and ~11 integer ops per channel).
+operators (NEON is not IEEE: denormals flush to zero), hence intrinsics on that path. Its
+weight loads are two lines of inline assembly (a 4-register vld1 each): left to itself GCC
+splits a block into single-register vld1, each after an address add (vld1 takes no immediate
+offset), and the 2-block push loop was held at 66% by the instructions dispatched.
 LLVM 19 has no AArch32 scheduling model for neoverse-n1 (nor the A76), hence no Pi 5 figure
 for armv7.
 
 Below 80%: the 1-block push loop on N1 (4 accumulator chains: latency-bound; it runs for an
 odd last block, e.g. 16 or 48 outputs), the 1- and 2-frame push_many remainders (latency),
-the 1-channel remainder loops, the armv7 NEON 2-block push loop (address arithmetic, above)
-and its 1-block remainders; each output's terms keep one order, so chains cannot be split
-without changing results."""
+the 1-channel remainder loops, and the armv7 NEON 1-block remainders (spilled accumulators);
+each output's terms keep one order, so chains cannot be split without changing results."""
 
 
 def find_mca() -> str:
@@ -246,11 +247,12 @@ def kernel_name(func: str, body) -> str:
     (4 per iteration: the main loop of a 4-inputs-per-load kernel; 1: a remainder or a
     one-input-per-iteration loop), and stack traffic if any (spilled registers)."""
     fmas = [x for x in body if FMA.match(x)]
-    width = max(lanes(x) for x in fmas)
     macs = sum(lanes(x) for x in fmas)
-    acc = len({FMA.match(x).group(2).rstrip(",") for x in fmas})
-    blocks = max(1, round(acc * width / 16))
-    channels = max(1, round(macs / (16 * blocks)))
+    # channels: the input lanes the FMAs multiply by (v0.s[0..3]: a 4-inputs-per-load loop), else
+    # one; blocks (or frames) of 16 outputs follow from the multiply-adds. Counting accumulator
+    # registers instead miscounts where GCC rotates accumulators through extra registers.
+    channels = len(set(re.findall(r"\.s\[(\d)\]", " ".join(fmas)))) or 1
+    blocks = max(1, round(macs / (16 * channels)))
     spills = sum(1 for x in body if "sp" in re.split(r"[\s,\[\]{}!]+", x))
     if "push" in func or "blocked" in func:
         kind = f"push: {blocks} block{'s' * (blocks > 1)} x 16 outputs"

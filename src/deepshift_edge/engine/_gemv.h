@@ -98,6 +98,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  * armv7 NEON uses (GCC contracts the first to one FMA where the target has one). */
 #define DSE_MADD(acc, w, x) ((acc) + (w) * (x))
 #define DSE_VADD(a, b) ((a) + (b))
+/* A path's own load of the 16 weights at p (float aligned) into dst[0..NV), yielding 1; or 0,
+ * meaning the kernels load them as C does (every path but armv7 NEON). */
+#define DSE_LOADBLK(VT, NV, dst, p) 0
 
 /* The kernels for vector type VT (NV vectors per block of DSE_BLK outputs), at most MAXNB
  * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
@@ -119,7 +122,7 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  *   built from stream 0's rows, is the same for all, only the rows' addresses differ). The
  *   streams of a pass share each weight vector loaded, as the frames of push_many do: a
  *   small GEMM instead of ns matrix-vector products, each output's terms in the same order. */
-#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, MADD, VADD, ATTR)                              \
+#define DSE_KERNELS(S, VT, IT, NV, MAXNB, MAXNF, FB, RELU, MADD, VADD, LOADBLK, ATTR)                              \
     static inline DSE_INLINE ATTR void dse_nb_##S(const int nb, const float *const *x,                    \
                                                   const ptrdiff_t *woff, ptrdiff_t n_chunks,              \
                                                   const ptrdiff_t *clen, const float *wb,                 \
@@ -145,7 +148,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             for (; c < clen[j]; c++) {                                                                    \
                 const float xv = xj[c];                                                                   \
                 DSE_UNROLL for (int q = 0; q < NB; q++) {                                                 \
+                    VT wl[NV];                                                                            \
                     const VT *wv = (const VT *)(wj + q * blk_stride + c * DSE_BLK);                       \
+                    if (LOADBLK(VT, NV, wl, (const float *)wv)) wv = wl;                                  \
                     DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
                         acc[q * (NV) + v] = MADD(acc[q * (NV) + v], wv[v], xv);                           \
                 }                                                                                         \
@@ -193,8 +198,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
                 VT wr[(FB) * (NV)];                                                                       \
                 DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
-                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                    if (!LOADBLK(VT, NV, wr + q * (NV), (const float *)wv + q * blk_stride))              \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);   \
                 DSE_UNROLL for (int f = 0; f < NF; f++) {                                                 \
                     const float xv = xj[f * xstride + c];                                                 \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
@@ -358,8 +364,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
                 VT wr[(FB) * (NV)];                                                                       \
                 DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
-                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                    if (!LOADBLK(VT, NV, wr + q * (NV), (const float *)wv + q * blk_stride))              \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);   \
                 DSE_UNROLL for (int f = 0; f < NF; f++) {                                                 \
                     const float xv = xf[f][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
@@ -437,8 +444,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
             for (ptrdiff_t c = 0; c < clen[j]; c++, wv += (NV)) {                                         \
                 VT wr[(FB) * (NV)];                                                                       \
                 DSE_UNROLL for (int q = 0; q < NB; q++)                                                   \
-                    DSE_UNROLL for (int v = 0; v < (NV); v++)                                             \
-                        wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);       \
+                    if (!LOADBLK(VT, NV, wr + q * (NV), (const float *)wv + q * blk_stride))              \
+                        DSE_UNROLL for (int v = 0; v < (NV); v++)                                         \
+                            wr[q * (NV) + v] = *(const VT *)((const float *)(wv + v) + q * blk_stride);   \
                 DSE_UNROLL for (int s = 0; s < NS; s++) {                                                 \
                     const float xv = xs[s][c];                                                            \
                     DSE_UNROLL for (int q = 0; q < NB; q++)                                               \
@@ -506,9 +514,9 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  * (NEON is not IEEE: it flushes denormals to zero), so a 4-float vector type only moved every
  * operation through the stack (llvm-mca, cortex-a72: 5-9% of the FMLA peak); the NEON path
  * below says what it means with intrinsics. */
-DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, DSE_MADD, DSE_VADD, )
+DSE_KERNELS(base, float, int, DSE_BLK, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_SCALAR, DSE_MADD, DSE_VADD, DSE_LOADBLK, )
 #else
-DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, )
+DSE_KERNELS(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_BASE_NB, DSE_BASE_NF, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_LOADBLK, )
 #endif
 
 /* armv7 with NEON and VFPv4 (every Pi from the Pi 2 on, in a 32-bit OS): the same kernels on
@@ -543,8 +551,23 @@ typedef uint32x4_t dse_u4 __attribute__((aligned(4)));
 #define DSE_VADD_NEON(a, b) vaddq_f32((a), (b))
 #define DSE_RELU_NEON(VT, IT, x, zero)                                                                    \
     vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(x), vcgtq_f32((x), (zero))))
+/* A block's 16 weights as two 4-register vld1 (GCC splits a 64-byte copy into single-register
+ * loads, each after an address add: llvm-mca, cortex-a72, 2-block push loop 66% of peak; with
+ * these 99% in a stand-alone loop). %h prints the {dN-dN+3} list of a 2-register structure. */
+#define DSE_LOADBLK_NEON(VT, NV, dst, p)                                                                  \
+    __extension__({                                                                                       \
+        const float *p_ = (p);                                                                            \
+        float32x4x2_t lo_, hi_;                                                                           \
+        __asm__("vld1.32 %h0, [%1]" : "=w"(lo_) : "r"(p_), "m"(*(const float(*)[8])p_));                  \
+        __asm__("vld1.32 %h0, [%1]" : "=w"(hi_) : "r"(p_ + 8), "m"(*(const float(*)[8])(p_ + 8)));        \
+        (dst)[0] = lo_.val[0];                                                                            \
+        (dst)[1] = lo_.val[1];                                                                            \
+        (dst)[2] = hi_.val[0];                                                                            \
+        (dst)[3] = hi_.val[1];                                                                            \
+        1;                                                                                                \
+    })
 DSE_KERNELS(neon, dse_n4, dse_u4, DSE_BLK / 4, 2, 2, 1, DSE_RELU_NEON, DSE_MADD_NEON, DSE_VADD_NEON,
-            __attribute__((target("fpu=neon-vfpv4"))))
+            DSE_LOADBLK_NEON, __attribute__((target("fpu=neon-vfpv4"))))
 
 static int dse_neon_cached = -1; /* decided on first use; a racing second decision agrees */
 
@@ -587,10 +610,10 @@ static inline int dse_neon(void)
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && \
                           __builtin_cpu_supports("avx512dq"))
 #endif
-DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_AVX2_ATTR)
+DSE_KERNELS(avx2, dse_v8, dse_i8, DSE_BLK / 8, 4, 6, 1, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_LOADBLK, DSE_AVX2_ATTR)
 /* 32 zmm registers, one per block: push up to 8 blocks per pass; push_many 2 blocks x 8
  * frames (16 accumulators + 2 weights + 1 broadcast). */
-DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_AVX512_ATTR)
+DSE_KERNELS(avx512, dse_v16, dse_i16, DSE_BLK / 16, 8, 8, 2, DSE_RELU_VEC, DSE_MADD, DSE_VADD, DSE_LOADBLK, DSE_AVX512_ATTR)
 
 enum { DSE_PATH_BASE = 0, DSE_PATH_AVX2 = 1, DSE_PATH_AVX512 = 2 };
 static int dse_path_cached = -1; /* decided on first use; a racing second decision agrees */
