@@ -16,7 +16,10 @@
  * hold. A 256-bit type on a 128-bit machine is NOT free: GCC then keeps the accumulators
  * on the stack (measured: x86-64 SSE2 10x slower; aarch64's inner loop was all ldp/stp).
  *   - base, 4 floats: SSE2 on x86-64 (16 registers: 2 blocks or 2 frames per pass), NEON
- *     on aarch64 (32 registers: 4 and 4), scalar VFP on armv7 without NEON (1 and 1).
+ *     on aarch64 (32 registers: 4 and 4), scalar VFP on armv7 (1 and 1).
+ *   - neon, 4 floats, armv7 only: the same kernels on NEON intrinsics (vfma, 2 blocks or 2
+ *     frames per pass), chosen at run time where AT_HWCAP has NEON and VFPv4; it flushes
+ *     denormals to zero (DSE_KERNELS=baseline keeps the IEEE VFP path).
  *   - avx2, 8 floats, x86-64 only: compiled with target("avx2,fma") and chosen once at run
  *     time from the CPU's features (__builtin_cpu_supports). One wheel runs on any x86-64
  *     and uses AVX2 where it exists. No -march flags.
@@ -24,6 +27,9 @@
  *     (AVX-512 F/BW/DQ/VL/CD), chosen the same way where the CPU and OS have it. 32 zmm
  *     registers: push runs up to 8 blocks per pass; push_many 2 blocks x 8 frames per pass
  *     (16 accumulators, each broadcast input feeds two FMAs, each weight vector eight).
+ *
+ * Entry points: push (one frame; bias/ReLU fused into the stores), blocked (the raw sums, for
+ * grouped and 2-D positions), frames (push_many), rows (strip rows), streams (batched push).
  *
  * Run-time switch: DSE_KERNELS=baseline|avx2|avx512 (read once, at the first kernel call)
  * caps the path, so one machine can test every path it can run; a request the CPU cannot
