@@ -78,8 +78,8 @@ def weight_read_us(macs: int, repeats: int = 20000) -> float:
 
 # ----------------------------------------------------------------------------- FLOP bound
 _GEMM = r"""
-import json, time, numpy as np
-n = 1024
+import json, sys, time, numpy as np
+n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
 c = np.empty_like(a)
@@ -98,8 +98,8 @@ print(json.dumps({"gflops": 2 * n ** 3 / float(np.median(ts)) / 1e9, "kernel": k
 """
 
 
-def gemm_peak() -> dict:
-    """Single-core fp32 GEMM GFLOP/s (NumPy's BLAS, one thread, 1024^3, median of 15), in a
+def gemm_peak(n: int = 1024) -> dict:
+    """Single-core fp32 GEMM GFLOP/s (NumPy's BLAS, one thread, n^3, median of 15), in a
     child process with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset so OpenBLAS picks its own
     kernel for this CPU (some machines pin an older one: Haswell runs AVX2 only), and as
     this process has it; the larger is the peak. The FLOP bound of a model is
@@ -109,7 +109,7 @@ def gemm_peak() -> dict:
     env["OPENBLAS_NUM_THREADS"] = "1"
     runs = []
     for e in (env, dict(os.environ, OPENBLAS_NUM_THREADS="1")):
-        out = subprocess.run([sys.executable, "-c", _GEMM], env=e, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", _GEMM, str(n)], env=e, capture_output=True, text=True)
         if out.returncode == 0:
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = max(runs, key=lambda r: r["gflops"])
@@ -293,11 +293,12 @@ def main(argv=None):
         report["cadence"][name] = c
         print(f"-- cadence {args.rate:g} Hz:\n" + "\n".join(format_table(c).splitlines()[3:]), flush=True)
         pm = push_many_ratio(model, 1024 if args.quick else 4096)
-        pm["numpy_matvec_same_weights_us"] = numpy_matvec_us(model)
-        peak = gemm_peak()  # next to the push/push_many figures: the VM's speed drifts
+        reps = 2000 if args.quick else 20000  # --quick: a smoke run (minutes under an emulated ARM root)
+        pm["numpy_matvec_same_weights_us"] = numpy_matvec_us(model, reps)
+        peak = gemm_peak(256 if args.quick else 1024)  # next to the push/push_many figures: the VM's speed drifts
         bound = 2 * r["model"]["macs_per_frame_streamed"] / (peak["gflops"] * 1e9) * 1e6
         macs = r["model"]["macs_per_frame_streamed"]
-        floor = weight_read_us(macs)
+        floor = weight_read_us(macs, reps)
         pm.update(gemm_peak_gflops=peak["gflops"], gemm_kernel=peak["kernel"], flop_bound_us=bound,
                   p50_over_flop_bound=r["columns"]["streamed"]["p50_us"] / bound,
                   push_over_flop_bound=pm["push_us_per_frame"] / bound,
