@@ -462,12 +462,29 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
             memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
 
 
+cdef inline Py_ssize_t ring_chunks(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag0,
+                                   Py_ssize_t fo) noexcept nogil:
+    """Fill net's chunk lists for feature position fo of an interior conv reading stream b's
+    input ring (tap i at lag lag0 + (ntaps - 1 - i) * tap_step); return the chunk count."""
+    cdef int src = <int>op.ins[0]
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t i, k, fi, n = 0
+    cdef const float* row
+    for i in range(op.ntaps):
+        row = fring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
+        for k in range(op.kf):
+            fi = fo * op.sf - op.pf + k * op.df
+            if fi < 0 or fi >= op.fin:
+                continue
+            n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+    return n
+
+
 cdef void run_conv_push(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssize_t lag) noexcept nogil:
     """One column of an interior, non-depthwise conv with one feature position (every 1-D
     conv), into the row `out` just advanced: run_conv_frames for one frame, on the push
     kernel (up to eight blocks a pass). A bias/ReLU epilogue is fused into the kernel, which
     also writes the mirrored twin row, so the column is stored once and not read back."""
-    cdef int src = <int>op.ins[0]
     cdef Py_ssize_t lag0 = <Py_ssize_t>op.ins[1] + lag
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
@@ -476,15 +493,7 @@ cdef void run_conv_push(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssi
     cdef Py_ssize_t col = net.col[op.dst]
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float* twin = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
-    cdef Py_ssize_t i, k, fi, g, n = 0
-    cdef const float* row
-    for i in range(op.ntaps):
-        row = fring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
-        for k in range(op.kf):
-            fi = k * op.df - op.pf  # the one position, fo = 0
-            if fi < 0 or fi >= op.fin:
-                continue
-            n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+    cdef Py_ssize_t g, n = ring_chunks(net, op, b, lag0, 0)  # the one position, fo = 0
     for g in range(op.groups):
         group_chunks(net, n, g * cin_g)
         dse_gemv_push(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride, nblk,
@@ -923,11 +932,10 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     cdef float** couts          # (stream, interior position) columns: outputs, then twins
     cdef float** ctwins
     cdef Py_ssize_t* cxo = net.xoffs + ns
-    cdef Py_ssize_t s, p, c, i, k, fi, fo, g, n, num, ncols = 0
+    cdef Py_ssize_t s, p, c, fo, g, n, num, ncols = 0
     cdef Py_ssize_t b0 = sel[0]
     cdef Py_ssize_t fo_lo = 0, fo_hi = -1
     cdef const float* first = fring_row(net, src, b0, lag0)
-    cdef const float* row
     for s in range(ns):
         net.xoffs[s] = fring_row(net, src, sel[s], lag0) - first
         outs[s] = <float*>advance(net, op.dst, sel[s])
@@ -952,14 +960,7 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     for fo in range(op.fout):
         if fo_lo < fo <= fo_hi:
             continue  # computed with fo_lo
-        n = 0
-        for i in range(op.ntaps):
-            row = fring_row(net, src, b0, lag0 + (op.ntaps - 1 - i) * op.tap_step)
-            for k in range(op.kf):
-                fi = fo * op.sf - op.pf + k * op.df
-                if fi < 0 or fi >= op.fin:
-                    continue
-                n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+        n = ring_chunks(net, op, b0, lag0, fo)
         for g in range(op.groups):
             group_chunks(net, n, g * cin_g)
             if fo == fo_lo and ncols:
@@ -1168,20 +1169,12 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + net.block
-    cdef Py_ssize_t f, i, k, fi, fo, g, n
-    cdef const float* row
+    cdef Py_ssize_t f, fo, g, n
     for f in range(nf):
         outs[f] = <float*>advance(net, op.dst, b)
         twins[f] = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
     for fo in range(op.fout):
-        n = 0
-        for i in range(op.ntaps):
-            row = fring_row(net, src, b, lag0 + (op.ntaps - 1 - i) * op.tap_step)
-            for k in range(op.kf):
-                fi = fo * op.sf - op.pf + k * op.df
-                if fi < 0 or fi >= op.fin:
-                    continue
-                n = add_chunk(net, n, row + fi * op.cin, (i * op.kf + k) * cin_g * DSE_BLK, cin_g)
+        n = ring_chunks(net, op, b, lag0, fo)
         for g in range(op.groups):
             group_chunks(net, n, g * cin_g)
             dse_gemv_frames(net.xptrs + n, xstride, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
