@@ -165,7 +165,9 @@ FMA = re.compile(r"^\s*(fmla|fmadd|vfma\.f32|vmla\.f32)\s+(\S+)")
 
 NOTES = """What the rows are. push: one frame's matrix-vector product (dse_gemv_push, the bias/ReLU
 epilogue fused into its stores), NB blocks of 16 outputs per pass (aarch64: 4, then 2, then 1
-for what is left), the main loop reading 4 input channels per load (multiply by lane), the
+for what is left; the 2-block pass is a function of its own there, dse_nbst2: inlined beside
+the others, GCC rotated its 8 accumulators through 13 vector moves per iteration, 82% / 71%),
+the main loop reading 4 input channels per load (multiply by lane), the
 1-channel loop the remainder of a chunk (at most 3 iterations). push_many (frames): up to 4
 frames per pass share each weight vector (the 4-frame loop is the one a push_many block runs;
 2 and 1 are what is left of a block). armv7 rows are of one armhf build: the scalar VFP
@@ -186,7 +188,8 @@ for armv7.
 
 Below 80%: the 1-block push loop on N1 (4 accumulator chains: latency-bound; it runs for an
 odd last block, e.g. 16 or 48 outputs), the 1- and 2-frame push_many remainders (latency),
-the 1-channel remainder loops, and the armv7 NEON 1-block remainders (spilled accumulators);
+the 1-channel remainder loops (a chunk's last 1-3 channels; none where a layer's channels are
+a multiple of 4), and the armv7 NEON 1-block remainders (spilled accumulators);
 each output's terms keep one order, so chains cannot be split without changing results."""
 
 
@@ -254,7 +257,7 @@ def kernel_name(func: str, body) -> str:
     channels = len(set(re.findall(r"\.s\[(\d)\]", " ".join(fmas)))) or 1
     blocks = max(1, round(macs / (16 * channels)))
     spills = sum(1 for x in body if "sp" in re.split(r"[\s,\[\]{}!]+", x))
-    if "push" in func or "blocked" in func:
+    if "push" in func or "blocked" in func or "nbst" in func:  # nbst2: the 2-block pass, its own function on aarch64
         kind = f"push: {blocks} block{'s' * (blocks > 1)} x 16 outputs"
     elif "frames" in func:
         kind = f"push_many (frames): {blocks} frame{'s' * (blocks > 1)} x 16 outputs"

@@ -108,6 +108,17 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  * meaning the kernels load them as C does (every path but armv7 NEON). */
 #define DSE_LOADBLK(VT, NV, dst, p) 0
 
+/* aarch64 compiles push's 2-block pass as a function of its own: inlined beside the 4- and 1-block
+ * passes, GCC's register allocation rotated the 8 accumulators through 13 vector moves per
+ * iteration of the 4-channel loop (llvm-mca: cortex-a72 82%, neoverse-n1 71% of the FMLA peak;
+ * on its own 89% and 80%, bench/arm_mca.py). Elsewhere it stays inlined: the same split made the
+ * armv7 NEON 2-block loop spill (99% -> 50%), and x86's passes were not held back. */
+#if defined(__aarch64__)
+#define DSE_PASS2_ATTR __attribute__((noinline))
+#else
+#define DSE_PASS2_ATTR inline DSE_INLINE
+#endif
+
 /* The kernels for vector type VT (NV vectors per block of DSE_BLK outputs), at most MAXNB
  * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
  * or 2), compiled with function attribute ATTR; names end in _S.
@@ -284,6 +295,16 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         }                                                                                                 \
     }                                                                                                     \
                                                                                                           \
+    /* The 2-block pass on its own (DSE_PASS2_ATTR: why, where it is defined). */                          \
+    static DSE_PASS2_ATTR ATTR void dse_nbst2_##S(const float *const *x, const ptrdiff_t *woff,           \
+                                                  ptrdiff_t n_chunks, const ptrdiff_t *clen,              \
+                                                  const float *wb, ptrdiff_t blk_stride, ptrdiff_t at,    \
+                                                  ptrdiff_t nout, float *out, float *out2,                \
+                                                  const float *shift, int relu)                           \
+    {                                                                                                     \
+        dse_nbst_##S(2, x, woff, n_chunks, clen, wb, blk_stride, at, nout, out, out2, shift, relu);       \
+    }                                                                                                     \
+                                                                                                          \
     static ATTR void dse_gemv_push_##S(const float *const *x, const ptrdiff_t *woff,                      \
                                        ptrdiff_t n_chunks, const ptrdiff_t *clen, const float *w,         \
                                        ptrdiff_t nblk, ptrdiff_t blk_stride, ptrdiff_t nout,              \
@@ -300,8 +321,8 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
                              nout, out, out2, shift, relu);                                               \
         if ((MAXNB) >= 2)                                                                                 \
             for (; b + 2 <= nblk; b += 2)                                                                 \
-                dse_nbst_##S(2, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,     \
-                             nout, out, out2, shift, relu);                                               \
+                dse_nbst2_##S(x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,       \
+                              nout, out, out2, shift, relu);                                              \
         for (; b < nblk; b++)                                                                             \
             dse_nbst_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,         \
                          nout, out, out2, shift, relu);                                                   \
