@@ -28,8 +28,8 @@
  *     registers: push runs up to 8 blocks per pass; push_many 2 blocks x 8 frames per pass
  *     (16 accumulators, each broadcast input feeds two FMAs, each weight vector eight).
  *
- * Entry points: push (one frame; bias/ReLU fused into the stores), blocked (the raw sums, for
- * grouped and 2-D positions), frames (push_many), rows (strip rows), streams (batched push).
+ * Entry points: push (one frame, or one feature position of a 2-D conv; bias/ReLU fused into the
+ * stores if asked), frames (push_many), rows (strip rows), streams (batched push).
  *
  * Run-time switch: DSE_KERNELS=baseline|avx2|avx512 (read once, at the first kernel call)
  * caps the path, so one machine can test every path it can run; a request the CPU cannot
@@ -123,8 +123,10 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
  * blocks per pass in push, at most MAXNF frames x FB blocks per pass in push_many (FB is 1
  * or 2), compiled with function attribute ATTR; names end in _S.
  *
- * dse_gemv_blocked_S: out[b*DSE_BLK + m] for nblk blocks; w points at the first block,
- *   blocks blk_stride floats apart; chunk j reads x[j][0..clen[j]) against w_block + woff[j].
+ * dse_gemv_push_S (push): out[b*DSE_BLK + m] for the nout outputs of nblk blocks (+ shift[m],
+ *   max(v, 0) if asked; also to out2, the mirrored ring's twin row, unless NULL); w points at
+ *   the first block, blocks blk_stride floats apart; chunk j reads x[j][0..clen[j]) against
+ *   w_block + woff[j].
  * dse_gemv_frames_S (push_many): the same product for nf frames whose chunk inputs are
  *   xstride floats apart (frame f reads x[j] + f * xstride). Chunk j has clen[j] channels:
  *   the caller merges chunks adjacent both in the input row and in the weights (taps of
@@ -326,16 +328,6 @@ typedef int dse_i16 __attribute__((vector_size(64), aligned(4)));
         for (; b < nblk; b++)                                                                             \
             dse_nbst_##S(1, x, woff, n_chunks, clen, w + b * blk_stride, blk_stride, b * DSE_BLK,         \
                          nout, out, out2, shift, relu);                                                   \
-    }                                                                                                     \
-                                                                                                          \
-    /* The raw sums of every block (out holds nblk * DSE_BLK floats). */                                  \
-    static ATTR void dse_gemv_blocked_##S(const float *const *x, const ptrdiff_t *woff,                   \
-                                          ptrdiff_t n_chunks, const ptrdiff_t *clen,                      \
-                                          const float *w, ptrdiff_t nblk, ptrdiff_t blk_stride,           \
-                                          float *out)                                                     \
-    {                                                                                                     \
-        dse_gemv_push_##S(x, woff, n_chunks, clen, w, nblk, blk_stride, nblk * DSE_BLK, out, NULL,        \
-                          NULL, 0);                                                                       \
     }                                                                                                     \
                                                                                                           \
     static ATTR void dse_gemv_frames_##S(const float *const *x, ptrdiff_t xstride,                        \
@@ -662,24 +654,6 @@ static inline int dse_path(void)
     return dse_path_cached;
 }
 #endif
-
-static void dse_gemv_blocked(const float *const *x, const ptrdiff_t *woff, ptrdiff_t n_chunks,
-                             const ptrdiff_t *clen, const float *w, ptrdiff_t nblk,
-                             ptrdiff_t blk_stride, float *out)
-{
-    DSE_NEON_DISPATCH(dse_gemv_blocked_neon(x, woff, n_chunks, clen, w, nblk, blk_stride, out))
-#if DSE_X86_DISPATCH
-    switch (dse_path()) {
-    case DSE_PATH_AVX512:
-        dse_gemv_blocked_avx512(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
-        return;
-    case DSE_PATH_AVX2:
-        dse_gemv_blocked_avx2(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
-        return;
-    }
-#endif
-    dse_gemv_blocked_base(x, woff, n_chunks, clen, w, nblk, blk_stride, out);
-}
 
 /* push() of one conv column: the blocked product with its bias/ReLU epilogue fused, written to
  * out[0..nout) and, unless NULL, to the mirrored ring's twin row out2 (the same floats). */

@@ -20,9 +20,6 @@ from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 
 cdef extern from "_gemv.h" nogil:
     enum: DSE_BLK
-    void dse_gemv_blocked(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
-                          const Py_ssize_t* clen, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
-                          float* out)
     void dse_gemv_push(const float* const* x, const Py_ssize_t* woff, Py_ssize_t n_chunks,
                        const Py_ssize_t* clen, const float* w, Py_ssize_t nblk, Py_ssize_t blk_stride,
                        Py_ssize_t nout, float* out, float* out2, const float* shift, int relu)
@@ -182,7 +179,6 @@ cdef struct Net:
     Py_ssize_t in_c, in_f  # frame is (in_c, in_f) C-order; stored as (in_f, in_c)
     int64_t window, hop
     double* scratch        # per-channel accumulators of global pooling
-    float* fscratch        # padded conv outputs of push
     const char* zeros      # the shared zero column (REF_ZERO; int8 ops resolve their own)
     const char** taps      # one run's input columns, resolved (max nin * ntaps)
     int64_t* node_period   # schedule of each node's producer (push_many lags)
@@ -246,6 +242,12 @@ cdef inline char* advance(Net* net, int node, Py_ssize_t b) noexcept nogil:
     if h[0] == L:
         h[0] = 0
     return ring_base(net, node, b) + (h[0] + L) * rowbytes(net, node)
+
+
+cdef inline float* twin_row(Net* net, int node, Py_ssize_t b) noexcept nogil:
+    """The twin (row h) of a float node's newest row (h + L): a kernel that writes both
+    itself leaves mirror() nothing to do."""
+    return <float*>ring_base(net, node, b) + net.state[b * net.state_stride + 1 + node] * net.col[node]
 
 
 cdef inline void mirror(Net* net, int node, Py_ssize_t b) noexcept nogil:
@@ -343,6 +345,11 @@ cdef inline float activate(float v, int act, float p1, float p2) noexcept nogil:
     if act == A_HARDTANH:
         return p1 if v < p1 else (p2 if v > p2 else v)
     return v
+
+
+cdef inline bint fusable_epilogue(const Op* op) noexcept nogil:
+    """Bias and/or ReLU only: what the conv kernels apply in their stores."""
+    return op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
 
 
 cdef void epilogue(const Op* op, float* out) noexcept nogil:
@@ -457,9 +464,8 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
             continue
         for g in range(op.groups):
             group_chunks(net, n, g * cin_g)
-            dse_gemv_blocked(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride,
-                             nblk, blk_stride, net.fscratch)
-            memcpy(o + g * cout_g, net.fscratch, cout_g * sizeof(float))
+            dse_gemv_push(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride, nblk,
+                          blk_stride, cout_g, o + g * cout_g, NULL, NULL, 0)  # raw sums: run_op's epilogue follows
 
 
 cdef inline Py_ssize_t ring_chunks(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag0,
@@ -491,8 +497,8 @@ cdef void run_conv_push(Net* net, const Op* op, Py_ssize_t b, float* out, Py_ssi
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
     cdef Py_ssize_t col = net.col[op.dst]
-    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
-    cdef float* twin = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
+    cdef bint fused = fusable_epilogue(op)
+    cdef float* twin = twin_row(net, op.dst, b)
     cdef Py_ssize_t g, n = ring_chunks(net, op, b, lag0, 0)  # the one position, fo = 0
     for g in range(op.groups):
         group_chunks(net, n, g * cin_g)
@@ -561,7 +567,7 @@ cdef void run_conv_rows(Net* net, const Op* op, float* out) noexcept nogil:
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
-    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef bint fused = fusable_epilogue(op)
     cdef Py_ssize_t r, n, fo, i, k, fi, g, c, wo
     if cin_g == 1 and cout_g == 1:
         run_dwconv_rows(net, op, out)
@@ -926,7 +932,7 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     cdef Py_ssize_t nblk = (cout_g + DSE_BLK - 1) // DSE_BLK
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
     cdef Py_ssize_t col = net.col[op.dst]
-    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef bint fused = fusable_epilogue(op)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + ns
     cdef float** couts          # (stream, interior position) columns: outputs, then twins
@@ -939,7 +945,7 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     for s in range(ns):
         net.xoffs[s] = fring_row(net, src, sel[s], lag0) - first
         outs[s] = <float*>advance(net, op.dst, sel[s])
-        twins[s] = <float*>ring_base(net, op.dst, sel[s]) + net.state[sel[s] * net.state_stride + 1 + op.dst] * col
+        twins[s] = twin_row(net, op.dst, sel[s])
     if op.fout > 1:
         fo_lo = (op.pf + op.sf - 1) // op.sf
         num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
@@ -1166,13 +1172,13 @@ cdef void run_conv_frames(Net* net, const Op* op, Py_ssize_t b, const Py_ssize_t
     cdef Py_ssize_t blk_stride = op.ntaps * op.kf * cin_g * DSE_BLK
     cdef Py_ssize_t col = net.col[op.dst]
     cdef Py_ssize_t xstride = (lags[0] - lags[1]) * net.col[src] if nf > 1 else 0
-    cdef bint fused = op.scale == NULL and (op.act == A_NONE or op.act == A_RELU)
+    cdef bint fused = fusable_epilogue(op)
     cdef float** outs = net.optrs
     cdef float** twins = net.optrs + net.block
     cdef Py_ssize_t f, fo, g, n
     for f in range(nf):
         outs[f] = <float*>advance(net, op.dst, b)
-        twins[f] = <float*>ring_base(net, op.dst, b) + net.state[b * net.state_stride + 1 + op.dst] * col
+        twins[f] = twin_row(net, op.dst, b)
     for fo in range(op.fout):
         n = ring_chunks(net, op, b, lag0, fo)
         for g in range(op.groups):
@@ -1446,8 +1452,6 @@ cdef class StreamCore:
         keep.append(scratch)
         cdef double[::1] dview = scratch
         self.net.scratch = &dview[0]
-        max_out = max([o.cout + DSE_BLK for o in plan.ops] + [DSE_BLK])
-        fscratch = np.zeros(max_out, dtype=np.float32)
         zeros = plan.zero_bytes()  # float32 zeros, then int8 columns of each zero point needed
         keep.append(zeros)
         cdef unsigned char[::1] zview = zeros
@@ -1534,9 +1538,7 @@ cdef class StreamCore:
         keep.append(clens)
         cdef Py_ssize_t[::1] cview = clens
         self.net.clens = &cview[0]
-        keep += [fscratch, xptrs, woffs]
-        fview = fscratch
-        self.net.fscratch = &fview[0]
+        keep += [xptrs, woffs]
         cdef size_t[::1] pview = xptrs
         self.net.xptrs = <const float**>&pview[0]
         cdef Py_ssize_t[::1] wview = woffs
