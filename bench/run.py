@@ -70,9 +70,10 @@ def numpy_matvec_us(model, repeats: int = 20000) -> float:
 def weight_read_us(macs: int, repeats: int = 20000) -> float:
     """p50 of one `read_floats` call over one float32 per MAC: what a push's weights cost just
     to stream in, on the kernel path push runs, through the same kind of Python call. Timed in
-    a loop, like push, so the bytes sit where a push finds them (L2 for the kws TCN's 280 KB)."""
-    from deepshift_edge.engine._kernels import read_floats
-    w = np.random.default_rng(3).standard_normal(max(int(macs), 1)).astype(np.float32)
+    a loop, like push, so the bytes sit where a push finds them (L2 for the kws TCN's 280 KB);
+    64-byte aligned, as a stream holds its conv weights (cache_aligned)."""
+    from deepshift_edge.engine._kernels import cache_aligned, read_floats
+    w = cache_aligned(np.random.default_rng(3).standard_normal(max(int(macs), 1)).astype(np.float32))
     return float(np.median(_time_frames(read_floats, [w] * repeats, rate=None)))
 
 

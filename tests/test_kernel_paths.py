@@ -105,6 +105,22 @@ def test_read_floats_sums_every_element(n):
         _kernels.read_floats(w.astype(np.float64))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("offset", [0, 1, 4, 16, 60])
+def test_cache_aligned_copies_to_a_64_byte_start(dtype, offset):
+    """Conv weights are handed to the kernels from a 64-byte boundary (one zmm row of a block
+    per cache line); the copy keeps dtype and every element, and an aligned array is kept."""
+    itemsize = np.dtype(dtype).itemsize
+    base = np.arange(400, dtype=dtype)
+    head = (-base.ctypes.data) % 64 // itemsize  # base[head] sits on a 64-byte boundary
+    a = base[head + offset:head + offset + 300]
+    out = _kernels.cache_aligned(a)
+    assert out.ctypes.data % 64 == 0 and out.dtype == dtype
+    np.testing.assert_array_equal(out, a)
+    assert (out is a) == (offset * itemsize % 64 == 0)
+    assert _kernels.cache_aligned(a[:0]).size == 0
+
+
 def test_odd_batches_equal_lone_streams():
     """Batched push runs the interior convs for all streams in one pass of the streams kernel
     (issue 14): batch sizes that leave every remainder of a pass (8, 6, 4, 2, 1), streams at
