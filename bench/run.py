@@ -67,6 +67,21 @@ def numpy_matvec_us(model, repeats: int = 20000) -> float:
     return float(np.median(times) / 1000)
 
 
+# The float runtimes a user could pick instead of the stream (issue 15's "best peer"): not the
+# recompute/NumPy yardsticks, not the int8 columns (a different model).
+PEERS = ("executorch_stream", "tract", "litert", "executorch", "onnxruntime", "pytorch")
+
+
+def best_peer(result: dict):
+    """(column name, its p50 µs, its p50 over the stream's timed right after it) of the fastest
+    float peer that ran, or None."""
+    ran = [(name, c) for name, c in result["columns"].items() if name in PEERS and "skipped" not in c]
+    if not ran:
+        return None
+    name, c = min(ran, key=lambda nc: nc[1]["speedup_of_streaming_p50"])
+    return name, c["p50_us"], c["speedup_of_streaming_p50"]
+
+
 def weight_read_us(macs: int, repeats: int = 20000) -> float:
     """p50 of one `read_floats` call over one float32 per MAC: what a push's weights cost just
     to stream in, on the kernel path push runs, through the same kind of Python call. Timed in
@@ -288,6 +303,11 @@ def main(argv=None):
                         columns=args.columns.split(",") if args.columns else None)
         report["models"][name] = r
         table = format_table(r)
+        peer = best_peer(r)
+        if peer:
+            r["best_peer"] = dict(zip(("column", "p50_us", "over_stream_beside"), peer))
+            table += (f"\nbest float peer: {r['columns'][peer[0]]['label']}, p50 {peer[1]:.2f} µs = "
+                      f"{peer[2]:.1f}x the stream timed right after it")
         print(table, flush=True)
         c = bench_model(model, frames=min(frames, 1000), recompute_frames=min(rec, 100),
                         rate=args.rate, columns=["onnxruntime"])

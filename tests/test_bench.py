@@ -23,10 +23,13 @@ def test_bench_model_reports_every_column():
         assert cols[name]["max_abs_error_vs_streamed"] < 1e-5
         assert cols[name]["p50_us"] > 0 and cols[name]["n"] == 10
     assert cols["streamed"]["n"] == 50
+    for name in ("recompute", "numpy"):  # "x stream": against the stream timed right after the column
+        assert cols[name]["streamed_beside_p50_us"] > 0
+        assert cols[name]["speedup_of_streaming_p50"] == cols[name]["p50_us"] / cols[name]["streamed_beside_p50_us"]
     assert len(result["per_op"]) == len(examples.tiny().stream().plan.ops)
     json.dumps(result)  # JSON-able
     table = bench.format_table(result)
-    assert "streamed push (dense)" in table and "p99 µs" in table
+    assert "streamed push (dense)" in table and "p99 µs" in table and "stream µs" in table
 
 
 def test_disagreeing_column_is_reported_not_timed(monkeypatch):
@@ -185,6 +188,19 @@ def test_bench_script_quick_run(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["push_many"]["tiny"]["ratio"] > 0
     assert (tmp_path / "results.md").read_text().startswith("# deepshift_edge benchmark")
+
+
+def test_best_peer_is_the_fastest_float_runtime_beside_the_stream(monkeypatch):
+    """The int8 columns and the recompute/NumPy yardsticks are not peers; a skipped peer is not
+    counted; the ratio is the one taken beside the stream, not against its first p50."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    import run
+    col = lambda p50, beside: {"p50_us": p50, "speedup_of_streaming_p50": p50 / beside}  # noqa: E731
+    result = {"columns": {"streamed": {"p50_us": 1.0}, "recompute": col(2.0, 1.0), "int8": col(0.5, 1.0),
+                          "litert": col(12.0, 1.0), "tract": col(15.0, 2.0),
+                          "executorch_stream": {"label": "x", "skipped": "cannot express"}}}
+    assert run.best_peer(result) == ("tract", 15.0, 7.5)
+    assert run.best_peer({"columns": {"streamed": {"p50_us": 1.0}, "recompute": col(2.0, 1.0)}}) is None
 
 
 def test_bench_int8_section_runs_every_path(monkeypatch):
