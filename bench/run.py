@@ -307,7 +307,7 @@ def main(argv=None):
         if peer:
             r["best_peer"] = dict(zip(("column", "p50_us", "over_stream_beside"), peer))
             table += (f"\nbest float peer: {r['columns'][peer[0]]['label']}, p50 {peer[1]:.2f} µs = "
-                      f"{peer[2]:.1f}x the stream timed right after it")
+                      f"{peer[2]:.1f}x the stream timed in alternation with it")
         print(table, flush=True)
         c = bench_model(model, frames=min(frames, 1000), recompute_frames=min(rec, 100),
                         rate=args.rate, columns=["onnxruntime"])

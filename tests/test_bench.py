@@ -227,6 +227,22 @@ def test_jitter_finds_a_periodic_slow_frame():
     assert max(bench._jitter(noise, 0, 4)["slowest_phase_median_over_p50"].values()) < 1.3
 
 
+def test_columns_and_stream_alternate_in_slices_with_items_in_order():
+    """A column's calls run in order (a streaming peer's frames stay in sequence), in five
+    slices, each followed by at least 200 pushes of the frames in turn."""
+    log = []
+    col, beside = bench._time_alternating(lambda i: log.append(("col", i)), range(1000),
+                                          lambda f: log.append(("push", f)), [7, 8, 9], None)
+    assert [i for kind, i in log if kind == "col"] == list(range(1000))
+    pushes = [f for kind, f in log if kind == "push"]
+    assert pushes == [7, 8, 9] * 333 + [7]
+    runs = [kind for k, (kind, _) in enumerate(log) if k == 0 or log[k - 1][0] != kind]
+    assert runs == ["col", "push"] * 5
+    assert len(col) == 1000 and len(beside) == 1000
+    few = bench._time_alternating(lambda i: None, range(3), lambda f: None, [1], None)
+    assert len(few[0]) == 3 and len(few[1]) == 3 * 200  # a slice per item, 200 pushes after each
+
+
 def test_interleaved_jitter_tells_the_streams_tail_from_the_machines(monkeypatch):
     """A push with one slow frame in 25 has a tail; the fixed-work call timed between its
     pushes has none. A fake clock (1 ns per reading, plus what the fake push spends) keeps the

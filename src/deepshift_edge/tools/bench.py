@@ -12,9 +12,10 @@ state and take one frame per call, like ``push``: they are fed every frame from 
 checked at the same frames as the others, then timed on the frames that follow (and the
 last timed output is checked too).
 
-"x stream" is a column's p50 over the stream's p50 timed again right after that column
-(shown as "stream µs"), so each ratio compares two measurements of the same minute: on a
-shared machine the speed drifts by tens of percent over a run.
+"x stream" is a column's p50 over the stream's p50 timed in alternation with it (five slices
+of the column's calls, each followed by as many pushes; shown as "stream µs"), so each ratio
+compares two measurements of the same minutes: on a shared machine the speed drifts by tens
+of percent over a run.
 """
 from __future__ import annotations
 
@@ -97,6 +98,25 @@ def _time_frames(fn: Callable, items, rate: Optional[float]) -> np.ndarray:
         fn(item)
         out[k] = clock() - t0
     return out / 1000.0
+
+
+def _time_alternating(fn: Callable, items, push: Callable, frames, rate: Optional[float],
+                      rounds: int = 5, min_pushes: int = 200):
+    """Per-call µs of fn over items and of push beside it: items in `rounds` consecutive slices
+    (in order: a streaming peer's frames stay in sequence), each slice followed by as many
+    pushes (at least min_pushes, frames taken in turn). A shared VM's speed drifts by tens of
+    percent over a run; alternating in slices of a few milliseconds puts both sides under the
+    same drift, where interleaving single calls would have each evict the other's weights."""
+    items = list(items)
+    rounds = max(1, min(rounds, len(items)))
+    cuts = np.linspace(0, len(items), rounds + 1).astype(int)
+    col, beside, at = [], [], 0
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        col.append(_time_frames(fn, items[a:b], rate))
+        n = max(b - a, min_pushes)
+        beside.append(_time_frames(push, [frames[(at + k) % len(frames)] for k in range(n)], rate))
+        at += n
+    return np.concatenate(col), np.concatenate(beside)
 
 
 def _agree(name: str, got: np.ndarray, want: np.ndarray) -> float:
@@ -625,14 +645,14 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
             if via:
                 label = f"{label} [{via[0]}]"
             if isinstance(run, _Streaming):  # frames in order after the checked ones, as push
-                col_us = _time_frames(run, range(run.start, len(x)), rate)
+                col_us, beside = _time_alternating(run, range(run.start, len(x)), stream.push, timed, rate)
                 last = len(x) - 1 - run.lag  # the window whose output came with the last frame
                 if last in outputs and run.exact:
                     err = max(err, _agree(name, np.asarray(run.read(run.last)).reshape((1,) + outputs[last].shape),
                                           outputs[last][None]))
             else:
                 n = len(idx) if name != "numpy" else min(len(idx), 50)
-                col_us = _time_frames(run, idx[:n], rate)
+                col_us, beside = _time_alternating(run, idx[:n], stream.push, timed, rate)
         except ImportError as exc:
             result["columns"][name] = {"label": label, "skipped": f"not installed ({exc.name or exc})"}
             continue
@@ -644,9 +664,6 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
             continue
         stats = summarize(col_us)
         stats["max_abs_error_vs_streamed"] = err
-        # The stream again, right after this column: "x stream" compares the two at the same
-        # minute (a shared VM's speed drifts by tens of percent over a run).
-        beside = _time_frames(stream.push, timed[:min(len(timed), 300 if rate else 1000)], rate)
         stats["streamed_beside_p50_us"] = float(np.median(beside))
         stats["speedup_of_streaming_p50"] = stats["p50_us"] / stats["streamed_beside_p50_us"]
         result["columns"][name] = {"label": label, **stats}
@@ -726,7 +743,7 @@ def format_table(result: Dict) -> str:
             lines.append(f"{col['label']:46s}  skipped: {col['skipped']}")
             continue
         ratio = col.get("speedup_of_streaming_p50", 1.0)
-        beside = col.get("streamed_beside_p50_us", col["p50_us"])  # the stream's p50 right after this column
+        beside = col.get("streamed_beside_p50_us", col["p50_us"])  # the stream timed in alternation with this column
         lines.append(f"{col['label']:46s}{col['p50_us']:10.2f}{col['p90_us']:10.2f}{col['p99_us']:10.2f}"
                      f"{col['max_us']:10.1f}{col['fps']:11,.0f}{ratio:10.1f}{beside:11.2f}")
     jit = result.get("jitter")
