@@ -82,6 +82,26 @@ def best_peer(result: dict):
     return name, c["p50_us"], c["speedup_of_streaming_p50"]
 
 
+def summary_lines(report: dict) -> list:
+    """One table over the run: each model's best float peer (beside the stream), and push /
+    push_many against the FLOP bound at the run's best GEMM peak (a peak is the best the core
+    did: one slow minute of the GEMM must not make the bound look easy) and the memory floor."""
+    peak = max(pm["gemm_peak_gflops"] for pm in report["push_many"].values())
+    out = ["## Summary\n", f"FLOP bound at the run's best single-core GEMM peak, {peak:.0f} GFLOP/s.", "",
+           "| model | best float peer, p50 µs | its p50 / the stream's beside it | FLOP bound µs | "
+           "memory floor µs | push µs (x FLOP bound, x floor) | push_many(64) µs (x FLOP bound) |",
+           "|---|---|---|---|---|---|---|"]
+    for name, pm in report["push_many"].items():
+        bound = 2 * report["models"][name]["model"]["macs_per_frame_streamed"] / (peak * 1e9) * 1e6
+        peer = report["models"][name].get("best_peer")
+        cells = [f"{report['models'][name]['columns'][peer['column']]['label']}, {peer['p50_us']:.2f}",
+                 f"{peer['over_stream_beside']:.1f}x"] if peer else ["-", "-"]
+        floor, push, many = pm["weight_read_floor_us"], pm["push_us_per_frame"], pm["push_many_us_per_frame"]
+        out.append(f"| {name} | {cells[0]} | {cells[1]} | {bound:.3f} | {floor:.3f} | {push:.2f} "
+                   f"({push / bound:.2f}x, {push / floor:.2f}x) | {many:.2f} ({many / bound:.2f}x) |")
+    return out + [""]
+
+
 def weight_read_us(macs: int, repeats: int = 20000) -> float:
     """p50 of one `read_floats` call over one float32 per MAC: what a push's weights cost just
     to stream in, on the kernel path push runs, through the same kind of Python call. Timed in
@@ -342,6 +362,9 @@ def main(argv=None):
                   f"{pm['push_us_per_frame']:.2f} µs/frame (x{pm['ratio']:.2f})",
                   f"one NumPy matvec over as many weights: {pm['numpy_matvec_same_weights_us']:.2f} µs",
                   flop, "```", ""]
+    section = summary_lines(report)
+    print("\n".join(section), flush=True)
+    lines += section
     if not args.no_int8:
         print("== int8 vs fp32 (per kernel path)", flush=True)
         runs = int8_section(names, 1024 if args.quick else 4096, 3 if args.quick else 5)

@@ -203,6 +203,21 @@ def test_best_peer_is_the_fastest_float_runtime_beside_the_stream(monkeypatch):
     assert run.best_peer({"columns": {"streamed": {"p50_us": 1.0}, "recompute": col(2.0, 1.0)}}) is None
 
 
+def test_summary_takes_the_runs_best_gemm_peak_for_every_model(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    import run
+    pm = lambda g: {"gemm_peak_gflops": g, "weight_read_floor_us": 2.0, "push_us_per_frame": 3.0,  # noqa: E731
+                    "push_many_us_per_frame": 1.5}
+    report = {"push_many": {"a": pm(100.0), "b": pm(50.0)},
+              "models": {"a": {"model": {"macs_per_frame_streamed": 50_000}, "columns": {"tract": {"label": "T"}},
+                               "best_peer": {"column": "tract", "p50_us": 40.0, "over_stream_beside": 12.5}},
+                         "b": {"model": {"macs_per_frame_streamed": 100_000}, "columns": {}}}}
+    lines = run.summary_lines(report)
+    assert "100 GFLOP/s" in lines[1]
+    assert "| a | T, 40.00 | 12.5x | 1.000 | 2.000 | 3.00 (3.00x, 1.50x) | 1.50 (1.50x) |" in lines
+    assert "| b | - | - | 2.000 | 2.000 | 3.00 (1.50x, 1.50x) | 1.50 (0.75x) |" in lines
+
+
 def test_bench_int8_section_runs_every_path(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
     import run
