@@ -1353,6 +1353,8 @@ cdef inline bint is_native_float32(const Py_buffer* view) noexcept:
 
 
 import sys as _sys
+
+
 def cache_aligned(a):
     """a (C-contiguous), or a copy of it starting on a 64-byte boundary. The blocked conv
     weights are rows of 16 floats (one zmm, 64 bytes): from a 64-byte-aligned start every vector
