@@ -123,10 +123,18 @@ def build(env, args, frame_shape):
     src = env.from_source(NumberSequenceSource(0, n_sensors * n_blocks - 1), WatermarkStrategy.no_watermarks(),
                           "records").uid("records").set_parallelism(1)
     records = src.map(to_record, output_type=dse_flink.FRAMES_TYPE).uid("frames").set_parallelism(1)
+    # The source's Python map in a slot of its own (see main: one slot more than the parallelism):
+    # two Python tasks sharing a slot share its Python environment, and when the injected failure
+    # cancels both, PyFlink's Beam runner can close that environment twice ("Reference count must
+    # not be negative"), which kills the mini-cluster's only TaskManager: the restart then waits
+    # for slots that never come. Seen in 2 of 3 restart runs on 2026-12-03's machine, none since.
+    src.slot_sharing_group("source")
+    records.slot_sharing_group("source")
     keyed = records.key_by(lambda r: r[0], key_type=Types.STRING())
     fn = FailOnce(args.model, args.fail_once, args.ckpt, n_blocks // 2, args.stats, block=args.stream_block,
                   cache=args.cache)
     outs = keyed.process(fn, output_type=dse_flink.OUTPUTS_TYPE).uid("deepshift_edge.stream").name("dse")
+    outs.slot_sharing_group("default")  # else it inherits its input's group
     if args.out:
         outs.map(WriteLines(args.out), output_type=Types.INT()).uid("sink")
     else:  # throughput runs: drop the outputs (a filter that keeps none)
@@ -175,6 +183,8 @@ def main(argv=None):
         conf.set_string("execution.checkpointing.savepoint-dir", "file://" + os.path.abspath(args.savepoint_dir))
     if args.restore:
         conf.set_string("execution.state-recovery.path", args.restore)
+    # the source's group takes one slot, the operator's group one per parallel instance
+    conf.set_string("taskmanager.numberOfTaskSlots", str(args.parallelism + 1))
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(args.parallelism)
     env.set_max_parallelism(128)  # key groups: the same in every run, whatever the parallelism

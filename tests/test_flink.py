@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import re
+import warnings
 import shutil
 import subprocess
 import sys
@@ -123,13 +124,35 @@ def setup(tmp_path_factory):
     return tmp, model, _reference(model)
 
 
-def test_failure_restarts_from_checkpoint_bit_exact(setup):
-    tmp, model, ref = setup
-    run = tmp / "restart"
+# A race in PyFlink's Beam runner, not in this package: when the injected failure cancels the
+# tasks, two closes of a slot's shared Python environment can both unref it; the second throws
+# in the exception handler, which kills the mini-cluster's only TaskManager, and the restart
+# then waits five minutes for slots that never come (2 of 3 runs on 2026-12-03's machine, CI's
+# among them). flink_job.py now gives the source's Python task a slot of its own (0 of 6 runs
+# since); should the race still come, the test runs the job once more, and only then.
+BEAM_CLOSE_RACE = ("Reference count must not be negative", "TaskManager #0 failed")
+
+
+def _restart_run(tmp, attempt):
+    run = tmp / f"restart-{attempt}"
     for d in ("out", "ckpt", "logs", "stats"):
         (run / d).mkdir(parents=True)
-    report = _job(run, "--out", str(run / "out"), "--ckpt", str(run / "ckpt"), "--parallelism", "2",
-                  "--fail-once", str(run / "marker"), "--stats", str(run / "stats"))
+    return run
+
+
+def test_failure_restarts_from_checkpoint_bit_exact(setup):
+    tmp, model, ref = setup
+    for attempt in (1, 2):  # a second, fresh run only after the Beam race above, nothing else
+        run = _restart_run(tmp, attempt)
+        try:
+            report = _job(run, "--out", str(run / "out"), "--ckpt", str(run / "ckpt"), "--parallelism", "2",
+                          "--fail-once", str(run / "marker"), "--stats", str(run / "stats"))
+            break
+        except AssertionError:
+            if attempt == 2 or not all(sig in _log(run) for sig in BEAM_CLOSE_RACE):
+                raise
+            warnings.warn("PyFlink's Beam runner killed the TaskManager while closing the failed tasks "
+                          "(BEAM_CLOSE_RACE); running the job once more")
     assert report["failed_once"], f"the failure was not injected: {report}"
     marker = json.loads((run / "marker").read_text())
     restored = [int(m) for m in re.findall(r"Restoring job \w+ from Checkpoint (\d+)", _log(run))]
