@@ -73,8 +73,8 @@ PEERS = ("executorch_stream", "tract", "litert", "executorch", "onnxruntime", "p
 
 
 def best_peer(result: dict):
-    """(column name, its p50 µs, its p50 over the stream's timed right after it) of the fastest
-    float peer that ran, or None."""
+    """(column name, its p50 µs, its p50 over the stream's timed in alternation with it) of the
+    fastest float peer that ran, or None."""
     ran = [(name, c) for name, c in result["columns"].items() if name in PEERS and "skipped" not in c]
     if not ran:
         return None

@@ -22,10 +22,10 @@ import glob
 import json
 import os
 import re
-import warnings
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
