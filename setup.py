@@ -42,8 +42,8 @@ extensions = [
         "deepshift_edge.engine._kernels",
         ["src/deepshift_edge/engine/_kernels.pyx"],
         include_dirs=["src/deepshift_edge/engine"],
-        depends=["src/deepshift_edge/engine/_gemv.h", "src/deepshift_edge/engine/_qgemv.h",
-                 "src/deepshift_edge/engine/_qops.pxi"],
+        depends=["src/deepshift_edge/engine/_gemv.h", "src/deepshift_edge/engine/_pool.h",
+                 "src/deepshift_edge/engine/_qgemv.h", "src/deepshift_edge/engine/_qops.pxi"],
         extra_compile_args=compile_args,
         define_macros=[("DSE_DEBUG_BUILD", "1" if DEBUG else "0")],
     )

@@ -52,6 +52,7 @@ def test_every_kernel_path_passes_the_stream_checks(path):
            os.path.join(HERE, "test_kernel_paths.py") + "::test_odd_batches_equal_lone_streams",
            os.path.join(HERE, "test_kernel_paths.py") + "::test_push_kernel_passes_and_unfused_epilogues",
            os.path.join(HERE, "test_kernel_paths.py") + "::test_read_floats_sums_every_element",
+           os.path.join(HERE, "test_kernel_paths.py") + "::test_wide_pools_match_the_reference_and_push_many",
            os.path.join(HERE, "test_pool.py")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, f"{isa}:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
@@ -94,6 +95,38 @@ def test_push_kernel_passes_and_unfused_epilogues():
     want = np.stack([model.forward_window(x[t - model.window + 1:t + 1].astype(np.float64))
                      for t in range(model.window - 1, len(x))]).reshape(single.shape)
     np.testing.assert_allclose(single, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+WIDE_POOLS = {
+    # 37 channels: two blocks of 16 and 5 left over; 16: one block exactly; 1-D max and average
+    "1d": lambda: dse.Sequential([dse.Conv1d(3, 37, 2, seed=1), dse.MaxPool1d(2), dse.Conv1d(37, 16, 1, seed=2),
+                                  dse.AvgPool1d(3, stride=2, padding=1), dse.Conv1d(16, 4, 1, seed=3)],
+                                 in_features=3, window=14),
+    # 2-D, padded feature windows (taps outside the frame are skipped), count_include_pad both ways
+    "2d": lambda: dse.Sequential([dse.Conv2d(2, 20, (3, 3), padding=(1, 1), seed=1), dse.ReLU(),
+                                  dse.MaxPool2d((2, 3), stride=(1, 2), padding=(0, 1)),
+                                  dse.Conv2d(20, 33, (1, 2), seed=2),
+                                  dse.AvgPool2d((2, 2), stride=(2, 1), padding=(0, 1)),
+                                  dse.AvgPool2d((1, 3), stride=(1, 1), padding=(0, 1), count_include_pad=False),
+                                  dse.GlobalAvgPool()], in_features=(2, 9), window=12),
+}
+
+
+@pytest.mark.parametrize("name", list(WIDE_POOLS))
+def test_wide_pools_match_the_reference_and_push_many(name):
+    """Pools over 16 channels and more run _pool.h's blocks of 16 (the max a select, the sum one
+    tap at a time, in the scalar loop's order), with the channels left over after the blocks:
+    the float64 reference to float32 rounding, push_many bit for bit."""
+    model = WIDE_POOLS[name]()
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((60,) + tuple(model.frame_shape)).astype(np.float32)
+    s = model.stream()
+    single = np.stack([np.array(y) for y in (s.push(f) for f in x) if y is not None])
+    np.testing.assert_array_equal(model.stream().push_many(x), single, err_msg=_kernels.kernel_isa())
+    w = model.window
+    want = np.stack([model.forward_window(x[t - w + 1:t + 1].astype(np.float64)) for t in range(w - 1, len(x))])
+    np.testing.assert_allclose(single, want.reshape(single.shape), rtol=1e-4,
+                               atol=1e-4 * max(1.0, float(np.abs(want).max())), err_msg=_kernels.kernel_isa())
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 1000, 4099])

@@ -38,6 +38,10 @@ cdef extern from "_gemv.h" nogil:
     const char* dse_kernel_isa()
     float dse_read_floats(const float* w, Py_ssize_t n)
 
+cdef extern from "_pool.h" nogil:
+    void dse_pool_row(int is_max, const float* const* taps, Py_ssize_t ntaps, Py_ssize_t kf, Py_ssize_t sf,
+                      Py_ssize_t pf, Py_ssize_t fin, Py_ssize_t fout, Py_ssize_t cin, Py_ssize_t cout, float* out)
+
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
 
@@ -612,39 +616,26 @@ cdef void run_pool(const Op* op, const char** taps, float* out, float tdiv) noex
     """Max or mean over the time taps (NULL: padding) and the feature window of each output
     feature position. Averages divide by tdiv (the time taps PyTorch counts) times the
     feature count by the same rule."""
-    cdef Py_ssize_t fo, i, k, c, fi, fstart, fend, fcount
-    cdef const float* x
+    cdef Py_ssize_t fo, c, fstart, fend, fcount
     cdef float* o
     cdef bint is_max = op.kind == K_POOL_MAX
     cdef float inv
+    # the max (a select) or the sum over the taps of every position, at the vector width (_pool.h)
+    dse_pool_row(is_max, <const float* const*>taps, op.ntaps, op.kf, op.sf, op.pf, op.fin, op.fout,
+                 op.cin, op.cout, out)
+    if is_max:
+        return
     for fo in range(op.fout):
         o = out + fo * op.cout
+        # PyTorch's divisor: the window clipped to the padded frame, or the real inputs.
+        fstart = fo * op.sf - op.pf
+        fend = min(fstart + op.kf, op.fin + op.pfr)
+        fcount = fend - fstart
+        if not op.cip:
+            fcount = min(fend, op.fin) - max(fstart, 0)
+        inv = 1.0 / (tdiv * <float>fcount)
         for c in range(op.cout):
-            o[c] = -INFINITY if is_max else 0.0
-        for i in range(op.ntaps):
-            if taps[i] == NULL:
-                continue
-            for k in range(op.kf):
-                fi = fo * op.sf - op.pf + k
-                if fi < 0 or fi >= op.fin:
-                    continue
-                x = <const float*>taps[i] + fi * op.cin
-                if is_max:
-                    for c in range(op.cout):  # a select, so it vectorises (inputs are finite)
-                        o[c] = x[c] if x[c] > o[c] else o[c]
-                else:
-                    for c in range(op.cout):
-                        o[c] += x[c]
-        if not is_max:
-            # PyTorch's divisor: the window clipped to the padded frame, or the real inputs.
-            fstart = fo * op.sf - op.pf
-            fend = min(fstart + op.kf, op.fin + op.pfr)
-            fcount = fend - fstart
-            if not op.cip:
-                fcount = min(fend, op.fin) - max(fstart, 0)
-            inv = 1.0 / (tdiv * <float>fcount)
-            for c in range(op.cout):
-                o[c] = o[c] * inv
+            o[c] = o[c] * inv
 
 
 cdef void run_global(Net* net, const Op* op, const char** taps, float* out) noexcept nogil:
