@@ -409,10 +409,11 @@ cdef inline void group_chunks(Net* net, Py_ssize_t n, Py_ssize_t offset) noexcep
 
 cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexcept nogil:
     """out[fo, o] = sum over time taps i (NULL: padding, skipped), feature taps kf, input
-    channels of the group.
+    channels of the group; then the op's epilogue.
 
     General case: the register-blocked matrix-vector product of _gemv.h over the
-    (tap, feature tap) chunks that fall inside the (zero padded) frame. Depthwise:
+    (tap, feature tap) chunks that fall inside the (zero padded) frame, a bias/ReLU
+    epilogue fused into its stores (the same float operations as epilogue()). Depthwise:
     weights (ntaps, kf, cin), a multiply-add over contiguous channels.
     """
     cdef Py_ssize_t cin_g = op.cin // op.groups
@@ -424,6 +425,8 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
     cdef const float* w
     cdef float* o
     cdef bint depthwise = cin_g == 1 and cout_g == 1
+    cdef bint fused = not depthwise and fusable_epilogue(op)
+    cdef bint relu = fused and op.act == A_RELU
     # Feature positions whose taps all lie inside the frame share one chunk list, their inputs
     # op.sf * op.cin floats apart: one frames-kernel call runs them all (weights loaded once
     # for several positions; per output the same terms in the same order as one at a time).
@@ -464,12 +467,16 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
                 group_chunks(net, n, g * cin_g)
                 dse_gemv_frames(net.xptrs + n, op.sf * op.cin, net.woffs, n, net.clens,
                                 op.weight + g * nblk * blk_stride, nblk, blk_stride, cout_g,
-                                fo_hi - fo_lo + 1, net.optrs, NULL, g * cout_g, NULL, 0)
+                                fo_hi - fo_lo + 1, net.optrs, NULL, g * cout_g,
+                                op.shift + g * cout_g if fused and op.shift != NULL else NULL, relu)
             continue
         for g in range(op.groups):
             group_chunks(net, n, g * cin_g)
             dse_gemv_push(net.xptrs + n, net.woffs, n, net.clens, op.weight + g * nblk * blk_stride, nblk,
-                          blk_stride, cout_g, o + g * cout_g, NULL, NULL, 0)  # raw sums: run_op's epilogue follows
+                          blk_stride, cout_g, o + g * cout_g, NULL,
+                          op.shift + g * cout_g if fused and op.shift != NULL else NULL, relu)
+    if not fused:
+        epilogue(op, out)
 
 
 cdef inline Py_ssize_t ring_chunks(Net* net, const Op* op, Py_ssize_t b, Py_ssize_t lag0,
@@ -796,7 +803,8 @@ cdef void run_op(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end)
             continue
         o = <float*>out + row * op.poscol
         if op.kind == K_CONV:
-            run_conv(net, op, net.taps, o)
+            run_conv(net, op, net.taps, o)  # its epilogue included
+            continue
         elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
             run_pool(op, net.taps, o, op.rowdiv[row] if op.rowdiv != NULL else <float>op.ntaps)
         elif op.kind == K_GMEAN or op.kind == K_GMAX or op.kind == K_GAPMIX:
@@ -1100,14 +1108,15 @@ cdef void run_seq_op(Net* net, const Op* op, Py_ssize_t b) noexcept nogil:
     if is_move(op.kind):
         run_move(op, net.taps, raw)
     elif op.kind == K_CONV:
-        run_conv(net, op, net.taps, out)
+        run_conv(net, op, net.taps, out)  # its epilogue included
     elif op.kind == K_POOL_MAX or op.kind == K_POOL_AVG:
         run_pool(op, net.taps, out, tdiv)
     elif op.kind == K_SOFTMAX:
         run_softmax(op, <const float*>net.taps[0], out)
     else:
         run_elementwise(op, net.taps, out)
-    epilogue(op, out)
+    if op.kind != K_CONV:
+        epilogue(op, out)
     mirror(net, op.dst, b)
     seq_counts(net, b)[op.dst] += 1
 
