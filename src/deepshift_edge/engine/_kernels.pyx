@@ -41,6 +41,7 @@ cdef extern from "_gemv.h" nogil:
 cdef extern from "_pool.h" nogil:
     void dse_pool_row(int is_max, const float* const* taps, Py_ssize_t ntaps, Py_ssize_t kf, Py_ssize_t sf,
                       Py_ssize_t pf, Py_ssize_t fin, Py_ssize_t fout, Py_ssize_t cin, Py_ssize_t cout, float* out)
+    void dse_colsum(double* sums, const float* x, const float* old, Py_ssize_t F, Py_ssize_t C)
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -691,21 +692,15 @@ cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, int64_t t,
     cdef Py_ssize_t slot = (t // op.period) % P
     cdef double* sums = op.aux + (b * P + slot) * C
     cdef int64_t* count = op.auxn + b * P + slot
-    cdef Py_ssize_t f, c, j
-    cdef const float* x
-    for f in range(F):
-        for c in range(C):
-            sums[c] += <double>new[f * C + c] - <double>old[f * C + c]
+    cdef Py_ssize_t c, j
+    dse_colsum(sums, new, old, F, C)  # sums[c] += new - old over the F features (_pool.h)
     count[0] += 1
     if count[0] >= n:
         count[0] = 0
         for c in range(C):
             sums[c] = 0.0
         for j in range(n):
-            x = fring_row(net, node, b, lag + j * P)
-            for f in range(F):
-                for c in range(C):
-                    sums[c] += x[f * C + c]
+            dse_colsum(sums, fring_row(net, node, b, lag + j * P), NULL, F, C)
     for c in range(C):
         out[c] = <float>(sums[c] / <double>(n * F))
 

@@ -1,4 +1,5 @@
-/* Max and sum pooling over one row of output feature positions, at the machine's vector width.
+/* Pooling at the machine's vector width: max and sum pooling over one row of output feature
+ * positions (dse_pool_row), and the running column sums of a global average (dse_colsum).
  *
  * out[fo * cout + c] = max (or sum, from +0) over the time taps i (NULL: padding, skipped) and
  * the feature taps k whose input position fi = fo * sf - pf + k lies inside the frame, of
@@ -74,6 +75,56 @@ DSE_POOL(base, dse_v4, dse_i4, DSE_BLK / 4, DSE_SEL_VEC, )
 DSE_POOL(avx2, dse_v8, dse_i8, DSE_BLK / 8, DSE_SEL_VEC, DSE_AVX2_ATTR)
 DSE_POOL(avx512, dse_v16, dse_i16, DSE_BLK / 16, DSE_SEL_VEC, DSE_AVX512_ATTR)
 #endif
+
+/* Running sums of a global average (run_rmean): sums[c] += (double)x[f * C + c] (and, with old,
+ * - (double)old[f * C + c] in one expression) for f = 0..F-1, in that order for every c: the
+ * scalar loop's operations, 16 channels at a time held in registers over f. The re-sum that
+ * refreshes a slot from the ring every npos updates is npos of these calls; in the scalar loop
+ * it was a periodic spike (spectrogram: 4 frames in 56 at 1.5x the median push). */
+#define DSE_COLSUM(S, ATTR)                                                                               \
+    static ATTR void dse_colsum_##S(double *sums, const float *x, const float *old, ptrdiff_t F,         \
+                                    ptrdiff_t C)                                                          \
+    {                                                                                                     \
+        ptrdiff_t c = 0;                                                                                  \
+        for (; c + 16 <= C; c += 16) {                                                                    \
+            double a[16];                                                                                 \
+            memcpy(a, sums + c, sizeof(a));                                                               \
+            for (ptrdiff_t f = 0; f < F; f++) {                                                           \
+                const float *xf = x + f * C + c;                                                          \
+                if (old) {                                                                                \
+                    const float *of = old + f * C + c;                                                    \
+                    for (int k = 0; k < 16; k++) a[k] += (double)xf[k] - (double)of[k];                   \
+                } else {                                                                                  \
+                    for (int k = 0; k < 16; k++) a[k] += (double)xf[k];                                   \
+                }                                                                                         \
+            }                                                                                             \
+            memcpy(sums + c, a, sizeof(a));                                                               \
+        }                                                                                                 \
+        for (; c < C; c++)                                                                                \
+            for (ptrdiff_t f = 0; f < F; f++)                                                             \
+                sums[c] += old ? (double)x[f * C + c] - (double)old[f * C + c] : (double)x[f * C + c];    \
+    }
+
+DSE_COLSUM(base, )
+#if DSE_X86_DISPATCH
+DSE_COLSUM(avx2, DSE_AVX2_ATTR)
+DSE_COLSUM(avx512, DSE_AVX512_ATTR)
+#endif
+
+static void dse_colsum(double *sums, const float *x, const float *old, ptrdiff_t F, ptrdiff_t C)
+{
+#if DSE_X86_DISPATCH
+    switch (dse_path()) {
+    case DSE_PATH_AVX512:
+        dse_colsum_avx512(sums, x, old, F, C);
+        return;
+    case DSE_PATH_AVX2:
+        dse_colsum_avx2(sums, x, old, F, C);
+        return;
+    }
+#endif
+    dse_colsum_base(sums, x, old, F, C);
+}
 
 static void dse_pool_row(int is_max, const float *const *taps, ptrdiff_t ntaps, ptrdiff_t kf, ptrdiff_t sf,
                          ptrdiff_t pf, ptrdiff_t fin, ptrdiff_t fout, ptrdiff_t cin, ptrdiff_t cout, float *out)
