@@ -41,7 +41,8 @@ cdef extern from "_gemv.h" nogil:
 cdef extern from "_pool.h" nogil:
     void dse_pool_row(int is_max, const float* const* taps, Py_ssize_t ntaps, Py_ssize_t kf, Py_ssize_t sf,
                       Py_ssize_t pf, Py_ssize_t fin, Py_ssize_t fout, Py_ssize_t cin, Py_ssize_t cout, float* out)
-    void dse_colsum(double* sums, const float* x, const float* old, Py_ssize_t F, Py_ssize_t C)
+    void dse_colsum(double* sums, const float* x, const float* old, Py_ssize_t nrows, Py_ssize_t rstride,
+                    Py_ssize_t F, Py_ssize_t C)
 
 cdef extern from *:
     int DSE_DEBUG_BUILD  # defined by setup.py: 1 in the bounds-checked debug build
@@ -692,15 +693,15 @@ cdef void run_rmean(Net* net, const Op* op, Py_ssize_t b, float* out, int64_t t,
     cdef Py_ssize_t slot = (t // op.period) % P
     cdef double* sums = op.aux + (b * P + slot) * C
     cdef int64_t* count = op.auxn + b * P + slot
-    cdef Py_ssize_t c, j
-    dse_colsum(sums, new, old, F, C)  # sums[c] += new - old over the F features (_pool.h)
+    cdef Py_ssize_t c
+    dse_colsum(sums, new, old, 1, 0, F, C)  # sums[c] += new - old over the F features (_pool.h)
     count[0] += 1
     if count[0] >= n:
         count[0] = 0
         for c in range(C):
             sums[c] = 0.0
-        for j in range(n):
-            dse_colsum(sums, fring_row(net, node, b, lag + j * P), NULL, F, C)
+        # rows lag, lag + P, ..., newest first: one row apart in the mirrored ring is net.col floats
+        dse_colsum(sums, new, NULL, n, -P * net.col[node], F, C)
     for c in range(C):
         out[c] = <float>(sums[c] / <double>(n * F))
 

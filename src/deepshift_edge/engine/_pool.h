@@ -76,33 +76,39 @@ DSE_POOL(avx2, dse_v8, dse_i8, DSE_BLK / 8, DSE_SEL_VEC, DSE_AVX2_ATTR)
 DSE_POOL(avx512, dse_v16, dse_i16, DSE_BLK / 16, DSE_SEL_VEC, DSE_AVX512_ATTR)
 #endif
 
-/* Running sums of a global average (run_rmean): sums[c] += (double)x[f * C + c] (and, with old,
- * - (double)old[f * C + c] in one expression) for f = 0..F-1, in that order for every c: the
- * scalar loop's operations, 16 channels at a time held in registers over f. The re-sum that
- * refreshes a slot from the ring every npos updates is npos of these calls; in the scalar loop
- * it was a periodic spike (spectrogram: 4 frames in 56 at 1.5x the median push). */
+/* Running sums of a global average (run_rmean): for rows r = 0..nrows-1 (x + r * rstride) and
+ * f = 0..F-1, in that order for every c, sums[c] += (double)x[f * C + c] (and, with old, the
+ * one-row update, - (double)old[f * C + c] in the same expression): the scalar loop's
+ * operations, 16 channels at a time held in registers over all rows and features. The
+ * re-sum that refreshes a slot every npos updates is one call over its npos ring rows (a
+ * mirrored ring keeps them evenly spaced); in the scalar loop it was a periodic spike
+ * (spectrogram: 4 frames in 56 at 1.5x the median push). */
 #define DSE_COLSUM(S, ATTR)                                                                               \
-    static ATTR void dse_colsum_##S(double *sums, const float *x, const float *old, ptrdiff_t F,         \
-                                    ptrdiff_t C)                                                          \
+    static ATTR void dse_colsum_##S(double *sums, const float *x, const float *old, ptrdiff_t nrows,     \
+                                    ptrdiff_t rstride, ptrdiff_t F, ptrdiff_t C)                          \
     {                                                                                                     \
         ptrdiff_t c = 0;                                                                                  \
         for (; c + 16 <= C; c += 16) {                                                                    \
             double a[16];                                                                                 \
             memcpy(a, sums + c, sizeof(a));                                                               \
-            for (ptrdiff_t f = 0; f < F; f++) {                                                           \
-                const float *xf = x + f * C + c;                                                          \
-                if (old) {                                                                                \
-                    const float *of = old + f * C + c;                                                    \
-                    for (int k = 0; k < 16; k++) a[k] += (double)xf[k] - (double)of[k];                   \
-                } else {                                                                                  \
-                    for (int k = 0; k < 16; k++) a[k] += (double)xf[k];                                   \
+            for (ptrdiff_t r = 0; r < nrows; r++)                                                         \
+                for (ptrdiff_t f = 0; f < F; f++) {                                                       \
+                    const float *xf = x + r * rstride + f * C + c;                                        \
+                    if (old) {                                                                            \
+                        const float *of = old + f * C + c;                                                \
+                        for (int k = 0; k < 16; k++) a[k] += (double)xf[k] - (double)of[k];               \
+                    } else {                                                                              \
+                        for (int k = 0; k < 16; k++) a[k] += (double)xf[k];                               \
+                    }                                                                                     \
                 }                                                                                         \
-            }                                                                                             \
             memcpy(sums + c, a, sizeof(a));                                                               \
         }                                                                                                 \
         for (; c < C; c++)                                                                                \
-            for (ptrdiff_t f = 0; f < F; f++)                                                             \
-                sums[c] += old ? (double)x[f * C + c] - (double)old[f * C + c] : (double)x[f * C + c];    \
+            for (ptrdiff_t r = 0; r < nrows; r++)                                                         \
+                for (ptrdiff_t f = 0; f < F; f++) {                                                       \
+                    const double v = (double)x[r * rstride + f * C + c];                                  \
+                    sums[c] += old ? v - (double)old[f * C + c] : v;                                      \
+                }                                                                                         \
     }
 
 DSE_COLSUM(base, )
@@ -111,19 +117,20 @@ DSE_COLSUM(avx2, DSE_AVX2_ATTR)
 DSE_COLSUM(avx512, DSE_AVX512_ATTR)
 #endif
 
-static void dse_colsum(double *sums, const float *x, const float *old, ptrdiff_t F, ptrdiff_t C)
+static void dse_colsum(double *sums, const float *x, const float *old, ptrdiff_t nrows, ptrdiff_t rstride,
+                       ptrdiff_t F, ptrdiff_t C)
 {
 #if DSE_X86_DISPATCH
     switch (dse_path()) {
     case DSE_PATH_AVX512:
-        dse_colsum_avx512(sums, x, old, F, C);
+        dse_colsum_avx512(sums, x, old, nrows, rstride, F, C);
         return;
     case DSE_PATH_AVX2:
-        dse_colsum_avx2(sums, x, old, F, C);
+        dse_colsum_avx2(sums, x, old, nrows, rstride, F, C);
         return;
     }
 #endif
-    dse_colsum_base(sums, x, old, F, C);
+    dse_colsum_base(sums, x, old, nrows, rstride, F, C);
 }
 
 static void dse_pool_row(int is_max, const float *const *taps, ptrdiff_t ntaps, ptrdiff_t kf, ptrdiff_t sf,
