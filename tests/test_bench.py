@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import deepshift_edge as dse
 from deepshift_edge.tools import bench
 from deepshift_edge.data import examples
 
@@ -240,6 +241,20 @@ def test_jitter_finds_a_periodic_slow_frame():
     assert j["slowest_phase_median_over_p50"]["4"] == 1.0
     noise = np.random.default_rng(0).exponential(1.0, 4096) + 1.0
     assert max(bench._jitter(noise, 0, 4)["slowest_phase_median_over_p50"].values()) < 1.3
+    # a slow frame every 56 (a running mean's re-sum period) hides from mod 4 and mod 64 ...
+    us = np.ones(4096)
+    us[10::56] = 3.0
+    j = bench._jitter(us, 0, 4, {56})
+    assert j["slowest_phase_median_over_p50"]["64"] < 1.5 and j["slowest_phase_median_over_p50"]["56"] == 3.0
+
+
+def test_resum_periods_are_the_running_means_slot_cycles():
+    model = dse.Sequential([dse.Conv1d(2, 3, 3), dse.MaxPool1d(2), dse.Conv1d(3, 4, 2), dse.GlobalAvgPool()],
+                           in_features=2, window=32)
+    plan = model.stream().plan
+    (op,) = [op for op in plan.ops if op.kind == 9]  # RMEAN
+    assert bench._resum_periods(plan) == {op.npos * op.nslots} and op.nslots == 2
+    assert bench._resum_periods(dse.Sequential([dse.Conv1d(2, 3, 3)], in_features=2, window=8).stream().plan) == set()
 
 
 def test_columns_and_stream_alternate_in_slices_with_items_in_order():

@@ -629,7 +629,7 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     result = {"machine": machine_info(), "model": _model_info(model, stream),
               "mode": mode, "rate_hz": rate, "frames": int(len(timed)),
               "columns": {"streamed": {"label": f"streamed push ({mode})", **summarize(us)}},
-              "jitter": _jitter(us, w, model.hop)}
+              "jitter": _jitter(us, w, model.hop, _resum_periods(stream.plan))}
     if not rate:  # back-to-back: is a high p99 the stream's, or the machine's?
         result["jitter"]["interleaved"] = _interleaved_jitter(stream.push, timed,
                                                               stream.plan.macs_per_frame())
@@ -672,15 +672,24 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
     return result
 
 
-def _jitter(us: np.ndarray, t0: int, hop: int) -> dict:
+def _resum_periods(plan) -> set:
+    """Frames between two re-sums of one slot of each running mean (npos updates per slot,
+    a slot per stride phase, one slot updated per frame): a period of its own, which need
+    not divide the hop or 64 (spectrogram: 14 x 4 = 56)."""
+    from ..engine.plan import RMEAN
+    return {int(op.npos * op.nslots * max(op.period, 1)) for op in plan.ops if op.kind == RMEAN and op.npos}
+
+
+def _jitter(us: np.ndarray, t0: int, hop: int, periods=()) -> dict:
     """p99 / p50 of the streamed pushes, and whether the slow frames are periodic: the
-    median per frame phase (t mod P, for the hop and for 64) over the overall median. A
-    periodic op (a re-sum every n frames, a ring wrap, a pool's stride) shows as one phase
-    above 1; flat phases with a high p99 mean the outliers come from outside the stream."""
+    median per frame phase (t mod P, for the hop, for 64 and for `periods`: the running
+    means' re-sum periods) over the overall median. A periodic op (a re-sum every n frames,
+    a ring wrap, a pool's stride) shows as one phase above 1; flat phases with a high p99
+    mean the outliers come from outside the stream."""
     p50, p99 = np.percentile(us, [50, 99])
     t = np.arange(t0, t0 + len(us))
     worst = {}
-    for period in sorted({max(hop, 1), 64}):
+    for period in sorted({max(hop, 1), 64, *periods}):
         if period > 1 and len(us) >= 4 * period:
             worst[str(period)] = float(max(np.median(us[t % period == k]) for k in range(period)) / p50)
     return {"p99_over_p50": float(p99 / p50), "slowest_phase_median_over_p50": worst}
