@@ -48,18 +48,21 @@
                 }                                                                                         \
                 memcpy(o + c, acc, sizeof(acc));                                                          \
             }                                                                                             \
-            for (; c < cout; c++) {                                                                       \
-                float m = start;                                                                          \
+            if (c < cout) { /* the last cout - c < DSE_BLK channels, one walk over the taps */            \
+                const ptrdiff_t rem = cout - c;                                                           \
+                float m[DSE_BLK];                                                                         \
+                for (ptrdiff_t r = 0; r < rem; r++) m[r] = start;                                         \
                 for (ptrdiff_t i = 0; i < ntaps; i++) {                                                   \
                     if (!taps[i]) continue;                                                               \
                     for (ptrdiff_t k = 0; k < kf; k++) {                                                  \
                         const ptrdiff_t fi = fo * sf - pf + k;                                            \
                         if (fi < 0 || fi >= fin) continue;                                                \
-                        const float xv = taps[i][fi * cin + c];                                           \
-                        m = is_max ? (xv > m ? xv : m) : m + xv;                                          \
+                        const float *xr = taps[i] + fi * cin + c;                                         \
+                        for (ptrdiff_t r = 0; r < rem; r++)                                               \
+                            m[r] = is_max ? (xr[r] > m[r] ? xr[r] : m[r]) : m[r] + xr[r];                 \
                     }                                                                                     \
                 }                                                                                         \
-                o[c] = m;                                                                                 \
+                memcpy(o + c, m, (size_t)rem * sizeof(float));                                            \
             }                                                                                             \
         }                                                                                                 \
     }

@@ -674,8 +674,8 @@ def bench_model(model, frames: int = 3000, recompute_frames: int = 300, rate: Op
 
 def _resum_periods(plan) -> set:
     """Frames between two re-sums of one slot of each running mean (npos updates per slot,
-    a slot per stride phase, one slot updated per frame): a period of its own, which need
-    not divide the hop or 64 (spectrogram: 14 x 4 = 56)."""
+    a slot per stride phase, one slot updated each time the op runs, every `period` frames):
+    a period of its own, which need not divide the hop or 64 (spectrogram: 14 x 4 = 56)."""
     from ..engine.plan import RMEAN
     return {int(op.npos * op.nslots * max(op.period, 1)) for op in plan.ops if op.kind == RMEAN and op.npos}
 
