@@ -168,8 +168,48 @@ for name in S.MODELS:
     sx = S._frames(sq.model, 2 * sq.model.hop + 15, seed=4)
     T.check_bit_exact(sq, sx)
     outs.append(sq.stream().push_many(sx).ravel())
+# 2-D convs whose feature positions run as rows (run_qconv_interior, run_qconv_merged_rows)
+for cfg in T.CONV2D_POSITIONS:
+    pq = T.quantized(T._model_of_2d_positions(*cfg), 7)
+    px = np.random.default_rng(8).standard_normal((30,) + pq.model.frame_shape).astype(np.float32)
+    T.check_bit_exact(pq, px)
+    outs.append(pq.stream().push_many(px).ravel())
 np.save({out!r}, np.concatenate([o.ravel() for o in outs]))
 """
+
+# (in channels, out channels, groups, feature stride, feature dilation, feature padding,
+# time padding): fewer than 4 input channels take the merged path, the others the interior
+# batch with the edge positions one at a time; 'same' time padding adds strip rows.
+CONV2D_POSITIONS = [
+    (1, 16, 1, 1, 1, 1, "causal"),
+    (3, 20, 1, 2, 1, 1, "causal"),
+    (2, 8, 1, 1, 2, 2, "same"),
+    (5, 17, 1, 1, 1, 0, "causal"),
+    (8, 32, 2, 2, 1, 1, "same"),
+    (6, 24, 3, 1, 2, (1, 2), "causal"),
+]
+
+
+def _model_of_2d_positions(cin, cout, groups, sf, df, pf, pt, fin=13):
+    x = dse.Input((cin, fin))
+    h = dse.ReLU()(dse.Conv2d(cin, cout, 3, stride=(sf, 1), dilation=(df, 1), padding=(pf, pt),
+                              groups=groups, seed=cin + 3)(x))
+    h = dse.Conv2d(cout, 12, (3, 2), padding=(1, "causal"), seed=cout)(h)
+    return dse.Model(x, dse.Linear(12, 3, seed=2)(dse.GlobalAvgPool()(h)), window=9)
+
+
+def _interior(op):
+    """Feature positions whose taps all lie inside the frame (the kernels' interior)."""
+    return sum(all(0 <= fo * op.sf - op.pf + k * op.df < op.fin for k in range(op.kf)) for fo in range(op.fout))
+
+
+@pytest.mark.parametrize("cfg", CONV2D_POSITIONS, ids=lambda c: "-".join(map(str, c)).replace(" ", ""))
+def test_2d_conv_positions_batched_equal_the_reference(cfg):
+    qm = quantized(_model_of_2d_positions(*cfg), 7)
+    first = [o for o in qm.stream().plan.ops if o.kind == 20][0]  # QCONV: the first Conv2d
+    assert first.fout > 1 and _interior(first) >= 2 and bool(first.qmerged) == (cfg[0] < 4)
+    x = np.random.default_rng(8).standard_normal((30,) + qm.model.frame_shape).astype(np.float32)
+    check_bit_exact(qm, x)
 
 
 def check_requantize_probe(seed: int = 0):

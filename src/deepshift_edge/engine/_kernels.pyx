@@ -208,7 +208,7 @@ cdef struct Net:
                            # those of (stream, position) columns (batch * (max fout + 1))
     int64_t* tcur          # batched push: each pushed stream's frame index (batch)
     const int8_t** qx      # int8 conv chunk inputs (2 * max chunks)
-    int8_t* qgather        # a merged int8 conv's input vector (ntaps * kf * cin, + 4)
+    int8_t* qgather        # a merged int8 conv's input vectors, one per feature position (+ 4)
     Py_ssize_t* qchunk     # their weight chunk indices
     int32_t* qacc          # int8 accumulators (max cout + a block)
     bint in_int8           # int8 plans: frames are quantized as they are written
@@ -1476,8 +1476,9 @@ cdef class StreamCore:
         max_qchunks = max([o.ntaps * o.kf for o in plan.ops] + [1])
         qx = np.zeros(2 * max_qchunks, dtype=np.uintp)
         qchunk = np.zeros(max_qchunks, dtype=np.intp)
-        qgather = np.zeros(max([o.ntaps * o.kf * o.cin for o in plan.ops if getattr(o, "qmerged", False)] + [0]) + 4,
-                           dtype=np.int8)
+        # a merged int8 conv's vectors, one per feature position (run_qconv_merged)
+        qgather = np.zeros(max([o.ntaps * o.kf * o.cin * o.fout for o in plan.ops if getattr(o, "qmerged", False)]
+                               + [0]) + 4, dtype=np.int8)
         keep += [qacc, qx, qchunk, qgather]
         cdef signed char[::1] qgather_v = qgather
         self.net.qgather = <int8_t*>&qgather_v[0]
@@ -1519,9 +1520,13 @@ cdef class StreamCore:
         self.net.xoffs = &xoffs_v[0]
         self.net.tcur = &tcur_v[0]
         rowops = [o for o in plan.ops if o.rnodes is not None]
+        # int8 2-D convs run their feature positions as rows too (run_qconv_interior, run_qconv_merged;
+        # a merged conv's strip rows go one by one through run_qconv_merged, rnodes or not)
+        qposops = [o for o in plan.ops if o.kind == K_QCONV and o.fout > 1]
         rbases = np.zeros(max([len(o.rnodes) + 1 for o in rowops] + [1]), dtype=np.uintp)
-        rptrs = np.zeros(max([o.ntaps * o.nrows for o in rowops] + [1]), dtype=np.uintp)
-        rxrow = np.zeros(max([o.ntaps * o.kf for o in rowops] + [1]), dtype=np.intp)
+        rptrs = np.zeros(max([o.ntaps * o.nrows for o in rowops] + [o.ntaps * o.kf * o.fout for o in qposops] + [1]),
+                         dtype=np.uintp)
+        rxrow = np.zeros(max([o.ntaps * o.kf for o in rowops + qposops] + [1]), dtype=np.intp)
         rxoff = np.zeros_like(rxrow)
         keep += [rbases, rptrs, rxrow, rxoff]
         cdef size_t[::1] rb_v = rbases
@@ -1533,7 +1538,9 @@ cdef class StreamCore:
         self.net.rxrow = &rx_v[0]
         self.net.rxoff = &ro_v[0]
         qracc = np.zeros(max([o.nrows * (-(-max(o.cout // max(o.groups, 1), 1) // DSE_QBLK)) * DSE_QBLK
-                              for o in rowops] + [1]), dtype=np.int32)
+                              for o in rowops]
+                             + [o.fout * (-(-max(o.cout // max(o.groups, 1), 1) // DSE_QBLK)) * DSE_QBLK
+                                for o in qposops] + [1]), dtype=np.int32)
         keep.append(qracc)
         cdef int32_t[::1] qr_v = qracc
         self.net.qracc = &qr_v[0]

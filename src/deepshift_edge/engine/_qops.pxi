@@ -158,10 +158,12 @@ cdef void run_qconv_merged(Net* net, const Op* op, const char** taps, int8_t* ou
         op_requant(op, net.qacc, op.qbias_full, op.qm0, op.qshift, out + fo * op.cout, op.cout)
 
 
-cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
-    """One position of an int8 conv: the int32 products of _qgemv.h over the (time tap,
-    feature tap) chunks inside the padded frame, the bias less the zero-point term of the
-    chunks used (all of them: precomputed, qbias_full), then the requantization."""
+cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out, Py_ssize_t fo0,
+                    Py_ssize_t fo1) noexcept nogil:
+    """Positions fo0 .. fo1 - 1 of an int8 conv, one at a time: the int32 products of _qgemv.h
+    over the (time tap, feature tap) chunks inside the padded frame, the bias less the
+    zero-point term of the chunks used (all of them: precomputed, qbias_full), then the
+    requantization."""
     cdef Py_ssize_t cin_g = op.cin // op.groups
     cdef Py_ssize_t cout_g = op.cout // op.groups
     cdef Py_ssize_t nchunks = op.ntaps * op.kf
@@ -177,7 +179,7 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
     cdef int64_t corr
     cdef const int32_t* bias
     cdef int32_t* tmp = net.qacc + op.cout + DSE_QBLK  # the bias of this position, when not all chunks
-    for fo in range(op.fout):
+    for fo in range(fo0, fo1):
         yo = out + fo * op.cout
         n = 0
         for i in range(op.ntaps):
@@ -211,6 +213,117 @@ cdef void run_qconv(Net* net, const Op* op, const char** taps, int8_t* out) noex
                     tmp[m] = <int32_t>(<int64_t>op.qbias[o] - (<int64_t>zin + offset) * corr)
                 bias = tmp
             op_requant(op, net.qacc, bias, op.qm0 + g * cout_g, op.qshift + g * cout_g, yo + g * cout_g, cout_g)
+
+
+cdef void run_qconv_merged_rows(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """run_qconv_merged for a 2-D conv (fout > 1): every position's vector gathered first (a
+    tap whose feature window lies inside the frame as a run of kf * cin bytes), then one
+    dse_qgemv_rows call runs them all (AVX512-VNNI: 8 positions per pass over the weights),
+    then each position's requantization. Integer sums: the bits of one call per position."""
+    cdef Py_ssize_t cm = op.ntaps * op.kf * op.cin
+    cdef Py_ssize_t nblk = (op.cout + DSE_QBLK - 1) // DSE_QBLK
+    cdef Py_ssize_t blk_stride = qblk_stride(dse_qlayout(), 1, cm)
+    cdef Py_ssize_t astride = nblk * DSE_QBLK
+    cdef int8_t* v
+    cdef int8_t zin = <int8_t>op.qzp_in[0]
+    cdef Py_ssize_t fo, i, k, fi, c, m
+    cdef const int8_t* x
+    for fo in range(op.fout):
+        v = net.qgather + fo * cm
+        m = 0
+        for i in range(op.ntaps):
+            x = <const int8_t*>taps[i]
+            fi = fo * op.sf - op.pf
+            if x != NULL and op.df == 1 and fi >= 0 and fi + op.kf <= op.fin:
+                x = x + fi * op.cin  # the feature window inside the frame: kf * cin contiguous bytes
+                for c in range(op.kf * op.cin):  # a few bytes: a loop, not a memcpy call
+                    v[m + c] = x[c]
+                m += op.kf * op.cin
+                continue
+            for k in range(op.kf):
+                fi = fo * op.sf - op.pf + k * op.df
+                if x == NULL or fi < 0 or fi >= op.fin:
+                    for c in range(op.cin):
+                        v[m + c] = zin
+                else:
+                    for c in range(op.cin):
+                        v[m + c] = x[fi * op.cin + c]
+                m += op.cin
+    net.qchunk[0] = 0
+    for fo in range(op.fout):
+        net.rptrs[fo] = <const float*>(net.qgather + fo * cm)
+    net.rxrow[0] = 0
+    net.rxoff[0] = 0
+    dse_qgemv_rows(<const int8_t* const*>net.rptrs, net.rxrow, net.rxoff, net.qchunk, 1, cm, op.qweight, nblk,
+                   blk_stride, op.fout, net.qracc, astride, net.qx)
+    for fo in range(op.fout):
+        op_requant(op, net.qracc + fo * astride, op.qbias_full, op.qm0, op.qshift, out + fo * op.cout, op.cout)
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) interior_positions(const Op* op) noexcept nogil:
+    """The first and last feature positions whose feature taps all lie inside the frame
+    (run_conv's interior); (0, -1) when fewer than two."""
+    cdef Py_ssize_t fo_lo = (op.pf + op.sf - 1) // op.sf
+    cdef Py_ssize_t num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
+    cdef Py_ssize_t fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
+    if fo_hi - fo_lo < 1:
+        return 0, -1
+    return fo_lo, fo_hi
+
+
+cdef void run_qconv_interior(Net* net, const Op* op, const char** taps, int8_t* out, Py_ssize_t fo_lo,
+                             Py_ssize_t npos) noexcept nogil:
+    """Positions fo_lo .. fo_lo + npos - 1 of a 2-D int8 conv, every tap inside the frame: one
+    dse_qgemv_rows call per group reads each weight once for up to 8 positions (AVX512-VNNI;
+    the other paths run dse_qgemv per position), then each position's requantization. Every
+    chunk counts, so the bias is qbias_full, as run_qconv's per-position loop finds. Integer
+    sums: the bits of that loop. Chunk j's input for position f is net.rptrs[j * npos + f]."""
+    cdef Py_ssize_t cin_g = op.cin // op.groups
+    cdef Py_ssize_t cout_g = op.cout // op.groups
+    cdef Py_ssize_t nchunks = op.ntaps * op.kf
+    cdef Py_ssize_t nblk = (cout_g + DSE_QBLK - 1) // DSE_QBLK
+    cdef int layout = dse_qlayout()
+    cdef Py_ssize_t blk_stride = qblk_stride(layout, nchunks, cin_g)
+    cdef Py_ssize_t esz = qweight_esize(layout)
+    cdef Py_ssize_t astride = nblk * DSE_QBLK
+    cdef Py_ssize_t i, k, j, f, g
+    cdef const int8_t* x
+    for i in range(op.ntaps):
+        for k in range(op.kf):
+            j = i * op.kf + k
+            x = <const int8_t*>taps[i] + (fo_lo * op.sf - op.pf + k * op.df) * op.cin
+            for f in range(npos):
+                net.rptrs[j * npos + f] = <const float*>(x + f * op.sf * op.cin)
+            net.rxrow[j] = j * npos
+            net.qchunk[j] = j
+    for g in range(op.groups):
+        for j in range(nchunks):
+            net.rxoff[j] = g * cin_g
+        dse_qgemv_rows(<const int8_t* const*>net.rptrs, net.rxrow, net.rxoff, net.qchunk, nchunks, cin_g,
+                       <const char*>op.qweight + g * nblk * blk_stride * esz, nblk, blk_stride, npos,
+                       net.qracc, astride, net.qx)
+        for f in range(npos):
+            op_requant(op, net.qracc + f * astride, op.qbias_full + g * cout_g, op.qm0 + g * cout_g,
+                       op.qshift + g * cout_g, out + (fo_lo + f) * op.cout + g * cout_g, cout_g)
+
+
+cdef void run_qconv_2d(Net* net, const Op* op, const char** taps, int8_t* out) noexcept nogil:
+    """A plain (not merged) int8 conv over fout > 1 feature positions: the interior ones,
+    every tap inside the frame, batched (run_qconv_interior), the edges one at a time."""
+    cdef Py_ssize_t i, fo_lo, fo_hi
+    if op.cin == op.groups and op.cout == op.groups:  # depthwise: run_qconv's own loop
+        run_qconv(net, op, taps, out, 0, op.fout)
+        return
+    fo_lo, fo_hi = interior_positions(op)
+    for i in range(op.ntaps):
+        if taps[i] == NULL:  # a padded time tap: each position takes its own bias
+            fo_lo, fo_hi = 0, -1
+    if fo_hi <= fo_lo:
+        run_qconv(net, op, taps, out, 0, op.fout)
+        return
+    run_qconv(net, op, taps, out, 0, fo_lo)
+    run_qconv_interior(net, op, taps, out, fo_lo, fo_hi - fo_lo + 1)
+    run_qconv(net, op, taps, out, fo_hi + 1, op.fout)
 
 
 cdef void run_qconv_rows(Net* net, const Op* op, int8_t* out) noexcept nogil:
@@ -440,10 +553,14 @@ cdef void run_qop(Net* net, const Op* op, Py_ssize_t b, int64_t t, int64_t t_end
         return
     for row in range(op.nrows):
         resolve_taps(net, op, b, row, t, t_end)
-        if op.kind == K_QCONV and op.qmerged:
+        if op.kind == K_QCONV and op.qmerged and op.fout > 1:
+            run_qconv_merged_rows(net, op, net.taps, <int8_t*>out + row * op.poscol)
+        elif op.kind == K_QCONV and op.qmerged:
             run_qconv_merged(net, op, net.taps, <int8_t*>out + row * op.poscol)
+        elif op.kind == K_QCONV and op.fout > 1:
+            run_qconv_2d(net, op, net.taps, <int8_t*>out + row * op.poscol)
         elif op.kind == K_QCONV:
-            run_qconv(net, op, net.taps, <int8_t*>out + row * op.poscol)
+            run_qconv(net, op, net.taps, <int8_t*>out + row * op.poscol, 0, 1)
         elif op.kind == K_QPOOL_MAX or op.kind == K_QPOOL_AVG:
             run_qpool(net, op, net.taps, <int8_t*>out + row * op.poscol,
                       op.rowdiv[row] if op.rowdiv != NULL else <float>op.ntaps)
