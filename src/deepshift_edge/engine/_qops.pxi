@@ -18,7 +18,8 @@ cdef extern from "_qgemv.h" nogil:
     const char* dse_qkernel_isa()
     void dse_qrequant(const int32_t* acc, const int32_t* bias, const int32_t* m0, const int32_t* shift,
                       int32_t zp, int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
-    void dse_qmax8(int8_t* best, const int8_t* x, Py_ssize_t n)
+    void dse_qpool_max_row(const int8_t* const* taps, Py_ssize_t ntaps, Py_ssize_t kf, Py_ssize_t sf, Py_ssize_t pf,
+                           Py_ssize_t fin, Py_ssize_t fout, Py_ssize_t cin, Py_ssize_t cout, int8_t* out)
     int8_t dse_qrequant_float1(int32_t x, float scale, int32_t zp, int32_t lo, int32_t hi)
     void dse_qrequant_float(const int32_t* acc, const int32_t* bias, const float* scale, int32_t zp,
                             int32_t lo, int32_t hi, int8_t* out, Py_ssize_t n)
@@ -410,13 +411,14 @@ cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, floa
     cdef int32_t zp = op.qzp_in[0], count
     cdef int32_t* best = net.qacc
     cdef bint is_max = op.kind == K_QPOOL_MAX
+    if is_max:  # the row in vector registers over every tap (_qgemv.h)
+        dse_qpool_max_row(<const int8_t* const*>taps, op.ntaps, op.kf, op.sf, op.pf, op.fin, op.fout, op.cin,
+                          op.cout, out)
+        return
     for fo in range(op.fout):
         yo = out + fo * op.cout
         for c in range(op.cout):
-            if is_max:
-                yo[c] = -128  # the running maximum is kept in the output itself
-            else:
-                best[c] = 0
+            best[c] = 0
         for i in range(op.ntaps):
             if taps[i] == NULL:
                 continue
@@ -425,13 +427,8 @@ cdef void run_qpool(Net* net, const Op* op, const char** taps, int8_t* out, floa
                 if fi < 0 or fi >= op.fin:
                     continue
                 x = <const int8_t*>taps[i] + fi * op.cin
-                if is_max:
-                    dse_qmax8(yo, x, op.cout)
-                else:
-                    for c in range(op.cout):
-                        best[c] += <int32_t>x[c] - zp
-        if is_max:
-            continue
+                for c in range(op.cout):
+                    best[c] += <int32_t>x[c] - zp
         fstart = fo * op.sf - op.pf
         fend = min(fstart + op.kf, op.fin + op.pfr)
         fcount = fend - fstart
