@@ -409,6 +409,17 @@ cdef inline void group_chunks(Net* net, Py_ssize_t n, Py_ssize_t offset) noexcep
         net.xptrs[n + c] = net.xptrs[c] + offset
 
 
+cdef inline (Py_ssize_t, Py_ssize_t) interior_positions(const Op* op) noexcept nogil:
+    """The first and last feature positions whose feature taps all lie inside the frame
+    (the interior every conv path batches); (0, -1) when fewer than two."""
+    cdef Py_ssize_t fo_lo = (op.pf + op.sf - 1) // op.sf
+    cdef Py_ssize_t num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
+    cdef Py_ssize_t fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
+    if fo_hi - fo_lo < 1:
+        return 0, -1
+    return fo_lo, fo_hi
+
+
 cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexcept nogil:
     """out[fo, o] = sum over time taps i (NULL: padding, skipped), feature taps kf, input
     channels of the group; then the op's epilogue.
@@ -432,13 +443,9 @@ cdef void run_conv(Net* net, const Op* op, const char** taps, float* out) noexce
     # Feature positions whose taps all lie inside the frame share one chunk list, their inputs
     # op.sf * op.cin floats apart: one frames-kernel call runs them all (weights loaded once
     # for several positions; per output the same terms in the same order as one at a time).
-    cdef Py_ssize_t fo_lo = 0, fo_hi = -1, num
+    cdef Py_ssize_t fo_lo = 0, fo_hi = -1
     if not depthwise and op.fout > 1:
-        fo_lo = (op.pf + op.sf - 1) // op.sf
-        num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
-        fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
-        if fo_hi - fo_lo < 1:
-            fo_lo, fo_hi = 0, -1
+        fo_lo, fo_hi = interior_positions(op)
     for fo in range(op.fout):
         if fo_lo < fo <= fo_hi:
             continue  # computed with fo_lo
@@ -933,7 +940,7 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
     cdef float** couts          # (stream, interior position) columns: outputs, then twins
     cdef float** ctwins
     cdef Py_ssize_t* cxo = net.xoffs + ns
-    cdef Py_ssize_t s, p, c, fo, g, n, num, ncols = 0
+    cdef Py_ssize_t s, p, c, fo, g, n, ncols = 0
     cdef Py_ssize_t b0 = sel[0]
     cdef Py_ssize_t fo_lo = 0, fo_hi = -1
     cdef const float* first = fring_row(net, src, b0, lag0)
@@ -942,11 +949,7 @@ cdef void run_conv_streams(Net* net, const Op* op, const Py_ssize_t* sel, Py_ssi
         outs[s] = <float*>advance(net, op.dst, sel[s])
         twins[s] = twin_row(net, op.dst, sel[s])
     if op.fout > 1:
-        fo_lo = (op.pf + op.sf - 1) // op.sf
-        num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
-        fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
-        if fo_hi - fo_lo < 1:
-            fo_lo, fo_hi = 0, -1
+        fo_lo, fo_hi = interior_positions(op)
     if fo_hi > fo_lo:
         ncols = ns * (fo_hi - fo_lo + 1)
         couts = net.optrs + 2 * ns

@@ -261,17 +261,6 @@ cdef void run_qconv_merged_rows(Net* net, const Op* op, const char** taps, int8_
         op_requant(op, net.qracc + fo * astride, op.qbias_full, op.qm0, op.qshift, out + fo * op.cout, op.cout)
 
 
-cdef inline (Py_ssize_t, Py_ssize_t) interior_positions(const Op* op) noexcept nogil:
-    """The first and last feature positions whose feature taps all lie inside the frame
-    (run_conv's interior); (0, -1) when fewer than two."""
-    cdef Py_ssize_t fo_lo = (op.pf + op.sf - 1) // op.sf
-    cdef Py_ssize_t num = op.fin - 1 + op.pf - (op.kf - 1) * op.df
-    cdef Py_ssize_t fo_hi = min(num // op.sf, op.fout - 1) if num >= 0 else -1
-    if fo_hi - fo_lo < 1:
-        return 0, -1
-    return fo_lo, fo_hi
-
-
 cdef void run_qconv_interior(Net* net, const Op* op, const char** taps, int8_t* out, Py_ssize_t fo_lo,
                              Py_ssize_t npos) noexcept nogil:
     """Positions fo_lo .. fo_lo + npos - 1 of a 2-D int8 conv, every tap inside the frame: one
